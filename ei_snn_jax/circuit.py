@@ -1,0 +1,107 @@
+"""E-I circuit currents as pure functions, one per quantity of the paper (spec §1.2-1.3).
+
+Shapes: dense inputs are (N, d); conv inputs are NHWC (N, H, W, C_in) with kernels HWIO
+(k, k, C_in, C_out). N is the merged T*B axis. W_EI has the reference's orientation
+(n_E, n_I): row e holds the inhibitory weights onto excitatory unit e.
+
+    I_EE    = W_EE * x                                   excitatory_current
+    I_IE    = W_IE * x                                   inhibitory_current  (s_I, no ReLU)
+    I_EI    = W_EI I_IE          (1x1 channel mix)       lateral_inhibition
+    I_bal   = I_EE - I_EI                                balanced_current    (subtractive)
+    I_shunt = W_EI (g_I . I_IE)                          shunting_current    (divisive)
+    I_int   = g_E . I_bal / stabilize(I_shunt) + b_E     integrated_current
+    output  = I_bal                                      output_current      (head, §1.3)
+
+The division always runs in float32 (spec §11.7), whatever the dtype of the currents.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ei_snn_jax import ei_prop
+
+Array = jax.Array
+
+
+def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
+         dtype=None) -> Array:
+  """NHWC x HWIO convolution with symmetric zero padding (default k//2, as PyTorch's pad=k//2)."""
+  if dtype is not None:
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+  if padding is None:
+    padding = kernel.shape[0] // 2
+  if isinstance(padding, int):
+    padding = ((padding, padding), (padding, padding))
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=tuple(strides), padding=padding,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def feedforward(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
+                dtype=None) -> Array:
+  """W * x: a matmul for a 2-D kernel (d, n), a convolution for a 4-D kernel (k, k, C_in, n)."""
+  if kernel.ndim == 2:
+    if dtype is not None:
+      x, kernel = x.astype(dtype), kernel.astype(dtype)
+    return x @ kernel
+  return conv(x, kernel, strides, padding, dtype)
+
+
+def excitatory_current(x: Array, w_ee: Array, **conv_kw) -> Array:
+  """I_EE = W_EE * x (spec §1.2): E -> E feed-forward current, (N, ..., n_E)."""
+  return feedforward(x, w_ee, **conv_kw)
+
+
+def inhibitory_current(x: Array, w_ie: Array, **conv_kw) -> Array:
+  """I_IE = W_IE * x (spec §1.2): the inhibitory population's activity s_I, (N, ..., n_I)."""
+  return feedforward(x, w_ie, **conv_kw)
+
+
+def lateral_inhibition(i_ie: Array, w_ei: Array) -> Array:
+  """I_EI = W_EI I_IE, a 1x1 mix over inhibitory channels at every position (spec §1.2)."""
+  return jnp.einsum("...i,ei->...e", i_ie, w_ei)
+
+
+def balanced_current(i_ee: Array, i_ie: Array, w_ei: Array) -> Array:
+  """Subtractive inhibition: I_bal = I_EE - W_EI I_IE (spec §1.2)."""
+  return i_ee - lateral_inhibition(i_ie, w_ei)
+
+
+def shunting_current(i_ie: Array, w_ei: Array, g_i: Array) -> Array:
+  """Divisive inhibition: I_shunt = W_EI (g_I . I_IE) (spec §1.2); >= 0 for non-negative inputs."""
+  return lateral_inhibition(i_ie * g_i, w_ei)
+
+
+def integrated_current(i_bal: Array, i_shunt: Array, g_e: Array, b_e: Array, *,
+                       stabilization: str = "adaptive", ste: bool = True) -> Array:
+  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E (spec §1.2, E-I Prop §3.1-3.2), in float32."""
+  i_bal = i_bal.astype(jnp.float32)
+  i_shunt = i_shunt.astype(jnp.float32)
+  denominator = ei_prop.stabilize_shunting(i_shunt, stabilization, ste)
+  return g_e * i_bal / denominator + b_e
+
+
+def output_current(i_ee: Array, i_ie: Array, w_ei: Array) -> Array:
+  """Output-layer variant (spec §1.3): the head returns I_bal, no division, gain, bias or LIF."""
+  return balanced_current(i_ee, i_ie, w_ei)
+
+
+def ei_currents(x: Array, w_ee: Array, w_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
+                b_e: Array, *, stabilization: str = "adaptive", ste: bool = True,
+                dtype=None, **conv_kw) -> dict[str, Array]:
+  """All currents of one E-I layer for input x; returns a dict keyed by the paper's names.
+
+  Keys: excitatory, inhibitory, lateral, balanced, shunting, integrated.
+  """
+  i_ee = excitatory_current(x, w_ee, dtype=dtype, **conv_kw).astype(jnp.float32)
+  i_ie = inhibitory_current(x, w_ie, dtype=dtype, **conv_kw).astype(jnp.float32)
+  i_ei = lateral_inhibition(i_ie, w_ei)
+  i_bal = i_ee - i_ei
+  i_shunt = shunting_current(i_ie, w_ei, g_i)
+  i_int = integrated_current(i_bal, i_shunt, g_e, b_e, stabilization=stabilization, ste=ste)
+  return dict(excitatory=i_ee, inhibitory=i_ie, lateral=i_ei, balanced=i_bal,
+              shunting=i_shunt, integrated=i_int)

@@ -1,0 +1,332 @@
+"""Flax (Linen) layers that wire the pure circuit functions together (spec §1, §5, §6, §9).
+
+Every layer maps its input to the *pre-spike current* of one layer on the merged T*B axis; the
+``LIF`` layer turns currents into spikes. Layers to compose:
+
+* ``EIConv`` / ``EIDense``: EiConv/EiLinear + EiNorm of the paper: returns I_int (spec §1.2).
+* ``EIHead``: the output layer, returns I_bal (spec §1.3).
+* ``LIF``: multi-step LIF over the merged batch (spec §5).
+* ``BNConv`` / ``BNDense``: BN-SNN baseline, conv/linear without bias + BatchNorm over the merged
+  T*B(*H*W) axis (spec §6.2).
+* ``DANNConv`` / ``DANNDense`` / ``DANNHead``: the spiking DANN baseline (spec §9).
+
+Input conventions: conv layers take NHWC, dense layers (N, d). ``time_repeats = T > 1`` tells a
+layer that its input is a static image batch (B, ...) that stands for T identical time steps:
+the layer computes its current once and tiles it to (T*B, ...), which is exactly the current of
+the tiled input (every op before the LIF is per sample), and E-I Init counts the samples T times.
+
+Observability: when the ``probes`` collection is mutable (``model.apply(..., mutable=['probes'])``)
+each E-I layer records mean/std of its currents and each LIF its firing rate (``probes.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ei_snn_jax import circuit, ei_init, ei_prop, neurons
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EIOptions:
+  """Switches of the E-I method (defaults = the paper). Frozen, so usable as a module attribute.
+
+  Attributes:
+    ei_ratio: n_I = n_E // ei_ratio (4 in every paper config).
+    ei_init: data-dependent E-I Init (spec §2); False = plain DANN-style init (ablation).
+    stabilization: "adaptive" (E-I Prop §3.1), "epsilon" or "none" (ablations).
+    ste: straight-through estimator for the stabilised denominator (§3.2).
+    scale_wei_grad: multiply the W_EI gradient by 1/d (§3.3).
+    conv_dtype: dtype of the E/I convolutions (None = float32; e.g. "bfloat16" for speed). The
+      E-I division always runs in float32.
+  """
+  ei_ratio: int = 4
+  ei_init: bool = True
+  stabilization: str = "adaptive"
+  ste: bool = True
+  scale_wei_grad: bool = True
+  conv_dtype: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuronOptions:
+  """LIF settings (spec §5): tau 2, threshold 1, sigmoid surrogate alpha 4, scan unrolling."""
+  tau: float = 2.0
+  threshold: float = 1.0
+  surrogate: str = "sigmoid"
+  alpha: float = 4.0
+  unroll: int | bool = True
+
+
+def _tile_time(x: Array, T: int) -> Array:
+  """(B, ...) -> (T*B, ...) t-major: the same sample at every time step."""
+  if T == 1:
+    return x
+  return jnp.broadcast_to(x[None], (T,) + x.shape).reshape((T * x.shape[0],) + x.shape[1:])
+
+
+def _record_currents(module: nn.Module, currents: dict[str, Array]) -> None:
+  """Sow mean/std of each current into ``probes`` (no-op unless the collection is mutable)."""
+  if not module.is_mutable_collection("probes"):
+    return
+  for name, value in currents.items():
+    v = value.astype(jnp.float32)
+    module.sow("probes", f"{name}_mean", jnp.mean(v), reduce_fn=lambda _, b: b)
+    module.sow("probes", f"{name}_std", jnp.std(v), reduce_fn=lambda _, b: b)
+  if module.is_mutable_collection("probe_values"):
+    flat = currents["integrated"].reshape(-1)
+    module.sow("probe_values", "integrated", flat[: min(flat.size, 65536)],
+               reduce_fn=lambda _, b: b)
+
+
+class _EILayer(nn.Module):
+  """Shared body of EIConv / EIDense / EIHead (one E-I layer, spec §1-3)."""
+  features: int
+  options: EIOptions = EIOptions()
+  time_repeats: int = 1
+  output_layer: bool = False
+
+  def _kernel_shape(self, c_in: int, n: int) -> tuple[int, ...]:
+    raise NotImplementedError
+
+  def _conv_kwargs(self) -> dict[str, Any]:
+    return {}
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    opts = self.options
+    n_e = self.features
+    n_i = n_e // opts.ei_ratio
+    if n_i < 1:
+      raise ValueError(f"{self.name}: features={n_e} // ei_ratio={opts.ei_ratio} leaves no "
+                       "inhibitory unit; use more features or a smaller ei_ratio")
+    c_in = x.shape[-1]
+    fan_in = math.prod(self._kernel_shape(c_in, 1)[:-1])
+
+    scale = g_i0 = None
+    if self.is_initializing():
+      stats = None
+      if opts.ei_init:
+        stats = ei_init.input_statistics(x, self.time_repeats)
+        ei_init.check_statistics(stats, self.name or type(self).__name__)
+        self.sow("ei_init_stats", "input", stats._asdict(), reduce_fn=lambda _, b: b)
+      scale, g_i0 = ei_init.ei_init_values(stats, fan_in)
+
+    exp_init = lambda key, shape: ei_init.exponential(key, shape, scale)
+    w_ee = self.param("w_ee", exp_init, self._kernel_shape(c_in, n_e))
+    w_ie = self.param("w_ie", exp_init, self._kernel_shape(c_in, n_i))
+    w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i))
+    g_i = self.param("g_i", lambda key, shape: jnp.full(shape, g_i0, jnp.float32), (n_i,))
+    g_e = self.param("g_e", nn.initializers.ones, (n_e,))
+    b_e = self.param("bias", nn.initializers.zeros, (n_e,))
+
+    if opts.scale_wei_grad:
+      w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
+
+    # E and I feed-forward currents from one fused convolution/matmul (same values as two).
+    kernel = jnp.concatenate([w_ee, w_ie], axis=-1)
+    i_both = circuit.feedforward(x, kernel, dtype=opts.conv_dtype,
+                                 **self._conv_kwargs()).astype(jnp.float32)
+    i_ee, i_ie = i_both[..., :n_e], i_both[..., n_e:]
+    if self.output_layer:
+      out = circuit.output_current(i_ee, i_ie, w_ei)
+      return _tile_time(out, self.time_repeats)
+
+    i_ei = circuit.lateral_inhibition(i_ie, w_ei)
+    i_bal = i_ee - i_ei
+    i_shunt = circuit.shunting_current(i_ie, w_ei, g_i)
+    i_int = circuit.integrated_current(i_bal, i_shunt, g_e, b_e,
+                                       stabilization=opts.stabilization, ste=opts.ste)
+    _record_currents(self, dict(excitatory=i_ee, inhibitory=i_ei, balanced=i_bal,
+                                shunting=i_shunt, integrated=i_int))
+    return _tile_time(i_int, self.time_repeats)
+
+
+class EIConv(_EILayer):
+  """E-I convolution (EiConv + EiNorm2d): NHWC input -> integrated current I_int (spec §1.2).
+
+  Attributes:
+    features: n_E, excitatory output channels (n_I = n_E // ei_ratio).
+    kernel_size, strides: as the conv it replaces (padding k//2, zeros, no bias).
+    options: ``EIOptions``; time_repeats: see the module docstring.
+  """
+  kernel_size: int = 3
+  strides: int = 1
+
+  def _kernel_shape(self, c_in, n):
+    return (self.kernel_size, self.kernel_size, c_in, n)
+
+  def _conv_kwargs(self):
+    return dict(strides=(self.strides, self.strides))
+
+
+class EIDense(_EILayer):
+  """E-I dense layer (EiLinear + EiNorm1d): (N, d) -> integrated current I_int (spec §1.2)."""
+
+  def _kernel_shape(self, c_in, n):
+    return (c_in, n)
+
+
+class EIHead(EIDense):
+  """E-I output layer (spec §1.3): (N, d) -> balanced current I_EE - W_EI I_IE (the logits).
+
+  Its g_I, g_E and b_E exist (parameter counts equal the reference) but are unused.
+  """
+  output_layer: bool = True
+
+
+# Names of the head parameters that never receive a gradient (spec §1.3, §11.3).
+UNUSED_HEAD_PARAMS = ("g_i", "g_e", "bias")
+
+
+class LIF(nn.Module):
+  """Multi-step LIF on the merged batch (spec §5): (T*B, ...) currents -> (T*B, ...) spikes."""
+  T: int
+  neuron: NeuronOptions = NeuronOptions()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    n = self.neuron
+    spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
+    spikes = neurons.lif_multistep(neurons.split_time(x, self.T), tau=n.tau,
+                                   threshold=n.threshold, spike_fn=spike_fn, unroll=n.unroll)
+    spikes = neurons.merge_time(spikes)
+    if self.is_mutable_collection("probes"):
+      self.sow("probes", "firing_rate", jnp.mean(spikes), reduce_fn=lambda _, b: b)
+    return spikes
+
+
+# ------------------------------------------------------------------------------------------
+# BN-SNN baseline (spec §6.2-6.3)
+# ------------------------------------------------------------------------------------------
+
+def torch_default_kernel_init():
+  """PyTorch's default conv/linear weight init: kaiming-uniform with a = sqrt(5)."""
+  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_kaiming_normal_fan_out():
+  """PyTorch ``kaiming_normal_(mode='fan_out', nonlinearity='relu')`` (BN-ResNet convs)."""
+  return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BNConv(nn.Module):
+  """Conv (no bias) -> BatchNorm over the merged T*B*H*W axis per channel (spec §6.2).
+
+  BatchNorm: momentum 0.1 in PyTorch terms (0.9 in Flax), eps 1e-5, gamma 1, beta 0.
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  time_repeats: int = 1
+  kernel_init: Any = dataclasses.field(default_factory=torch_default_kernel_init)
+  conv_dtype: str | None = None
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    kernel = self.param("kernel", self.kernel_init,
+                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+    y = circuit.conv(x, kernel, (self.strides, self.strides), dtype=self.conv_dtype)
+    y = _tile_time(y.astype(jnp.float32), self.time_repeats)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        name="bn")(y)
+
+
+class TorchDense(nn.Module):
+  """nn.Linear with PyTorch's default init (the BN models' classifier)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    d = x.shape[-1]
+    bound = 1.0 / math.sqrt(d)
+    kernel = self.param("kernel", torch_default_kernel_init(), (d, self.features))
+    bias = self.param("bias", lambda key, shape: jax.random.uniform(key, shape, jnp.float32,
+                                                                  -bound, bound), (self.features,))
+    return x @ kernel + bias
+
+
+# ------------------------------------------------------------------------------------------
+# Spiking DANN baseline (spec §9; Cornford et al. 2021)
+# ------------------------------------------------------------------------------------------
+
+class _DANNLayer(nn.Module):
+  """z_E = W_EX x, z_I = W_IX x, z_hat = z_E - W_EI z_I, gamma = W_EI (exp(alpha) z_I) + eps,
+  z = g z_hat / gamma + b (spec §9). Gradient corrections (DANN's cSGD): W_EI / d,
+  W_IX / sqrt(n_E), alpha / (sqrt(n_E) d). Init: W ~ Exp(sigma*), sigma* = sqrt(2 pi/(d(2 pi-1)))
+  (sqrt(1/(2d)) for the first layer), W_EI = 1/n_I, g = 1, b = 0, exp(alpha) = sqrt((2 pi-1)/d).
+  """
+  features: int
+  ei_ratio: int = 4
+  first_layer: bool = False
+  time_repeats: int = 1
+  output_layer: bool = False
+  correct_gradients: bool = True
+
+  def _kernel_shape(self, c_in, n):
+    raise NotImplementedError
+
+  def _conv_kwargs(self):
+    return {}
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    n_e = self.features
+    n_i = max(n_e // self.ei_ratio, 1)
+    c_in = x.shape[-1]
+    d = math.prod(self._kernel_shape(c_in, 1)[:-1])
+    sigma = (math.sqrt(1.0 / (2 * d)) if self.first_layer
+             else math.sqrt(2 * math.pi / (d * (2 * math.pi - 1))))
+    exp_init = lambda key, shape: ei_init.exponential(key, shape, sigma)
+    w_ex = self.param("w_ex", exp_init, self._kernel_shape(c_in, n_e))
+    w_ix = self.param("w_ix", exp_init, self._kernel_shape(c_in, n_i))
+    w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i))
+    alpha = self.param("alpha", nn.initializers.constant(0.5 * math.log((2 * math.pi - 1) / d)),
+                       (n_i,))
+    g = self.param("g", nn.initializers.ones, (n_e,))
+    b = self.param("bias", nn.initializers.zeros, (n_e,))
+    if self.correct_gradients:
+      w_ei = ei_prop.scale_gradient(w_ei, 1.0 / d)
+      w_ix = ei_prop.scale_gradient(w_ix, 1.0 / math.sqrt(n_e))
+      alpha = ei_prop.scale_gradient(alpha, 1.0 / (math.sqrt(n_e) * d))
+    z_e = circuit.feedforward(x, w_ex, **self._conv_kwargs())
+    z_i = circuit.feedforward(x, w_ix, **self._conv_kwargs())
+    z_hat = circuit.balanced_current(z_e, z_i, w_ei)
+    if self.output_layer:
+      return _tile_time(z_hat, self.time_repeats)
+    gamma = circuit.shunting_current(z_i, w_ei, jnp.exp(alpha))
+    z = circuit.integrated_current(z_hat, gamma, g, b, stabilization="epsilon")
+    _record_currents(self, dict(excitatory=z_e, inhibitory=z_e - z_hat, balanced=z_hat,
+                                shunting=gamma, integrated=z))
+    return _tile_time(z, self.time_repeats)
+
+
+class DANNConv(_DANNLayer):
+  """Spiking-DANN convolution (spec §9): NHWC input -> pre-spike current."""
+  kernel_size: int = 3
+  strides: int = 1
+
+  def _kernel_shape(self, c_in, n):
+    return (self.kernel_size, self.kernel_size, c_in, n)
+
+  def _conv_kwargs(self):
+    return dict(strides=(self.strides, self.strides))
+
+
+class DANNDense(_DANNLayer):
+  """Spiking-DANN dense layer (spec §9): (N, d) -> pre-spike current."""
+
+  def _kernel_shape(self, c_in, n):
+    return (c_in, n)
+
+
+class DANNHead(DANNDense):
+  """Spiking-DANN output layer: returns z_hat = z_E - W_EI z_I, like ``EIHead``."""
+  output_layer: bool = True

@@ -1,0 +1,33 @@
+"""Test set-up: 8 fake CPU devices (multi-device code paths) and JAX's persistent compile cache.
+
+Both must be configured before JAX initialises its backend, hence at import time here.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+CACHE = pathlib.Path(os.environ.get("EI_SNN_TEST_CACHE", REPO / ".cache")).expanduser()
+jax.config.update("jax_compilation_cache_dir", str(CACHE / "jax_compile"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def cifar10_npz():
+  """Path of the real CIFAR-10 arrays, rebuilt once from ../shared into the repo's .cache/."""
+  from ei_snn_jax import data
+  compact = SHARED / "data" / "cifar10_compact.npz"
+  if not compact.exists():
+    pytest.skip("../shared/data/cifar10_compact.npz is not available")
+  return data.rebuild_cifar10_from_compact(compact, CACHE / "cifar10.npz")
