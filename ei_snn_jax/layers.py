@@ -110,7 +110,8 @@ class _EILayer(nn.Module):
     c_in = x.shape[-1]
     fan_in = math.prod(self._kernel_shape(c_in, 1)[:-1])
 
-    scale = g_i0 = None
+    # Flax also calls initialisers abstractly (shape check) in ``apply``: placeholders then.
+    scale = g_i0 = 1.0
     if self.is_initializing():
       stats = None
       if opts.ei_init:
@@ -182,8 +183,8 @@ class EIHead(EIDense):
   output_layer: bool = True
 
 
-# Names of the head parameters that never receive a gradient (spec §1.3, §11.3).
-UNUSED_HEAD_PARAMS = ("g_i", "g_e", "bias")
+# Names of the head parameters that never receive a gradient (spec §1.3, §11.3), per layer kind.
+UNUSED_HEAD_PARAMS = {"ei": ("g_i", "g_e", "bias"), "dann": ("alpha", "g", "bias")}
 
 
 class LIF(nn.Module):

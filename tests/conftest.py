@@ -15,7 +15,8 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-CACHE = pathlib.Path(os.environ.get("EI_SNN_TEST_CACHE", REPO / ".cache")).expanduser()
+# Outside the checkout, so that fresh clones (CI) reuse compiled programs and rebuilt data.
+CACHE = pathlib.Path(os.environ.get("EI_SNN_TEST_CACHE", "~/.cache/ei_snn_jax")).expanduser()
 jax.config.update("jax_compilation_cache_dir", str(CACHE / "jax_compile"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -1,0 +1,71 @@
+"""The paper's models (spec §6) and ``create_model`` from a ``config.model`` ConfigDict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from ei_snn_jax import layers
+from ei_snn_jax.models.common import ModelOptions, VARIANTS
+from ei_snn_jax.models.resnet import SEWBasicBlock, SEWResNet, resnet18_widths
+from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG, scaled_layers
+
+ARCHS = tuple(sorted(VGG_LAYERS)) + ("resnet18",)
+
+__all__ = ["ARCHS", "VARIANTS", "ModelOptions", "SpikingVGG", "SEWResNet", "SEWBasicBlock",
+           "create_model", "model_options", "VGG_LAYERS"]
+
+
+def model_options(model_cfg: Any) -> ModelOptions:
+  """``ModelOptions`` from a ``config.model`` ConfigDict (see configs/common.py)."""
+  conv_dtype = None if model_cfg.conv_dtype in (None, "float32") else model_cfg.conv_dtype
+  unroll = True if int(model_cfg.scan_unroll) == 0 else int(model_cfg.scan_unroll)
+  return ModelOptions(
+      variant=model_cfg.variant,
+      T=int(model_cfg.T),
+      ei=layers.EIOptions(ei_ratio=int(model_cfg.ei_ratio), ei_init=bool(model_cfg.ei_init),
+                          stabilization=model_cfg.ei_stabilization, ste=bool(model_cfg.ei_ste),
+                          scale_wei_grad=bool(model_cfg.ei_scale_wei_grad),
+                          conv_dtype=conv_dtype),
+      neuron=layers.NeuronOptions(tau=float(model_cfg.tau), threshold=float(model_cfg.threshold),
+                                  surrogate=model_cfg.surrogate,
+                                  alpha=float(model_cfg.surrogate_alpha), unroll=unroll),
+      dropout=float(model_cfg.dropout),
+      static_input_once=bool(model_cfg.static_input_once),
+  )
+
+
+def create_model(model_cfg: Any, num_classes: int) -> nn.Module:
+  """Build the model a config describes: ``model_cfg`` is ``config.model`` (configs/common.py)."""
+  options = model_options(model_cfg)
+  arch = model_cfg.arch
+  width = float(model_cfg.width_multiplier)
+  if arch in VGG_LAYERS:
+    return SpikingVGG(scaled_layers(arch, width), num_classes, options)
+  if arch == "resnet18":
+    return SEWResNet((2, 2, 2, 2), num_classes, options, widths=resnet18_widths(width))
+  raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+
+
+def check_ei_init(variables: Any) -> None:
+  """Verify the E-I Init statistics recorded by ``model.init`` (works after a jitted init).
+
+  Raises ``ei_init.EIInitError`` naming the first layer whose input was all zero (E_x = 0, so
+  g_I = inf) or non-finite.
+  """
+  import jax
+  import numpy as np
+  from ei_snn_jax import ei_init
+
+  stats = variables.get("ei_init_stats", {})
+  for path, leaf in jax.tree_util.tree_flatten_with_path(stats)[0]:
+    names = [str(getattr(k, "key", k)) for k in path]
+    if names[-1] != "mean":
+      continue
+    layer = ".".join(n for n in names[:-2] if n not in ("ei",))
+    node = stats
+    for n in names[:-1]:
+      node = node[n]
+    ei_init.check_statistics(ei_init.InputStatistics(
+        np.asarray(node["mean"]), np.asarray(node["var"]), np.asarray(node["mean_sq"])), layer)

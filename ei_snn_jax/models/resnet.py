@@ -1,0 +1,70 @@
+"""Spiking SEW-ResNet-18 (ADD connect) for 32x32 inputs, E-I / BN / DANN variants (spec §6.3).
+
+Stem: 3x3 conv (stride 1) -> norm -> LIF, no max-pool. Stages of BasicBlocks [2, 2, 2, 2] with
+64/128/256/512 channels and first strides 1/2/2/2. BasicBlock: conv3x3(s) -> LIF -> conv3x3 ->
+LIF, out = spikes + identity, where identity is x or a spiking downsample (1x1 conv(s) -> norm ->
+LIF). Block outputs are non-negative integer spike counts. Head: global average pool -> classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ei_snn_jax.models import common
+
+Array = jax.Array
+
+
+class SEWBasicBlock(nn.Module):
+  """SEW BasicBlock with ADD connect after the second LIF (spec §6.3)."""
+  features: int
+  strides: int
+  options: common.ModelOptions
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    o = self.options
+    init = "kaiming_fan_out"
+    h = common.CurrentLayer(self.features, o, strides=self.strides, bn_kernel_init=init,
+                            name="conv1")(x, train)
+    h = common.spiking(o, name="lif1")(h)
+    h = common.CurrentLayer(self.features, o, bn_kernel_init=init, name="conv2")(h, train)
+    h = common.spiking(o, name="lif2")(h)
+    identity = x
+    if self.strides != 1 or x.shape[-1] != self.features:
+      identity = common.CurrentLayer(self.features, o, kernel_size=1, strides=self.strides,
+                                     bn_kernel_init=init, name="downsample")(x, train)
+      identity = common.spiking(o, name="lif_down")(identity)
+    return h + identity
+
+
+class SEWResNet(nn.Module):
+  """SEW-ResNet for CIFAR-size inputs. Returns logits (B, num_classes) = mean over T."""
+  stage_sizes: Sequence[int]
+  num_classes: int
+  options: common.ModelOptions = common.ModelOptions()
+  widths: Sequence[int] = (64, 128, 256, 512)
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    o = self.options
+    h, repeats = common.prepare_input(x, o)
+    h = common.CurrentLayer(self.widths[0], o, time_repeats=repeats, first_layer=True,
+                            bn_kernel_init="kaiming_fan_out", name="stem")(h, train)
+    h = common.spiking(o, name="lif_stem")(h)
+    for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+      for block in range(blocks):
+        strides = 2 if stage > 0 and block == 0 else 1
+        h = SEWBasicBlock(width, strides, o, name=f"stage{stage}_block{block}")(h, train)
+    h = jnp.mean(h, axis=(1, 2))
+    logits = common.Head(self.num_classes, o, name="head")(h)
+    return common.mean_over_time(logits, o.T)
+
+
+def resnet18_widths(width_multiplier: float = 1.0) -> tuple[int, ...]:
+  """Stage widths of ResNet-18 scaled by ``width_multiplier`` (at least 4 channels)."""
+  return tuple(max(4, int(round(w * width_multiplier))) for w in (64, 128, 256, 512))

@@ -1,0 +1,244 @@
+"""E-I circuit and E-I Prop against an independent NumPy float64 implementation (spec §1-3).
+
+The reference below is written from the spec's equations only: forward currents, adaptive
+stabilisation (per-sample min positive, +inf for an all-zero sample), and a hand-derived
+backward pass (STE through the replacement, W_EI gradient / d). Convolutions use im2col, so the
+same dense algebra covers both forms; the input gradient of a conv uses the col2im adjoint.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ei_snn_jax import circuit, ei_prop, layers
+
+
+# ------------------------------- NumPy float64 reference ------------------------------------
+
+def im2col(x, k, stride):
+  """(N, H, W, C) -> patches (N, Ho, Wo, k*k*C) in HWIO kernel order, zero padding k//2."""
+  n, h, w, c = x.shape
+  p = k // 2
+  xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  ho, wo = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
+  out = np.zeros((n, ho, wo, k, k, c))
+  for i in range(k):
+    for j in range(k):
+      out[:, :, :, i, j, :] = xp[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :]
+  return out.reshape(n, ho, wo, k * k * c)
+
+
+def col2im(dcols, x_shape, k, stride):
+  """Adjoint of im2col."""
+  n, h, w, c = x_shape
+  p = k // 2
+  ho, wo = dcols.shape[1:3]
+  dxp = np.zeros((n, h + 2 * p, w + 2 * p, c))
+  d = dcols.reshape(n, ho, wo, k, k, c)
+  for i in range(k):
+    for j in range(k):
+      dxp[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :] += d[:, :, :, i, j, :]
+  return dxp[:, p:p + h, p:p + w, :]
+
+
+def np_stabilize(sh):
+  axes = tuple(range(1, sh.ndim))
+  pos = np.where(sh == 0, np.inf, sh)
+  m = pos.min(axis=axes, keepdims=True)
+  return np.where(sh == 0, m, sh)
+
+
+def np_forward(cols, p):
+  """Currents from patches/inputs cols (N, ..., d) and params with 2-D kernels (d, n)."""
+  i_ee = cols @ p["w_ee"]
+  i_ie = cols @ p["w_ie"]
+  i_ei = i_ie @ p["w_ei"].T
+  bal = i_ee - i_ei
+  sh = (i_ie * p["g_i"]) @ p["w_ei"].T
+  sht = np_stabilize(sh)
+  with np.errstate(invalid="ignore"):
+    out = p["g_e"] * bal / sht + p["bias"]
+  return dict(excitatory=i_ee, inhibitory=i_ie, lateral=i_ei, balanced=bal, shunting=sh,
+              stabilized=sht, integrated=out)
+
+
+def np_backward(cols, p, f, g_out, scale_wei=True):
+  """Hand-derived gradients of sum(g_out * I_int) (STE: d/d I_shunt = d/d stabilized)."""
+  fan_in = cols.shape[-1]
+  sht, bal, i_ie = f["stabilized"], f["balanced"], f["inhibitory"]
+  dbal = g_out * p["g_e"] / sht
+  dsh = -g_out * p["g_e"] * bal / sht ** 2
+  lead = tuple(range(cols.ndim - 1))
+  flat = lambda a: a.reshape(-1, a.shape[-1])
+  grads = {"bias": g_out.sum(lead), "g_e": (g_out * bal / sht).sum(lead)}
+  di_ie = (-dbal) @ p["w_ei"] + (dsh @ p["w_ei"]) * p["g_i"]
+  dw_ei = flat(-dbal).T @ flat(i_ie) + flat(dsh).T @ flat(i_ie * p["g_i"])
+  grads["w_ei"] = dw_ei / fan_in if scale_wei else dw_ei
+  grads["g_i"] = ((dsh @ p["w_ei"]) * i_ie).sum(lead)
+  grads["w_ee"] = flat(cols).T @ flat(dbal)
+  grads["w_ie"] = flat(cols).T @ flat(di_ie)
+  dcols = dbal @ p["w_ee"].T + di_ie @ p["w_ie"].T
+  return grads, dcols
+
+
+def random_params(rng, c_in, n_e, ratio=4, k=None):
+  n_i = n_e // ratio
+  kshape = (lambda n: (k, k, c_in, n)) if k else (lambda n: (c_in, n))
+  return {"w_ee": rng.exponential(0.2, kshape(n_e)), "w_ie": rng.exponential(0.2, kshape(n_i)),
+          "w_ei": rng.exponential(1.0 / n_i, (n_e, n_i)), "g_i": rng.exponential(0.5, (n_i,)),
+          "g_e": rng.exponential(1.0, (n_e,)), "bias": rng.normal(0, 0.1, (n_e,))}
+
+
+def flat_params(p, k):
+  return {n: (v.reshape(-1, v.shape[-1]) if (k and v.ndim == 4) else v) for n, v in p.items()}
+
+
+# ------------------------------------ test cases --------------------------------------------
+
+def sparse_input(rng, shape, density=0.3):
+  return (rng.random(shape) < density).astype(np.float64) * rng.integers(1, 3, shape)
+
+
+CASES = {
+    "dense": dict(kind="dense"),
+    "conv": dict(kind="conv"),
+    "conv_stride2": dict(kind="conv", stride=2),
+    "dense_partial_zero": dict(kind="dense", density=0.05),
+    "conv_partial_zero": dict(kind="conv", density=0.02),
+    "dense_zero_sample": dict(kind="dense", zero_sample=True),
+    "conv_zero_sample": dict(kind="conv", zero_sample=True),
+    "dense_zero_wei_rows": dict(kind="dense", zero_rows=True),
+    "conv_zero_wei_rows": dict(kind="conv", zero_rows=True),
+}
+
+
+def make_case(name):
+  spec = CASES[name]
+  rng = np.random.default_rng(abs(hash(name)) % 2**32)
+  n_e, c_in = 8, 5
+  if spec["kind"] == "dense":
+    x = sparse_input(rng, (6, 12), spec.get("density", 0.3))
+    k = None
+  else:
+    x = sparse_input(rng, (4, 6, 6, c_in), spec.get("density", 0.3))
+    k = 3
+  if spec.get("zero_sample"):
+    x[1] = 0.0
+  p = random_params(rng, x.shape[-1], n_e, k=k)
+  if spec.get("zero_rows"):
+    p["w_ei"][[0, 3]] = 0.0
+  return x, p, k, spec.get("stride", 1)
+
+
+def jax_layer(k, stride, n_e):
+  if k:
+    return layers.EIConv(n_e, kernel_size=k, strides=stride)
+  return layers.EIDense(n_e)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_forward_and_gradients_match_numpy_float64(name):
+  x, p, k, stride = make_case(name)
+  cols = im2col(x, k, stride) if k else x
+  ref = np_forward(cols, flat_params(p, k))
+  if "zero" in name:  # the case really exercises exact-zero denominators
+    assert np.any(ref["shunting"] == 0) and np.any(np.isfinite(ref["stabilized"]))
+  g_out = np.random.default_rng(1).normal(size=ref["integrated"].shape)
+  ref_grads, dcols = np_backward(cols, flat_params(p, k), ref, g_out)
+  ref_dx = col2im(dcols, x.shape, k, stride) if k else dcols
+
+  with jax.enable_x64(True):
+    params = jax.tree.map(jnp.asarray, p)
+    xj = jnp.asarray(x)
+    # Pure functions: every named quantity.
+    kw = dict(strides=(stride, stride)) if k else {}
+    cur = circuit.ei_currents(xj, params["w_ee"], params["w_ie"], params["w_ei"], params["g_i"],
+                              params["g_e"], params["bias"], **kw)
+    cur = jax.tree.map(lambda a: np.asarray(a, np.float64), cur)
+    for q in ("excitatory", "inhibitory", "lateral", "balanced", "shunting"):
+      np.testing.assert_allclose(cur[q], ref[q], rtol=1e-5, atol=1e-6, err_msg=q)
+    np.testing.assert_allclose(cur["integrated"], ref["integrated"], rtol=1e-5, atol=1e-5)
+    assert np.all(np.isfinite(cur["integrated"]))
+
+    # The Flax layer (fused E/I conv, W_EI gradient scaling) on the same parameters.
+    layer = jax_layer(k, stride, p["w_ee"].shape[-1])
+
+    def loss(params, xj):
+      out = layer.apply({"params": params}, xj)
+      return jnp.sum(out * g_out), out
+
+    (val, out), (grads, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, xj)
+  out = np.asarray(out)
+  np.testing.assert_allclose(out, ref["integrated"], rtol=1e-4, atol=1e-4)
+  assert np.all(np.isfinite(out))
+  for n, g in grads.items():
+    want = ref_grads[n].reshape(np.shape(g))
+    assert np.all(np.isfinite(g)), n
+    np.testing.assert_allclose(np.asarray(g), want, rtol=2e-4, atol=2e-5, err_msg=n)
+  np.testing.assert_allclose(np.asarray(dx), ref_dx, rtol=2e-4, atol=2e-5)
+
+
+def test_all_zero_sample_gives_bias_and_no_nan():
+  x, p, k, _ = make_case("conv_zero_sample")
+  out = layers.EIConv(8).apply({"params": jax.tree.map(jnp.asarray, p)}, jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(np.asarray(out[1]), np.broadcast_to(p["bias"], out[1].shape),
+                             rtol=1e-6)
+  assert np.all(np.isfinite(out))
+
+
+def test_stabilize_replaces_zeros_with_per_sample_min_and_is_straight_through():
+  sh = jnp.array([[0.0, 2.0, 0.5, 0.0], [3.0, 0.0, 1.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
+  out = ei_prop.stabilize(sh)
+  np.testing.assert_array_equal(out[0], [0.5, 2.0, 0.5, 0.5])
+  np.testing.assert_array_equal(out[1], [3.0, 1.0, 1.0, 4.0])
+  assert np.all(np.isposinf(out[2]))
+  g = jax.grad(lambda s: jnp.sum(ei_prop.stabilize(s) * jnp.arange(1.0, 5.0)))(sh)
+  np.testing.assert_array_equal(g, np.broadcast_to(np.arange(1.0, 5.0), sh.shape))
+  # Without STE the replaced entries get no gradient; their gradient goes to the minimum.
+  g2 = jax.grad(lambda s: jnp.sum(ei_prop.stabilize_without_ste(s) * jnp.arange(1.0, 5.0)))(sh)
+  np.testing.assert_array_equal(g2[0], [0.0, 2.0, 3.0 + 1.0 + 4.0, 0.0])
+
+
+def test_stabilization_variants():
+  sh = jnp.array([[0.0, 2.0]])
+  np.testing.assert_allclose(ei_prop.stabilize_shunting(sh, "epsilon"), [[1e-8, 2.0]])
+  np.testing.assert_array_equal(ei_prop.stabilize_shunting(sh, "none"), sh)
+  with pytest.raises(ValueError, match="unknown stabilization"):
+    ei_prop.stabilize_shunting(sh, "bogus")
+
+
+def test_head_returns_balanced_current():
+  rng = np.random.default_rng(3)
+  x = sparse_input(rng, (6, 16))
+  p = random_params(rng, 16, 8)
+  out = layers.EIHead(8).apply({"params": jax.tree.map(jnp.asarray, p)}, jnp.asarray(x, jnp.float32))
+  ref = np_forward(x, p)["balanced"]
+  np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_wei_gradient_is_unscaled_gradient_over_fan_in(kind):
+  rng = np.random.default_rng(4)
+  if kind == "dense":
+    x, k = sparse_input(rng, (6, 12)), None
+  else:
+    x, k = sparse_input(rng, (2, 5, 5, 3)), 3
+  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), random_params(rng, x.shape[-1], 8, k=k))
+  x = jnp.asarray(x, jnp.float32)
+  fan_in = 12 if kind == "dense" else 27
+  grads = {}
+  for scaled in (True, False):
+    opts = layers.EIOptions(scale_wei_grad=scaled)
+    layer = layers.EIDense(8, options=opts) if kind == "dense" else layers.EIConv(8, options=opts)
+    grads[scaled] = jax.grad(lambda q: jnp.sum(layer.apply({"params": q}, x) ** 2))(p)
+  np.testing.assert_allclose(grads[True]["w_ei"], grads[False]["w_ei"] / fan_in, rtol=1e-6)
+  for n in ("w_ee", "w_ie", "g_i", "g_e", "bias"):
+    np.testing.assert_array_equal(grads[True][n], grads[False][n])
+
+
+def test_scale_gradient_is_identity_forward():
+  x = jnp.arange(4.0)
+  np.testing.assert_array_equal(ei_prop.scale_gradient(x, 0.25), x)
+  np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(ei_prop.scale_gradient(v, 0.25) * 2))(x),
+                             np.full(4, 0.5))

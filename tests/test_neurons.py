@@ -1,0 +1,89 @@
+"""LIF neuron and surrogate spikes (spec §5) on hand-computed sequences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ei_snn_jax import neurons
+
+
+def test_lif_hand_computed_sequence():
+  # H1 = .6; H2 = .3+.6 = .9; H3 = .45+.6 = 1.05 -> spike, V3 = .05; H4 = .025+1 -> spike.
+  x = jnp.array([0.6, 0.6, 0.6, 1.0])
+  s = neurons.lif_multistep(x)
+  np.testing.assert_array_equal(s, [0, 0, 1, 1])
+
+
+def test_lif_fires_exactly_at_threshold():
+  # H1 = 0.5, H2 = 0.25 + 0.75 = 1.0 exactly (binary fractions): fires because S = (H >= theta).
+  np.testing.assert_array_equal(neurons.lif_multistep(jnp.array([0.5, 0.75])), [0, 1])
+  np.testing.assert_array_equal(neurons.lif_multistep(jnp.array([1.0, 0.0])), [1, 0])
+  np.testing.assert_array_equal(neurons.lif_multistep(jnp.array([0.99999, 0.0])), [0, 0])
+
+
+def test_soft_reset_keeps_the_excess():
+  # H1 = 2.5 -> spike, V1 = 1.5; H2 = .75 + 0 -> no spike; H3 = .375 + .7 = 1.075 -> spike.
+  np.testing.assert_array_equal(neurons.lif_multistep(jnp.array([2.5, 0.0, 0.7])), [1, 0, 1])
+
+
+def test_single_step_equals_multistep():
+  x = jax.random.normal(jax.random.key(0), (6, 3, 5)) + 0.5
+  multi = neurons.lif_multistep(x, unroll=1)
+  v = jnp.zeros((3, 5))
+  outs = []
+  for t in range(6):
+    v, s = neurons.lif_step(v, x[t])
+    outs.append(s)
+  np.testing.assert_array_equal(multi, jnp.stack(outs))
+  np.testing.assert_array_equal(multi, neurons.lif_multistep(x, unroll=True))
+
+
+def test_sigmoid_surrogate_values():
+  spike = neurons.make_spike_fn("sigmoid", 4.0)
+  g = jax.grad(lambda u: jnp.sum(spike(u)))(jnp.array([0.0, 0.5, -1.0]))
+  sig = lambda z: 1 / (1 + np.exp(-z))
+  want = [4 * sig(4 * u) * (1 - sig(4 * u)) for u in (0.0, 0.5, -1.0)]
+  np.testing.assert_allclose(g, want, rtol=1e-6)
+  assert float(g[0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", sorted(neurons.SURROGATES))
+def test_surrogates_peak_at_threshold_and_decay(name):
+  spike = neurons.make_spike_fn(name, 2.0)
+  u = jnp.array([0.0, 0.3, -0.3, 2.0])
+  np.testing.assert_array_equal(spike(u), [1, 1, 0, 1])
+  g = jax.grad(lambda v: jnp.sum(spike(v)))(u)
+  assert g[0] >= g[1] and g[0] >= g[3] and g[0] > 0
+  np.testing.assert_allclose(g[1], g[2], rtol=1e-6)
+
+
+def test_atan_surrogate_value():
+  spike = neurons.make_spike_fn("atan", 2.0)
+  g = jax.grad(lambda v: jnp.sum(spike(v)))(jnp.array([0.25]))
+  np.testing.assert_allclose(g, [1.0 / (1 + (np.pi / 2 * 2 * 0.25) ** 2)], rtol=1e-6)
+
+
+def test_unknown_surrogate_is_a_clear_error():
+  with pytest.raises(ValueError, match="unknown surrogate"):
+    neurons.make_spike_fn("relu")
+
+
+def test_gradient_through_time_with_detached_reset():
+  # x = (1.2, 0.3): S1 = 1, V1 = 0.2 (reset detached), H2 = 0.1 + 0.3 = 0.4.
+  # dS2/dx1 = sg'(H2 - 1) * dH2/dV1 * dV1/dH1 = sg'(-0.6) * 0.5 * 1 (no reset term).
+  x = jnp.array([1.2, 0.3])
+  g = jax.grad(lambda v: neurons.lif_multistep(v)[1])(x)
+  sig = lambda z: 1 / (1 + np.exp(-z))
+  d = 4 * sig(4 * -0.6) * (1 - sig(4 * -0.6))
+  np.testing.assert_allclose(g, [0.5 * d, d], rtol=1e-5)
+
+
+def test_split_and_merge_time_are_t_major():
+  x = jnp.arange(12.0).reshape(6, 2)
+  s = neurons.split_time(x, 3)
+  assert s.shape == (3, 2, 2)
+  np.testing.assert_array_equal(s[1, 0], x[2])
+  np.testing.assert_array_equal(neurons.merge_time(s), x)
+  with pytest.raises(ValueError, match="not divisible"):
+    neurons.split_time(x, 4)
