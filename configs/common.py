@@ -75,7 +75,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 300
   c.train.batch_size = 128
-  c.train.eval_batch_size = 500
+  c.train.eval_batch_size = 400     # divides 10000 test images and 1/2/4/8/16 devices
   c.train.log_every_steps = 50
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 2

@@ -1,0 +1,30 @@
+r"""Ablation of E-I SNN VGG-16 on CIFAR-10 (spec §8.3): without E-I Init.
+
+Base: configs/ei_cifar10_vgg16.py (lr 0.001, warmup 30, 300 epochs; 91.01 % with every component).
+Change: model.ei_init = False (plain DANN-style init, no data-dependent statistics).
+Expected (paper, qualitative only; spec §8.3): training fails (firing-rate collapse).
+
+Command:
+  python -m experiments.train --config configs/ablations/no_ei_init.py \
+      --workdir runs/ablations/no_ei_init
+Tiny smoke run:
+  python -m experiments.train --config configs/ablations/no_ei_init.py:runlocal \
+      --workdir /tmp/ablations_no_ei_init_runlocal
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import ei_cifar10_vgg16
+from ei_snn_jax.config import apply_config_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """ei_cifar10_vgg16 with model.ei_init = False (plain DANN-style init, no data statistics).
+
+  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal").
+  """
+  c = ei_cifar10_vgg16.get_config()
+  c.model.ei_init = False
+  return apply_config_arg(c, arg)

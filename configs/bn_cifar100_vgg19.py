@@ -1,0 +1,33 @@
+r"""BN-SNN baseline, VGG-19 on CIFAR-100, T=4: BatchNorm instead of E-I circuits.
+
+Spec: ../shared/spec/paper_spec.md §7.1, row "BN CIFAR100-VGG19"
+(not in the table: the reference's first commit had this config with the same BN recipe;
+see the note under the table).
+Target: none published (spec §8.1 gives no CIFAR-100 BN-SNN number).
+
+Command:
+  python -m experiments.train --config configs/bn_cifar100_vgg19.py \
+      --workdir runs/bn_cifar100_vgg19
+Tiny smoke run (4 steps on 256 real images):
+  python -m experiments.train --config configs/bn_cifar100_vgg19.py:runlocal \
+      --workdir /tmp/bn_cifar100_vgg19_runlocal
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from ei_snn_jax.config import apply_config_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """BN-SNN VGG-19 on CIFAR-100: lr 0.1, no warmup, plain cosine, wd 1e-4.
+
+  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal" or "model.T=8").
+  """
+  c = common.get_base_config()
+  c.data.name = "cifar100"
+  c.model.arch = "vgg19"
+  common.bn_recipe(c)  # variant "bn", lr 0.1, wd 1e-4, no warmup
+  return apply_config_arg(c, arg)

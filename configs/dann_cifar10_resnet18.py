@@ -1,0 +1,33 @@
+r"""Spiking DANN baseline (spec §9), ResNet-18 on CIFAR-10, T=4, with the E-I recipe.
+
+Spec: ../shared/spec/paper_spec.md §7.1, row "EI CIFAR10-ResNet18" for the hyper-parameters;
+the layers are DANN's (eps = 1e-8, DANN init, DANN gradient corrections) with LIF units.
+Target: none published (spec §9: how the paper ran DANN is not determined).
+
+Command:
+  python -m experiments.train --config configs/dann_cifar10_resnet18.py \
+      --workdir runs/dann_cifar10_resnet18
+Tiny smoke run (4 steps on 256 real images):
+  python -m experiments.train --config configs/dann_cifar10_resnet18.py:runlocal \
+      --workdir /tmp/dann_cifar10_resnet18_runlocal
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from ei_snn_jax.config import apply_config_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Spiking DANN ResNet-18 on CIFAR-10 with the E-I hyper-parameters (lr 0.001, warmup 30).
+
+  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal" or "model.T=8").
+  """
+  c = common.get_base_config()
+  c.model.arch = "resnet18"
+  c.model.variant = "dann"  # DANN layers; the model.ei_* switches do not apply
+  c.optim.lr = 0.001
+  c.optim.warmup_epochs = 30
+  return apply_config_arg(c, arg)

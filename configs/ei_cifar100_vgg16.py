@@ -1,0 +1,33 @@
+r"""E-I SNN (DeepEISNN), VGG-16 on CIFAR-100, T=4: the paper's E-I recipe.
+
+Spec: ../shared/spec/paper_spec.md §7.1, row "EI CIFAR100-VGG16".
+Target: 65.90 % top-1 (README released checkpoint, spec §8.2; best-epoch test accuracy).
+
+Command:
+  python -m experiments.train --config configs/ei_cifar100_vgg16.py \
+      --workdir runs/ei_cifar100_vgg16
+Tiny smoke run (4 steps on 256 real images):
+  python -m experiments.train --config configs/ei_cifar100_vgg16.py:runlocal \
+      --workdir /tmp/ei_cifar100_vgg16_runlocal
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from ei_snn_jax.config import apply_config_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """E-I VGG-16 on CIFAR-100: lr 0.001, warmup 30 of 300 epochs, batch 128, wd 5e-4.
+
+  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal" or "model.T=8").
+  """
+  c = common.get_base_config()
+  c.data.name = "cifar100"
+  c.model.arch = "vgg16"
+  c.model.variant = "ei"
+  c.optim.lr = 0.001
+  c.optim.warmup_epochs = 30
+  return apply_config_arg(c, arg)
