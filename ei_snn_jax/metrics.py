@@ -1,0 +1,160 @@
+"""Run outputs: resolved config, JSONL metrics, TensorBoard events, progress bar, probe summaries.
+
+``workdir/config.json`` holds the resolved config and its fingerprint; a workdir that holds a run
+of another config is refused. ``workdir/metrics.jsonl`` has one JSON object per line with a
+``kind`` ("train": means over a logging window; "epoch": train and test metrics of an epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from ei_snn_jax import config as config_lib
+
+
+def probe_summary(probes: Any) -> dict[str, Any]:
+  """Flatten the ``probes`` collection into {"<stat>/<layer path>": scalar}.
+
+  E-I layers contribute ``<current>_mean``/``_std`` (excitatory, inhibitory, balanced, shunting,
+  integrated) and LIF layers ``firing_rate``; the layer path joins module names with ".".
+  """
+  out = {}
+
+  def walk(tree, path):
+    for k, v in tree.items():
+      if isinstance(v, dict) or hasattr(v, "items"):
+        walk(v, path + (k,))
+      else:
+        value = v[-1] if isinstance(v, tuple) else v
+        layer = ".".join(p for p in path if p not in ("ei", "dann"))
+        out[f"{k}/{layer}"] = value
+
+  walk(probes, ())
+  return out
+
+
+def mean_metrics(window: list[dict]) -> dict[str, float]:
+  """Mean of each metric over a window of per-step metric dicts (host values)."""
+  keys = [k for k in window[0] if k not in ("finite", "bad_leaf")]
+  return {k: float(np.mean([float(m[k]) for m in window])) for k in keys}
+
+
+def describe_difference(old: dict, new: dict, prefix: str = "") -> str:
+  """A short 'key: old -> new' list of the fields that differ between two config dicts."""
+  diffs = []
+  for k in sorted(set(old) | set(new)):
+    a, b = old.get(k), new.get(k)
+    if isinstance(a, dict) and isinstance(b, dict):
+      inner = describe_difference(a, b, f"{prefix}{k}.")
+      if inner:
+        diffs.append(inner)
+    elif a != b:
+      diffs.append(f"{prefix}{k}: {a!r} -> {b!r}")
+  return ", ".join(diffs[:5]) + (", ..." if len(diffs) > 5 else "")
+
+
+class MetricsLogger:
+  """Writes config.json, metrics.jsonl and (if tensorboardX is installed) TensorBoard events."""
+
+  def __init__(self, workdir: pathlib.Path, fingerprint: str, config):
+    self.workdir = pathlib.Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = self.workdir / "config.json"
+    if cfg_path.exists():
+      saved = json.loads(cfg_path.read_text())
+      if saved.get("fingerprint") != fingerprint:
+        changed = describe_difference(saved.get("config", {}), config.to_dict())
+        raise config_lib.ConfigError(
+            f"workdir {self.workdir} holds a run of another config ({changed}): use a new "
+            "--workdir, or delete that one to start over")
+    else:
+      cfg_path.write_text(json.dumps({"fingerprint": fingerprint, "config": config.to_dict()},
+                                     indent=2, default=str))
+    self.path = self.workdir / "metrics.jsonl"
+    self._file = open(self.path, "a")
+    self._tb = None
+    try:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+    except ImportError:
+      pass
+
+  def write(self, kind: str, record: dict) -> None:
+    """Append one record; numbers go to TensorBoard as ``kind/name``."""
+    record = {"kind": kind, **record}
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in record.items():
+        if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+          self._tb.add_scalar(f"{kind}/{k}", v, record["step"])
+
+  def truncate_after(self, step: int) -> None:
+    """Drop records written after ``step`` (by a run that stopped before its next checkpoint)."""
+    self._file.close()
+    lines = self.path.read_text().splitlines() if self.path.exists() else []
+    kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+    self.path.write_text("".join(l + "\n" for l in kept))
+    self._file = open(self.path, "a")
+
+  def last(self, kind: str) -> dict | None:
+    """The last record of ``kind`` in the metrics file."""
+    self._file.flush()
+    found = None
+    for line in self.path.read_text().splitlines():
+      if line.strip():
+        r = json.loads(line)
+        if r.get("kind") == kind:
+          found = r
+    return found
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str | pathlib.Path, kind: str | None = None) -> list[dict]:
+  """All records of ``workdir/metrics.jsonl`` (of one ``kind`` if given)."""
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+  return [r for r in records if kind is None or r.get("kind") == kind]
+
+
+class Progress:
+  """A tqdm progress bar over training steps (plain lines when disabled or tqdm is missing)."""
+
+  def __init__(self, total: int, initial: int = 0, enabled: bool = True):
+    self._bar = None
+    if enabled:
+      try:
+        from tqdm import tqdm
+        self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                         file=sys.stderr)
+      except ImportError:
+        pass
+
+  def update(self, step: int) -> None:
+    if self._bar is not None:
+      self._bar.update(step - self._bar.n)
+
+  def postfix(self, **values: float) -> None:
+    if self._bar is not None:
+      self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+
+  def message(self, text: str) -> None:
+    if self._bar is not None:
+      self._bar.write(text)
+    else:
+      print(text, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()

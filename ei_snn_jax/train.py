@@ -1,0 +1,361 @@
+"""Training and evaluation, readable top to bottom: ``train_and_evaluate(config, workdir)``.
+
+1. Validate the config; build the device mesh (batch sharded over every device, params
+   replicated; multi-host via ``jax.distributed.initialize``).
+2. Load the dataset to the devices as uint8; the per-epoch order comes from (seed, epoch) and the
+   augmentation key from (seed, step), so a resumed run sees exactly the same batches.
+3. E-I Init: ``model.init`` on the first augmented training batch, then Dale's projection.
+4. Resume from the latest complete orbax checkpoint in the workdir, if any.
+5. Loop: jitted step (gather + augment on device, loss on T-averaged logits, SGD, projection),
+   metrics summed on device, a NaN/Inf guard that stops within one step, JSONL/TensorBoard logs,
+   evaluation every epoch, checkpoints (latest N + best).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ei_snn_jax import augment, config as config_lib, dale, data as data_lib, models, optim
+from ei_snn_jax import checkpointing, metrics as metrics_lib
+
+Array = jax.Array
+
+
+class NonFiniteError(FloatingPointError):
+  """Raised when a training step produced a non-finite loss or gradient."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes; saved whole in checkpoints (resume is exact).
+
+  ``sums`` accumulates the current epoch's training metrics on the device (reset each epoch).
+  """
+  step: Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  sums: dict[str, Array]
+
+
+def _zero_sums() -> dict[str, Array]:
+  return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32),
+          "count": jnp.zeros((), jnp.float32)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------------------------
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """1-D data-parallel mesh over the first ``num_devices`` devices (0 = all)."""
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise config_lib.ConfigError(
+          f"parallel.num_devices={num_devices} but only {len(devices)} devices are visible: "
+          f"set parallel.num_devices<={len(devices)} (0 = all)")
+    devices = devices[:num_devices]
+  return Mesh(np.array(devices), ("data",))
+
+
+@dataclasses.dataclass
+class Experiment:
+  """The static pieces of a run: config, model, optimizer, data, mesh and jitted functions."""
+  config: ml_collections.ConfigDict
+  model: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  dataset: data_lib.Dataset
+  mesh: Mesh
+  steps_per_epoch: int
+  total_steps: int
+  train_x: Array
+  train_y: Array
+  test_x: Array
+  test_y: Array
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def batch_sharded(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P("data"))
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Validate ``config`` and build everything a run needs except its state."""
+  if config.parallel.distributed:
+    jax.distributed.initialize()
+  mesh = make_mesh(config.parallel.num_devices)
+  config_lib.validate_config(config, num_devices=mesh.devices.size)
+  dataset = data_lib.load_dataset(config.data, seed=config.seed)
+  model = models.create_model(config.model, dataset.num_classes)
+  steps_per_epoch = data_lib.num_batches(len(dataset.x_train), config.train.batch_size)
+  total_steps = steps_per_epoch * config.train.epochs
+  tx, schedule = optim.make_optimizer(
+      config.optim.lr, config.optim.init_lr, config.optim.warmup_epochs * steps_per_epoch,
+      total_steps, config.optim.weight_decay, config.optim.momentum)
+  rep = NamedSharding(mesh, P())
+  put = lambda a: jax.device_put(a, rep)
+  return Experiment(config, model, tx, schedule, dataset, mesh, steps_per_epoch, total_steps,
+                    put(dataset.x_train), put(dataset.y_train.astype(np.int32)),
+                    put(dataset.x_test), put(dataset.y_test.astype(np.int32)))
+
+
+def _augment_key(seed: int, step) -> Array:
+  return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def first_training_batch(exp: Experiment) -> Array:
+  """The first augmented training batch (epoch 0, step 0): the batch E-I Init sees (spec §2.1)."""
+  c = exp.config
+  idx, _ = data_lib.batch_indices(c.seed, 0, len(exp.dataset.x_train), c.train.batch_size, 0)
+  images = jnp.asarray(exp.dataset.x_train[idx])
+  if c.data.augment:
+    return augment.augment_batch(_augment_key(c.seed, 0), images, c.data.cutout_fill)
+  return augment.to_float(images)
+
+
+def init_state(exp: Experiment) -> TrainState:
+  """E-I Init on the first augmented batch, Dale's projection, fresh optimizer state."""
+  c = exp.config
+  x0 = jax.device_put(first_training_batch(exp), exp.batch_sharded)
+  init_key = jax.random.fold_in(jax.random.key(c.seed), 2**31 - 1)
+  variables = jax.jit(lambda k, x: exp.model.init(k, x, train=False),
+                      out_shardings=exp.replicated)(init_key, x0)
+  models.check_ei_init(variables)
+  params = dale.project_nonnegative(variables["params"])
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     batch_stats=variables.get("batch_stats", {}),
+                     opt_state=exp.tx.init(params), sums=_zero_sums())
+  return jax.device_put(state, exp.replicated)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+
+def _first_nonfinite_leaf(tree) -> Array:
+  """Index of the first leaf (flatten order) holding a non-finite value, or -1."""
+  leaves = jax.tree.leaves(tree)
+  bad = jnp.stack([~jnp.all(jnp.isfinite(l)) for l in leaves])
+  return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
+
+
+def make_train_step(exp: Experiment):
+  """Jitted (state, idx, mask) -> (state, metrics); the state buffers are donated."""
+  c = exp.config
+  model, tx, schedule = exp.model, exp.tx, exp.schedule
+  fill, do_augment = c.data.cutout_fill, bool(c.data.augment)
+
+  def step_fn(state: TrainState, train_x, train_y, idx, mask):
+    images = train_x[idx]
+    labels = train_y[idx]
+    key = _augment_key(c.seed, state.step)
+    x = augment.augment_batch(key, images, fill) if do_augment else augment.to_float(images)
+    x = jax.lax.with_sharding_constraint(x, exp.batch_sharded)
+    weights = mask.astype(jnp.float32)
+
+    def loss_fn(params):
+      variables = {"params": params}
+      mutable = ["probes"]
+      if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+        mutable.append("batch_stats")
+      logits, new_vars = model.apply(variables, x, train=True, mutable=mutable,
+                                     rngs={"dropout": jax.random.fold_in(key, 1)})
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      loss = jnp.sum(ce * weights) / jnp.sum(weights)
+      return loss, (logits, new_vars)
+
+    (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = dale.project_nonnegative(optax.apply_updates(state.params, updates))
+    bad_leaf = _first_nonfinite_leaf(grads)
+    finite = jnp.isfinite(loss) & (bad_leaf < 0)
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) * weights)
+    n = jnp.sum(weights)
+    new_state = TrainState(
+        step=state.step + 1, params=params,
+        batch_stats=new_vars.get("batch_stats", state.batch_stats), opt_state=opt_state,
+        sums={"loss": state.sums["loss"] + loss * n, "correct": state.sums["correct"] + correct,
+              "count": state.sums["count"] + n})
+    # A non-finite step changes nothing, so the state stays the last good one.
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = {"loss": loss, "accuracy": correct / n, "lr": schedule(state.step),
+               "grad_norm": optax.global_norm(grads), "finite": finite, "bad_leaf": bad_leaf,
+               **metrics_lib.probe_summary(new_vars.get("probes", {}))}
+    return new_state, metrics
+
+  rep, dat = exp.replicated, exp.batch_sharded
+  return jax.jit(step_fn, in_shardings=(rep, rep, rep, dat, dat), out_shardings=(rep, rep),
+                 donate_argnums=(0,))
+
+
+def make_eval_step(exp: Experiment):
+  """Jitted (params, batch_stats, idx, mask) -> (sum of loss, number correct) on the test set."""
+  model = exp.model
+
+  def eval_fn(params, batch_stats, test_x, test_y, idx, mask):
+    x = jax.lax.with_sharding_constraint(augment.to_float(test_x[idx]), exp.batch_sharded)
+    labels = test_y[idx]
+    variables = {"params": params}
+    if batch_stats:
+      variables["batch_stats"] = batch_stats
+    logits = model.apply(variables, x, train=False)
+    w = mask.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(ce * w), jnp.sum((jnp.argmax(logits, -1) == labels) * w)
+
+  rep, dat = exp.replicated, exp.batch_sharded
+  return jax.jit(eval_fn, in_shardings=(rep, rep, rep, rep, dat, dat), out_shardings=(rep, rep))
+
+
+def evaluate(exp: Experiment, state: TrainState, eval_step=None) -> dict[str, float]:
+  """Test loss and accuracy over the whole (possibly subset) test split."""
+  eval_step = eval_step or make_eval_step(exp)
+  n = len(exp.dataset.x_test)
+  loss_sum, correct = 0.0, 0.0
+  for idx, mask in data_lib.eval_batches(n, exp.config.train.eval_batch_size):
+    l, k = eval_step(state.params, state.batch_stats, exp.test_x, exp.test_y, idx, mask)
+    loss_sum, correct = loss_sum + l, correct + k
+  return {"test_loss": float(loss_sum) / n, "test_accuracy": float(correct) / n}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+def _raise_nonfinite(exp: Experiment, state: TrainState, metrics: dict, step: int) -> None:
+  leaf = int(metrics["bad_leaf"])
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
+  where = f"first non-finite gradient in params{paths[leaf]}" if leaf >= 0 else (
+      "the loss is non-finite but every gradient is finite")
+  raise NonFiniteError(
+      f"non-finite loss/gradient at step {step} (loss={float(metrics['loss'])}): {where}. "
+      "The step was not applied; the last checkpoint is intact. Lower optim.lr or check the data.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       *, stop_after_steps: int | None = None) -> dict[str, Any]:
+  """Train ``config`` in ``workdir`` (resuming automatically), evaluate every epoch.
+
+  Args:
+    stop_after_steps: stop (after a checkpoint) once this global step is reached, as a
+      pre-empted job would; rerunning continues. ``config.train.max_steps`` does the same.
+
+  Returns:
+    The run summary (also written to ``workdir/summary.json``).
+  """
+  workdir = pathlib.Path(workdir).expanduser()
+  exp = build_experiment(config)
+  c = exp.config
+  logger = metrics_lib.MetricsLogger(workdir, config_lib.config_fingerprint(c), c)
+  ckpt = checkpointing.Checkpointer(workdir, keep=c.train.keep_checkpoints)
+
+  state = init_state(exp)
+  meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "wall_time": 0.0}
+  restored = ckpt.restore_latest(state, exp.replicated)
+  if restored is not None:
+    state, meta = restored
+    state = state.replace(params=dale.project_nonnegative(state.params))  # spec §4, after restore
+    logger.truncate_after(int(state.step))
+    print(f"resumed from step {int(state.step)} in {workdir}")
+  train_step, eval_step = make_train_step(exp), make_eval_step(exp)
+
+  spe, n_train = exp.steps_per_epoch, len(exp.dataset.x_train)
+  limit = exp.total_steps
+  for cap in (stop_after_steps, c.train.max_steps or None):
+    if cap:
+      limit = min(limit, cap)
+  start_step = int(state.step)
+  progress = metrics_lib.Progress(limit, start_step, enabled=c.train.progress_bar)
+  t_start = time.time() - meta["wall_time"]
+  pending, window = None, []
+
+  def check(step_metrics, step):
+    if not bool(step_metrics["finite"]):
+      ckpt.wait()
+      _raise_nonfinite(exp, state, jax.device_get(step_metrics), step)
+
+  step = start_step
+  while step < limit:
+    epoch, in_epoch = divmod(step, spe)
+    idx, mask = data_lib.batch_indices(c.seed, epoch, n_train, c.train.batch_size, in_epoch)
+    state, step_metrics = train_step(state, exp.train_x, exp.train_y, idx, mask)
+    if pending is not None:        # the previous step's guard: at most one step behind
+      check(*pending)
+    pending = (step_metrics, step)
+    window.append(step_metrics)
+    step += 1
+    progress.update(step)
+    if step % c.train.log_every_steps == 0 or step % spe == 0 or step == limit:
+      check(*pending)
+      pending = None
+      record = metrics_lib.mean_metrics(jax.device_get(window))
+      window = []
+      record.update(step=step, epoch=step / spe)
+      logger.write("train", record)
+      progress.postfix(loss=record["loss"], acc=record["accuracy"], lr=record["lr"])
+    epoch_done = step % spe == 0
+    if epoch_done:
+      sums = jax.device_get(state.sums)
+      test = evaluate(exp, state, eval_step)
+      record = {"epoch": step // spe, "step": step,
+                "train_loss": float(sums["loss"] / sums["count"]),
+                "train_accuracy": float(sums["correct"] / sums["count"]),
+                "wall_time": time.time() - t_start, **test}
+      state = state.replace(sums=jax.device_put(_zero_sums(), exp.replicated))
+      is_best = test["test_accuracy"] > meta["best_test_accuracy"]
+      if is_best:
+        meta.update(best_test_accuracy=test["test_accuracy"], best_epoch=step // spe)
+      record["best_test_accuracy"] = meta["best_test_accuracy"]
+      logger.write("epoch", record)
+      progress.message(f"epoch {step // spe}: test acc {test['test_accuracy']:.4f} "
+                       f"(best {meta['best_test_accuracy']:.4f}), train loss "
+                       f"{record['train_loss']:.4f}")
+      meta["wall_time"] = time.time() - t_start
+      ckpt.save(step, state, meta, best=is_best)
+    elif step % c.train.checkpoint_every_steps == 0 or step == limit:
+      meta["wall_time"] = time.time() - t_start
+      ckpt.save(step, state, meta)
+  if pending is not None:
+    check(*pending)
+  if c.train.max_steps and step == c.train.max_steps and step % spe:
+    # A shortened run (train.max_steps) ends mid-epoch: evaluate what it reached.
+    test = evaluate(exp, state, eval_step)
+    logger.write("eval", {"step": step, "epoch": step / spe, **test})
+    meta["last_eval_accuracy"] = test["test_accuracy"]
+  ckpt.wait()
+  progress.close()
+
+  summary = {"step": step, "total_steps": exp.total_steps, "finished": step >= exp.total_steps,
+             "best_test_accuracy": meta["best_test_accuracy"], "best_epoch": meta["best_epoch"],
+             "wall_time": time.time() - t_start, "devices": exp.mesh.devices.size,
+             "device_kind": jax.devices()[0].device_kind, "config": c.to_dict()}
+  last_eval = logger.last("eval") or logger.last("epoch")
+  if last_eval is not None and last_eval["step"] == step:
+    summary["final_test_accuracy"] = last_eval["test_accuracy"]
+    if summary["best_test_accuracy"] < 0:
+      summary["best_test_accuracy"] = last_eval["test_accuracy"]
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+  logger.close()
+  ckpt.close()
+  return summary
