@@ -30,9 +30,9 @@ QUICK = dict(
     T=4,
     batch_size=64,
     eval_batch_size=400,   # divides test_subset and 1/2/4/8/16 devices
-    train_subset=10000,
-    test_subset=2000,
-    epochs=4,
+    train_subset=0,        # all 50,000 training images
+    test_subset=0,         # all 10,000 test images
+    epochs=3,
     warmup_epochs=1,
     lr=0.002,
 )

@@ -21,8 +21,12 @@ CONSTRAINED_NAMES = frozenset({"w_ee", "w_ie", "w_ei", "g_i", "g_e", "w_ex", "w_
 
 
 def _leaf_name(path) -> str:
-  last = path[-1]
-  return str(getattr(last, "key", getattr(last, "name", last)))
+  """The parameter's name: the last dict key of its path (NNX states add a trailing ``.value``)."""
+  for entry in reversed(path):
+    if isinstance(entry, jax.tree_util.GetAttrKey) and entry.name == "value":
+      continue
+    return str(getattr(entry, "key", getattr(entry, "name", entry)))
+  return ""
 
 
 def constrained_mask(params: Any) -> Any:

@@ -1,0 +1,89 @@
+"""End-to-end training (issue 3): real-data learning, 8 vs 1 devices, resume, evaluate CLI."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ei_snn_jax import config as config_lib, metrics, train
+from experiments import evaluate as evaluate_cli
+
+TINY = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=96",
+        "data.synthetic_test_size=32", "model.width_multiplier=0.125", "model.T=2",
+        "train.batch_size=16", "train.eval_batch_size=16", "train.epochs=2", "train.max_steps=0",
+        "train.progress_bar=False", "train.log_every_steps=1", "train.checkpoint_every_steps=4"]
+
+
+def tiny_config(*extra):
+  return config_lib.load_config("configs/default.py:runlocal", TINY + list(extra))
+
+
+def load_params(workdir, template_cfg):
+  exp = train.build_experiment(template_cfg)
+  ckpt = train.checkpointing.Checkpointer(workdir)
+  state, meta = ckpt.restore_latest(train.init_state(exp), exp.replicated)
+  ckpt.close()
+  return jax.device_get(state), meta
+
+
+def test_eight_devices_equal_one_device(tmp_path):
+  runs = {}
+  for n in (1, 8):
+    cfg = tiny_config(f"parallel.num_devices={n}", "train.epochs=1")
+    train.train_and_evaluate(cfg, tmp_path / f"d{n}")
+    runs[n] = (metrics.read_metrics(tmp_path / f"d{n}", "train"),
+               load_params(tmp_path / f"d{n}", cfg)[0])
+  losses1 = [r["loss"] for r in runs[1][0]]
+  losses8 = [r["loss"] for r in runs[8][0]]
+  assert len(losses1) == 6
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               runs[8][1].params, runs[1][1].params)
+
+
+def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path):
+  cfg = tiny_config("parallel.num_devices=1")
+  full = train.train_and_evaluate(cfg, tmp_path / "full")
+  part = train.train_and_evaluate(cfg, tmp_path / "resumed", stop_after_steps=8)  # mid-epoch 2
+  assert part["step"] == 8 and not part["finished"]
+  resumed = train.train_and_evaluate(cfg, tmp_path / "resumed")
+  assert resumed["finished"] and resumed["step"] == full["step"] == 12
+  a, meta_a = load_params(tmp_path / "full", cfg)
+  b, meta_b = load_params(tmp_path / "resumed", cfg)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_time"} for r in recs]
+  assert strip(metrics.read_metrics(tmp_path / "full")) == strip(
+      metrics.read_metrics(tmp_path / "resumed"))
+  assert resumed["best_test_accuracy"] == full["best_test_accuracy"]
+  # Dale's law holds on the restored parameters.
+  from ei_snn_jax import dale
+  for leaf, constrained in zip(jax.tree.leaves(b.params), jax.tree.leaves(
+      dale.constrained_mask(b.params))):
+    if constrained:
+      assert np.min(leaf) >= 0
+  # The evaluate CLI restores the best checkpoint and reproduces its recorded accuracy.
+  result = evaluate_cli.evaluate_workdir(tmp_path / "full", "latest")
+  last = metrics.read_metrics(tmp_path / "full", "epoch")[-1]
+  assert result["step"] == 12
+  assert result["test_accuracy"] == pytest.approx(last["test_accuracy"])
+  assert json.loads((tmp_path / "full" / "summary.json").read_text())["finished"]
+
+
+def test_default_config_learns_real_cifar10(tmp_path, cifar10_npz):
+  """The quick-start config on a CIFAR-10 subset: loss falls and test accuracy is well above
+  chance (the bar is set from a measured run; see the closing note of issue 3)."""
+  cfg = config_lib.load_config("configs/default.py", [
+      "data.source=arrays", f"data.path={cifar10_npz}", "train.progress_bar=False",
+      "parallel.num_devices=1", *REAL_DATA_CUT])
+  summary = train.train_and_evaluate(cfg, tmp_path / "real")
+  epochs = metrics.read_metrics(tmp_path / "real", "epoch")
+  assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+  assert summary["best_test_accuracy"] >= REAL_DATA_BAR
+
+
+# Measured on this 2-core CPU: this cut of configs/default.py (10k train / 2k test images,
+# 4 epochs) reached 34.2 % test accuracy in 144 s (closing note of issue 3); chance is 10 %.
+REAL_DATA_CUT = ["data.train_subset=10000", "data.test_subset=2000", "train.epochs=4",
+                 "optim.warmup_epochs=1"]
+REAL_DATA_BAR = 0.30
