@@ -15,27 +15,7 @@ from typing import Any
 import numpy as np
 
 from ei_snn_jax import config as config_lib
-
-
-def probe_summary(probes: Any) -> dict[str, Any]:
-  """Flatten the ``probes`` collection into {"<stat>/<layer path>": scalar}.
-
-  E-I layers contribute ``<current>_mean``/``_std`` (excitatory, inhibitory, balanced, shunting,
-  integrated) and LIF layers ``firing_rate``; the layer path joins module names with ".".
-  """
-  out = {}
-
-  def walk(tree, path):
-    for k, v in tree.items():
-      if isinstance(v, dict) or hasattr(v, "items"):
-        walk(v, path + (k,))
-      else:
-        value = v[-1] if isinstance(v, tuple) else v
-        layer = ".".join(p for p in path if p not in ("ei", "dann"))
-        out[f"{k}/{layer}"] = value
-
-  walk(probes, ())
-  return out
+from ei_snn_jax.probes import probe_summary  # noqa: F401  (re-exported; lives in probes.py)
 
 
 def mean_metrics(window: list[dict]) -> dict[str, float]:

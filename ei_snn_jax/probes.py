@@ -1,0 +1,170 @@
+"""Probes: per-layer statistics of a network's currents and spikes for one batch (spec §1.2, §5).
+
+The layers record what they compute into two Flax collections, and only when the caller makes
+them mutable (so the training step's program is unchanged unless it asks for them):
+
+* ``probes``: each E-I (or DANN) layer sows the mean and std over every element of its currents
+  (spec §1.2): ``excitatory`` I_EE, ``inhibitory`` I_EI = W_EI I_IE (the subtractive lateral
+  current), ``balanced`` I_bal = I_EE - I_EI, ``shunting`` I_shunt = W_EI (g_I . I_IE) (before
+  stabilization) and ``integrated`` I_int = g_E . I_bal / stabilize(I_shunt) + b_E, the LIF input;
+  each LIF layer sows its ``firing_rate``, the mean of its spikes over T, batch, positions and
+  channels (spec §5).
+* ``probe_values``: each E-I layer sows a raw sample of I_int (its first 65,536 elements in
+  (N, H, W, C) order), for histograms (the bimodality of the trained network, spec §8.4).
+
+Flat statistics are named ``"<stat>/<layer>"`` (e.g. ``firing_rate/lif0``,
+``integrated_std/conv3``, ``balanced_mean/layer2_1.conv1``), the layer path joining module names
+with "." and leaving out the wrapper names "ei" and "dann". The training step logs exactly these
+keys to ``metrics.jsonl`` (via ``probe_summary``); ``probe`` computes them for any batch and any
+parameters (e.g. a restored checkpoint), optionally with the raw samples
+(``integrated_values/<layer>``).
+
+  from ei_snn_jax import probes
+  stats = probes.probe(model, {"params": params}, images, values=True)
+  stats["firing_rate/lif0"], stats["integrated_std/conv0"], stats["integrated_values/conv0"]
+  probes.by_layer(stats)["conv0"]["balanced_mean"]
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+# Currents an E-I layer records (spec §1.2), in circuit order.
+CURRENTS = ("excitatory", "inhibitory", "balanced", "shunting", "integrated")
+# Prefix of the raw integrated-current samples in ``probe``'s result.
+VALUES_STAT = "integrated_values"
+# Wrapper module names left out of layer paths (CurrentLayer/Head wrap the E-I/DANN layer).
+_WRAPPERS = ("ei", "dann")
+
+
+def probe_summary(probes: Any) -> dict[str, Any]:
+  """Flatten a sown collection into {"<stat>/<layer path>": value}.
+
+  For the ``probes`` collection: E-I layers contribute ``<current>_mean``/``_std`` of the
+  currents of spec §1.2 (excitatory, inhibitory, balanced, shunting, integrated) and LIF layers
+  ``firing_rate`` (spec §5); the layer path joins module names with "." (wrappers "ei"/"dann"
+  left out). Works inside ``jax.jit`` (values stay arrays).
+  """
+  out = {}
+
+  def walk(tree, path):
+    for k, v in tree.items():
+      if isinstance(v, dict) or hasattr(v, "items"):
+        walk(v, path + (k,))
+      else:
+        value = v[-1] if isinstance(v, tuple) else v
+        layer = ".".join(p for p in path if p not in _WRAPPERS)
+        out[f"{k}/{layer}"] = value
+
+  walk(probes, ())
+  return out
+
+
+def split_key(key: str) -> tuple[str, str]:
+  """"integrated_std/conv3" -> ("integrated_std", "conv3") (stat, layer path)."""
+  stat, _, layer = key.partition("/")
+  return stat, layer
+
+
+def by_layer(stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+  """{"<stat>/<layer>": v} -> {layer: {stat: v}}, layers in first-seen order.
+
+  Keys without a "/" (loss, accuracy, lr, ...) are left out.
+  """
+  out: dict[str, dict[str, Any]] = {}
+  for key, value in stats.items():
+    if "/" not in key:
+      continue
+    stat, layer = split_key(key)
+    out.setdefault(layer, {})[stat] = value
+  return out
+
+
+def layer_names(keys, stat: str) -> list[str]:
+  """Layer paths that have ``stat`` among flat keys ``"<stat>/<layer>"``, in network order.
+
+  Network order: by the trailing integer of each path component ("conv2" < "conv10"), so the
+  result follows depth for the VGG (conv0, conv1, ...) and ResNet names alike.
+  """
+  layers = {split_key(k)[1] for k in keys if split_key(k)[0] == stat and "/" in k}
+  return sorted(layers, key=layer_sort_key)
+
+
+def layer_sort_key(layer: str) -> tuple:
+  """Sort key putting layer paths in network order: stem first, head last, otherwise a natural
+  sort (numbers compared as numbers, so "conv2" < "conv10" and "stage1_block1" < "stage2_block0").
+  """
+  rank = 0 if layer.startswith(("stem", "lif_stem")) else (2 if layer.startswith("head") else 1)
+  pieces = tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                 for p in re.split(r"(\d+)", layer) if p)
+  return (rank, pieces)
+
+
+@functools.lru_cache(maxsize=32)
+def _probe_fn(model, values: bool, train: bool):
+  """Jitted (variables, x, rngs) -> (logits, probes, probe_values) for ``model`` (cached)."""
+  mutable = ["probes"] + (["probe_values"] if values else [])
+
+  def run(variables, x, rngs):
+    mut = list(mutable)
+    if train and "batch_stats" in variables:
+      mut.append("batch_stats")   # BatchNorm in training mode updates its statistics
+    logits, state = model.apply(variables, x, train=train, mutable=mut, rngs=rngs)
+    return logits, state.get("probes", {}), state.get("probe_values", {})
+
+  return jax.jit(run)
+
+
+def probe(model, variables: Mapping[str, Any], x, *, values: bool = False, train: bool = False,
+          rng: jax.Array | None = None, with_logits: bool = False) -> dict[str, Any]:
+  """Per-layer statistics of ``model`` on the batch ``x`` (spec §1.2 currents, §5 firing rates).
+
+  Runs ``model.apply(variables, x, mutable=["probes"(, "probe_values")])``: the parameters are
+  not changed, and neither is the training step (it only sows into ``probes`` when that
+  collection is mutable). Compiled once per (model, values, train) and input shape.
+
+  Args:
+    model: a Flax model built by ``models.create_model`` (or any module whose layers sow).
+    variables: {"params": ...} (and "batch_stats" for the BN variant).
+    x: the batch the model takes, e.g. float images (B, H, W, C) in [0, 1].
+    values: also return the raw integrated-current sample of each E-I layer.
+    train: run in training mode (dropout, BatchNorm batch statistics; the updated batch_stats
+      are discarded). Default: inference mode, as in evaluation.
+    rng: dropout key when ``train`` and the model uses dropout.
+    with_logits: add the model output under "logits".
+
+  Returns:
+    {"<stat>/<layer>": float} with stats ``<current>_mean``/``<current>_std`` for the currents in
+    ``CURRENTS`` and ``firing_rate`` (see the module docstring); with ``values`` also
+    {"integrated_values/<layer>": 1-D float32 np.ndarray} (the first <= 65,536 elements of I_int
+    of that layer).
+  """
+  rngs = {"dropout": rng} if rng is not None else {}
+  logits, probes_tree, values_tree = _probe_fn(model, bool(values), bool(train))(
+      dict(variables), x, rngs)
+  stats = jax.device_get(probe_summary(probes_tree))
+  out: dict[str, Any] = {k: float(np.asarray(v)) for k, v in stats.items()}
+  if values:
+    samples = jax.device_get(probe_summary(values_tree))
+    for key, v in samples.items():
+      stat, layer = split_key(key)
+      name = VALUES_STAT if stat == "integrated" else f"{stat}_values"
+      out[f"{name}/{layer}"] = np.asarray(v, dtype=np.float32).reshape(-1)
+  if with_logits:
+    out["logits"] = np.asarray(jax.device_get(logits))
+  return out
+
+
+def current_summary(stats: Mapping[str, Any], layer: str) -> dict[str, tuple[float, float]]:
+  """{current: (mean, std)} of one E-I layer from flat probe statistics (spec §1.2 currents)."""
+  out = {}
+  for cur in CURRENTS:
+    m, s = stats.get(f"{cur}_mean/{layer}"), stats.get(f"{cur}_std/{layer}")
+    if m is not None and s is not None:
+      out[cur] = (float(m), float(s))
+  return out
