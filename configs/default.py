@@ -7,7 +7,7 @@ speed or accuracy are the ``QUICK`` values below.
 lr: the VGG-8 recipe value 0.002 is kept (0.01 learned more slowly in a 2-epoch trial).
 Target: clearly above chance (10 %). Measured (2-core CPU shared with other jobs, load ~5): 20.5 / 38.6 / 43.6 % test accuracy after
 epochs 1 / 2 / 3, 1059 s. The cut used by tests/test_train.py (10k/2k images, 4 epochs) reached
-34.2 % in 144 s on an idle machine.
+34.2 % in 144 s (CPU shared with two other jobs).
 
 Command:
   python -m experiments.train --config configs/default.py --workdir runs/default
