@@ -1,6 +1,15 @@
 """Orbax checkpoints of a run: the latest N in ``workdir/checkpoints`` and the best in
-``workdir/best``. Orbax writes each checkpoint to a temporary folder and renames it when complete,
-so a checkpoint interrupted while being written is never listed, hence never restored.
+``workdir/best``.
+
+Atomicity: orbax writes each checkpoint to ``<step>.orbax-checkpoint-tmp-<timestamp>/`` and
+renames it to ``<step>/`` only when complete, so a checkpoint interrupted while being written (a
+killed or pre-empted job) is never listed, hence never restored; the next training run deletes
+such leftovers when it opens the folder (``cleanup_unfinished``).
+
+Restore safety: before reading any array, the checkpoint's tree of array shapes and dtypes
+(orbax metadata) is compared with the restore target, so that a checkpoint of another
+architecture or optimizer raises ``CheckpointMismatchError`` naming the first differing array,
+instead of failing half-way through an asynchronous read.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -16,9 +26,10 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint does not fit the model/optimizer being restored (another architecture?)."""
 
 
-def _manager(path: pathlib.Path, keep: int) -> ocp.CheckpointManager:
+def _manager(path: pathlib.Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      path.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      path.absolute(), options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup))
 
 
 def abstract_like(tree: Any, sharding) -> Any:
@@ -26,9 +37,88 @@ def abstract_like(tree: Any, sharding) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
+def _key_name(key: Any) -> str:
+  """One path component as text: dict key, attribute / namedtuple field, or sequence index."""
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def array_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{"params.conv0.ei.w_ee": (shape, dtype name)} for every array leaf of ``tree``.
+
+  Works on arrays, ShapeDtypeStructs and orbax's ``ArrayMetadata`` alike, so that a restore
+  target and a checkpoint's metadata can be compared (dicts, dataclass fields, namedtuple fields
+  and list/tuple positions all become dotted names, as orbax stores them).
+  """
+  table = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+      continue
+    table[".".join(_key_name(k) for k in path)] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+  return table
+
+
+def describe_mismatch(saved: dict, wanted: dict) -> str | None:
+  """One line naming how ``saved`` (checkpoint) differs from ``wanted`` (model), or None.
+
+  Parameters are reported before optimizer state (the same difference shows in both).
+  """
+  order = lambda name: (not name.startswith("params."), name)
+  fmt = lambda entry: f"{entry[1]}{list(entry[0])}"
+  missing = sorted((k for k in wanted if k not in saved), key=order)
+  extra = sorted((k for k in saved if k not in wanted), key=order)
+  changed = sorted((k for k in wanted if k in saved and saved[k] != wanted[k]), key=order)
+  problems = []
+  more = lambda items: f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+  if changed:
+    k = changed[0]
+    problems.append(f"{k} is {fmt(saved[k])} in the checkpoint but {fmt(wanted[k])} in this "
+                    f"model{more(changed)}")
+  if missing:
+    problems.append(f"{missing[0]} is missing from the checkpoint{more(missing)}")
+  if extra:
+    problems.append(f"the checkpoint holds {extra[0]}, which this model lacks{more(extra)}")
+  return "; ".join(problems) or None
+
+
+def _host_copy(x: Any) -> Any:
+  """A numpy copy of a fully addressable jax.Array; anything else unchanged (multi-host)."""
+  if isinstance(x, jax.Array) and x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  return x
+
+
+def _saved_table(manager: ocp.CheckpointManager, step: int) -> dict | None:
+  """Array table of the ``state`` item of checkpoint ``step`` from its metadata (None if
+  unreadable: the restore itself then reports any problem)."""
+  state_dir = pathlib.Path(str(manager.directory)) / str(step) / "state"
+  if not state_dir.is_dir():
+    return None
+  try:
+    return array_table(ocp.StandardCheckpointHandler().metadata(state_dir))
+  except Exception:  # noqa: BLE001 - metadata is only a pre-check
+    return None
+
+
 def restore_from(manager: ocp.CheckpointManager, step: int, template: Any, sharding,
                  where: str) -> tuple[Any, dict]:
-  """Restore (state, meta) at ``step``; a structure/shape mismatch raises CheckpointMismatchError."""
+  """Restore (state, meta) at ``step``.
+
+  A checkpoint whose arrays (names, shapes, dtypes) differ from ``template`` raises
+  ``CheckpointMismatchError`` before anything is read; so does any structure error of the
+  restore itself.
+  """
+  hint = ("It was written by another architecture or config: use a fresh --workdir (or the "
+          "config that wrote it).")
+  saved = _saved_table(manager, step)
+  if saved is not None:
+    problem = describe_mismatch(saved, array_table(template))
+    if problem:
+      raise CheckpointMismatchError(
+          f"checkpoint {where} (step {step}) does not match this model/optimizer: {problem}. "
+          f"{hint}")
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_like(template, sharding)),
@@ -37,25 +127,41 @@ def restore_from(manager: ocp.CheckpointManager, step: int, template: Any, shard
     first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
     raise CheckpointMismatchError(
         f"checkpoint {where} (step {step}) does not match this model/optimizer ({first}). "
-        "It was written by another architecture or config: use a fresh --workdir.") from None
+        f"{hint}") from None
   return restored["state"], dict(restored["meta"])
 
 
 class Checkpointer:
-  """Latest-N and best checkpoints of one run (state + JSON metadata)."""
+  """Latest-N and best checkpoints of one run (state + JSON metadata).
 
-  def __init__(self, workdir: str | pathlib.Path, keep: int = 2):
+  ``cleanup_unfinished``: delete the temp folders of checkpoints whose writing never finished
+  (a killed run). Only the training process that owns the workdir may do this: a reader (e.g.
+  evaluating a live run) would delete the checkpoint being written.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, keep: int = 2, cleanup_unfinished: bool = False):
     workdir = pathlib.Path(workdir)
-    self.latest = _manager(workdir / "checkpoints", keep)
-    self.best = _manager(workdir / "best", 1)
+    self.latest = _manager(workdir / "checkpoints", keep, cleanup_unfinished)
+    self.best = _manager(workdir / "best", 1, cleanup_unfinished)
 
   def save(self, step: int, state: Any, meta: dict, best: bool = False) -> None:
-    """Save asynchronously (and as the best checkpoint too when ``best``)."""
+    """Save asynchronously (and as the best checkpoint too when ``best``).
+
+    Fully addressable arrays are copied to the host first (a blocking copy of the state, e.g.
+    150 MB for VGG-16 with momentum): orbax then writes plain arrays instead of slicing one
+    replica out of every device, which costs a compile per array and device (measured on the
+    tiny test model: 0.3-1 s per save on 8 CPU devices, 0.07 s from the host).
+    """
+    state = jax.tree.map(_host_copy, state)
     args = lambda: ocp.args.Composite(state=ocp.args.StandardSave(state),
                                       meta=ocp.args.JsonSave(dict(meta)))
     self.latest.save(step, args=args(), force=True)
     if best:
       self.best.save(step, args=args(), force=True)
+
+  def latest_step(self) -> int | None:
+    """Step of the latest complete checkpoint, or None."""
+    return self.latest.latest_step()
 
   def restore_latest(self, template: Any, sharding) -> tuple[Any, dict] | None:
     """(state, meta) of the latest complete checkpoint, or None if there is none."""

@@ -75,10 +75,18 @@ class MetricsLogger:
           self._tb.add_scalar(f"{kind}/{k}", v, record["step"])
 
   def truncate_after(self, step: int) -> None:
-    """Drop records written after ``step`` (by a run that stopped before its next checkpoint)."""
+    """Drop records written after ``step`` (by a run that stopped before its next checkpoint),
+    and a last line torn by a kill in the middle of a write."""
     self._file.close()
     lines = self.path.read_text().splitlines() if self.path.exists() else []
-    kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= step]
+    kept = []
+    for line in lines:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get("step", 0) <= step:
+        kept.append(line)
     self.path.write_text("".join(l + "\n" for l in kept))
     self._file = open(self.path, "a")
 

@@ -9,6 +9,9 @@
 5. Loop: jitted step (gather + augment on device, loss on T-averaged logits, SGD, projection),
    metrics summed on device, a NaN/Inf guard that stops within one step, JSONL/TensorBoard logs,
    evaluation every epoch, checkpoints (latest N + best).
+
+``train.num_replicas = N > 1`` trains N independent seeds (seed, seed+1, ...) in one run: the
+state gets a leading replica axis and the step is vmapped over it (``replicas.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ei_snn_jax import augment, config as config_lib, dale, data as data_lib, models, optim
-from ei_snn_jax import checkpointing, metrics as metrics_lib
+from ei_snn_jax import checkpointing, metrics as metrics_lib, replicas
 
 Array = jax.Array
 
@@ -53,9 +56,10 @@ class TrainState:
   sums: dict[str, Array]
 
 
-def _zero_sums() -> dict[str, Array]:
-  return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32),
-          "count": jnp.zeros((), jnp.float32)}
+def _zero_sums(num_replicas: int = 1) -> dict[str, Array]:
+  shape = () if num_replicas == 1 else (num_replicas,)
+  return {"loss": jnp.zeros(shape, jnp.float32), "correct": jnp.zeros(shape, jnp.float32),
+          "count": jnp.zeros(shape, jnp.float32)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +102,17 @@ class Experiment:
   def batch_sharded(self) -> NamedSharding:
     return NamedSharding(self.mesh, P("data"))
 
+  @property
+  def num_replicas(self) -> int:
+    """``train.num_replicas``: independent seeds vmapped in this run (see ``replicas``)."""
+    return replicas.num_replicas(self.config)
+
+  @property
+  def index_sharded(self) -> NamedSharding:
+    """Sharding of a step's (idx, mask): the batch axis, after the replica axis if any."""
+    return self.batch_sharded if self.num_replicas == 1 else NamedSharding(
+        self.mesh, P(None, "data"))
+
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Validate ``config`` and build everything a run needs except its state."""
@@ -123,28 +138,40 @@ def _augment_key(seed: int, step) -> Array:
   return jax.random.fold_in(jax.random.key(seed), step)
 
 
-def first_training_batch(exp: Experiment) -> Array:
-  """The first augmented training batch (epoch 0, step 0): the batch E-I Init sees (spec §2.1)."""
+def first_training_batch(exp: Experiment, seed: int | None = None) -> Array:
+  """The first augmented training batch (epoch 0, step 0): the batch E-I Init sees (spec §2.1).
+
+  ``seed``: the run's seed (default ``config.seed``; replica r uses ``config.seed + r``).
+  """
   c = exp.config
-  idx, _ = data_lib.batch_indices(c.seed, 0, len(exp.dataset.x_train), c.train.batch_size, 0)
+  seed = c.seed if seed is None else seed
+  idx, _ = data_lib.batch_indices(seed, 0, len(exp.dataset.x_train), c.train.batch_size, 0)
   images = jnp.asarray(exp.dataset.x_train[idx])
   if c.data.augment:
-    return augment.augment_batch(_augment_key(c.seed, 0), images, c.data.cutout_fill)
+    return augment.augment_batch(_augment_key(seed, 0), images, c.data.cutout_fill)
   return augment.to_float(images)
 
 
 def init_state(exp: Experiment) -> TrainState:
-  """E-I Init on the first augmented batch, Dale's projection, fresh optimizer state."""
-  c = exp.config
-  x0 = jax.device_put(first_training_batch(exp), exp.batch_sharded)
-  init_key = jax.random.fold_in(jax.random.key(c.seed), 2**31 - 1)
-  variables = jax.jit(lambda k, x: exp.model.init(k, x, train=False),
-                      out_shardings=exp.replicated)(init_key, x0)
-  models.check_ei_init(variables)
-  params = dale.project_nonnegative(variables["params"])
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     batch_stats=variables.get("batch_stats", {}),
-                     opt_state=exp.tx.init(params), sums=_zero_sums())
+  """E-I Init on the first augmented batch, Dale's projection, fresh optimizer state.
+
+  With ``train.num_replicas`` = N > 1: replica r is initialised from seed ``config.seed + r`` on
+  its own first batch; the N states are stacked on a leading axis (``step`` is shared).
+  """
+  init = jax.jit(lambda k, x: exp.model.init(k, x, train=False), out_shardings=exp.replicated)
+
+  def one(seed):
+    x0 = jax.device_put(first_training_batch(exp, seed), exp.batch_sharded)
+    init_key = jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
+    variables = init(init_key, x0)
+    models.check_ei_init(variables)
+    params = dale.project_nonnegative(variables["params"])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=exp.tx.init(params), sums=_zero_sums())
+
+  states = [one(seed) for seed in replicas.seeds(exp.config)]
+  state = states[0] if len(states) == 1 else replicas.stack(states)
   return jax.device_put(state, exp.replicated)
 
 
@@ -160,15 +187,19 @@ def _first_nonfinite_leaf(tree) -> Array:
 
 
 def make_train_step(exp: Experiment):
-  """Jitted (state, idx, mask) -> (state, metrics); the state buffers are donated."""
+  """Jitted (state, train_x, train_y, idx, mask) -> (state, metrics); the state is donated.
+
+  With ``train.num_replicas`` = N > 1 the step is vmapped over the stacked state and (N, batch)
+  idx/mask (``replicas.vmap_train_step``); metrics then have a leading replica axis.
+  """
   c = exp.config
   model, tx, schedule = exp.model, exp.tx, exp.schedule
   fill, do_augment = c.data.cutout_fill, bool(c.data.augment)
 
-  def step_fn(state: TrainState, train_x, train_y, idx, mask):
+  def step_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
     images = train_x[idx]
     labels = train_y[idx]
-    key = _augment_key(c.seed, state.step)
+    key = _augment_key(seed, state.step)
     x = augment.augment_batch(key, images, fill) if do_augment else augment.to_float(images)
     x = jax.lax.with_sharding_constraint(x, exp.batch_sharded)
     weights = mask.astype(jnp.float32)
@@ -200,11 +231,13 @@ def make_train_step(exp: Experiment):
     # A non-finite step changes nothing, so the state stays the last good one.
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {"loss": loss, "accuracy": correct / n, "lr": schedule(state.step),
-               "grad_norm": optax.global_norm(grads), "finite": finite, "bad_leaf": bad_leaf,
+               "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaf": bad_leaf,
                **metrics_lib.probe_summary(new_vars.get("probes", {}))}
     return new_state, metrics
 
-  rep, dat = exp.replicated, exp.batch_sharded
+  rep, dat = exp.replicated, exp.index_sharded
+  if exp.num_replicas > 1:
+    step_fn = replicas.vmap_train_step(step_fn, replicas.seeds(c))
   return jax.jit(step_fn, in_shardings=(rep, rep, rep, dat, dat), out_shardings=(rep, rep),
                  donate_argnums=(0,))
 
@@ -225,17 +258,25 @@ def make_eval_step(exp: Experiment):
     return jnp.sum(ce * w), jnp.sum((jnp.argmax(logits, -1) == labels) * w)
 
   rep, dat = exp.replicated, exp.batch_sharded
+  if exp.num_replicas > 1:
+    eval_fn = replicas.vmap_eval_step(eval_fn)
   return jax.jit(eval_fn, in_shardings=(rep, rep, rep, rep, dat, dat), out_shardings=(rep, rep))
 
 
-def evaluate(exp: Experiment, state: TrainState, eval_step=None) -> dict[str, float]:
-  """Test loss and accuracy over the whole (possibly subset) test split."""
+def evaluate(exp: Experiment, state: TrainState, eval_step=None) -> dict[str, Any]:
+  """Test loss and accuracy over the whole (possibly subset) test split.
+
+  With ``train.num_replicas`` > 1 each value is a list, one entry per replica.
+  """
   eval_step = eval_step or make_eval_step(exp)
   n = len(exp.dataset.x_test)
   loss_sum, correct = 0.0, 0.0
   for idx, mask in data_lib.eval_batches(n, exp.config.train.eval_batch_size):
     l, k = eval_step(state.params, state.batch_stats, exp.test_x, exp.test_y, idx, mask)
     loss_sum, correct = loss_sum + l, correct + k
+  if exp.num_replicas > 1:
+    return {"test_loss": [float(v) / n for v in np.asarray(loss_sum)],
+            "test_accuracy": [float(v) / n for v in np.asarray(correct)]}
   return {"test_loss": float(loss_sum) / n, "test_accuracy": float(correct) / n}
 
 
@@ -243,13 +284,70 @@ def evaluate(exp: Experiment, state: TrainState, eval_step=None) -> dict[str, fl
 # The loop
 # ---------------------------------------------------------------------------------------------
 
+def _forward_layer_order(exp: Experiment) -> list[str]:
+  """Layer paths ("conv0", "stage0_block1.conv2", "head") in the order the model creates its
+  parameters, i.e. forward order (a trace keeps Flax's creation order; jit outputs sort keys)."""
+  order: list[str] = []
+
+  def init(x):
+    variables = exp.model.init(jax.random.key(0), x, train=False)
+
+    def walk(tree, path):
+      for k, v in tree.items():
+        if hasattr(v, "items"):
+          walk(v, path + (k,))
+        else:
+          layer = ".".join(p for p in path if p not in ("ei", "dann"))
+          if layer not in order:
+            order.append(layer)
+
+    walk(variables["params"], ())
+    return variables
+
+  shape = (exp.config.train.batch_size,) + tuple(exp.dataset.x_train.shape[1:])
+  jax.eval_shape(init, jax.ShapeDtypeStruct(shape, jnp.float32))
+  return order
+
+
+_CIRCUIT_ORDER = ("excitatory", "inhibitory", "lateral", "balanced", "shunting", "integrated")
+
+
+def _first_nonfinite_layer(exp: Experiment, metrics: dict, replica: int) -> str | None:
+  """'layer conv2 (its excitatory, balanced currents)': the first layer in forward order whose
+  recorded currents (the probe statistics among the step's metrics) are non-finite, or None."""
+  bad: dict[str, set[str]] = {}
+  for key, value in metrics.items():
+    stat, sep, layer = key.partition("/")
+    value = np.asarray(value)
+    if replica >= 0 and value.ndim:
+      value = value[replica]
+    if sep and not np.all(np.isfinite(value)):
+      bad.setdefault(layer, set()).add(stat.removesuffix("_mean").removesuffix("_std"))
+  if not bad:
+    return None
+  try:
+    order = _forward_layer_order(exp)
+  except Exception:  # noqa: BLE001 - only a diagnostic; fall back to name order
+    order = []
+  first = min(bad, key=lambda layer: (order.index(layer) if layer in order else len(order), layer))
+  rank = lambda s: (_CIRCUIT_ORDER.index(s) if s in _CIRCUIT_ORDER else len(_CIRCUIT_ORDER), s)
+  return f"layer {first} (its {', '.join(sorted(bad[first], key=rank))} currents)"
+
+
 def _raise_nonfinite(exp: Experiment, state: TrainState, metrics: dict, step: int) -> None:
   leaf = int(metrics["bad_leaf"])
+  replica = int(metrics.get("bad_replica", -1))       # only with train.num_replicas > 1
+  loss = np.asarray(metrics["loss"])
+  loss, who = (loss[replica], f" in replica {replica} (seed {exp.config.seed + replica})") if (
+      replica >= 0) else (loss, "")
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
   where = f"first non-finite gradient in params{paths[leaf]}" if leaf >= 0 else (
       "the loss is non-finite but every gradient is finite")
+  layer = _first_nonfinite_layer(exp, metrics, replica)
+  if layer:
+    where = f"the forward pass first went non-finite in {layer}; {where}"
   raise NonFiniteError(
-      f"non-finite loss/gradient at step {step} (loss={float(metrics['loss'])}): {where}. "
+      f"non-finite loss/gradient at step {step}{who} (loss={float(loss)}): {where}. "
       "The step was not applied; the last checkpoint is intact. Lower optim.lr or check the data.")
 
 
@@ -268,7 +366,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   exp = build_experiment(config)
   c = exp.config
   logger = metrics_lib.MetricsLogger(workdir, config_lib.config_fingerprint(c), c)
-  ckpt = checkpointing.Checkpointer(workdir, keep=c.train.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(workdir, keep=c.train.keep_checkpoints,
+                                  cleanup_unfinished=True)
+  R = exp.num_replicas            # > 1: vmapped seeds, records per replica (see replicas.py)
+  loggers = replicas.loggers(workdir, c, logger)
+  all_loggers = loggers if R == 1 else [logger, *loggers]
 
   state = init_state(exp)
   meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "wall_time": 0.0}
@@ -276,7 +378,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if restored is not None:
     state, meta = restored
     state = state.replace(params=dale.project_nonnegative(state.params))  # spec §4, after restore
-    logger.truncate_after(int(state.step))
+    for log in all_loggers:
+      log.truncate_after(int(state.step))
     print(f"resumed from step {int(state.step)} in {workdir}")
   train_step, eval_step = make_train_step(exp), make_eval_step(exp)
 
@@ -298,7 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   step = start_step
   while step < limit:
     epoch, in_epoch = divmod(step, spe)
-    idx, mask = data_lib.batch_indices(c.seed, epoch, n_train, c.train.batch_size, in_epoch)
+    idx, mask = replicas.batch_indices(c, epoch, n_train, in_epoch)
     state, step_metrics = train_step(state, exp.train_x, exp.train_y, idx, mask)
     if pending is not None:        # the previous step's guard: at most one step behind
       check(*pending)
@@ -306,29 +409,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     window.append(step_metrics)
     step += 1
     progress.update(step)
-    if step % c.train.log_every_steps == 0 or step % spe == 0 or step == limit:
+    # Checkpoint steps close the logging window too, so that a run resumed from any checkpoint
+    # writes exactly the records of an uninterrupted one (and no save follows a bad step).
+    if (step % c.train.log_every_steps == 0 or step % spe == 0 or step == limit
+        or step % c.train.checkpoint_every_steps == 0):
       check(*pending)
       pending = None
-      record = metrics_lib.mean_metrics(jax.device_get(window))
+      records = replicas.mean_metrics(jax.device_get(window), R, metrics_lib.mean_metrics)
       window = []
-      record.update(step=step, epoch=step / spe)
-      logger.write("train", record)
+      for record in records:
+        record.update(step=step, epoch=step / spe)
+      record = replicas.write_records(loggers, logger, "train", records)
       progress.postfix(loss=record["loss"], acc=record["accuracy"], lr=record["lr"])
     epoch_done = step % spe == 0
     if epoch_done:
-      sums = jax.device_get(state.sums)
-      test = evaluate(exp, state, eval_step)
-      record = {"epoch": step // spe, "step": step,
-                "train_loss": float(sums["loss"] / sums["count"]),
-                "train_accuracy": float(sums["correct"] / sums["count"]),
-                "wall_time": time.time() - t_start, **test}
-      state = state.replace(sums=jax.device_put(_zero_sums(), exp.replicated))
-      is_best = test["test_accuracy"] > meta["best_test_accuracy"]
+      sums = replicas.per_replica(jax.device_get(state.sums), R)
+      tests = replicas.per_replica(evaluate(exp, state, eval_step), R)
+      records = [{"epoch": step // spe, "step": step,
+                  "train_loss": float(s["loss"] / s["count"]),
+                  "train_accuracy": float(s["correct"] / s["count"]),
+                  "wall_time": time.time() - t_start, **test} for s, test in zip(sums, tests)]
+      state = state.replace(sums=jax.device_put(_zero_sums(R), exp.replicated))
+      accuracies = [test["test_accuracy"] for test in tests]
+      accuracy = float(np.mean(accuracies))  # with replicas, the best checkpoint is the best mean
+      is_best = accuracy > meta["best_test_accuracy"]
       if is_best:
-        meta.update(best_test_accuracy=test["test_accuracy"], best_epoch=step // spe)
-      record["best_test_accuracy"] = meta["best_test_accuracy"]
-      logger.write("epoch", record)
-      progress.message(f"epoch {step // spe}: test acc {test['test_accuracy']:.4f} "
+        meta.update(best_test_accuracy=accuracy, best_epoch=step // spe)
+      for record, best in zip(records, replicas.update_bests(meta, accuracies, step // spe)):
+        record["best_test_accuracy"] = best
+      record = replicas.write_records(loggers, logger, "epoch", records)
+      progress.message(f"epoch {step // spe}: test acc {record['test_accuracy']:.4f} "
                        f"(best {meta['best_test_accuracy']:.4f}), train loss "
                        f"{record['train_loss']:.4f}")
       meta["wall_time"] = time.time() - t_start
@@ -340,9 +450,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     check(*pending)
   if c.train.max_steps and step == c.train.max_steps and step % spe:
     # A shortened run (train.max_steps) ends mid-epoch: evaluate what it reached.
-    test = evaluate(exp, state, eval_step)
-    logger.write("eval", {"step": step, "epoch": step / spe, **test})
-    meta["last_eval_accuracy"] = test["test_accuracy"]
+    tests = replicas.per_replica(evaluate(exp, state, eval_step), R)
+    record = replicas.write_records(loggers, logger, "eval",
+                                    [{"step": step, "epoch": step / spe, **t} for t in tests])
+    meta["last_eval_accuracy"] = record["test_accuracy"]
   ckpt.wait()
   progress.close()
 
@@ -355,7 +466,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     summary["final_test_accuracy"] = last_eval["test_accuracy"]
     if summary["best_test_accuracy"] < 0:
       summary["best_test_accuracy"] = last_eval["test_accuracy"]
+  if R > 1:  # per-replica best/final accuracy, mean and std over replicas
+    summary.update(replicas.summary(c, meta, loggers, step))
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-  logger.close()
+  for log in all_loggers:
+    log.close()
   ckpt.close()
   return summary

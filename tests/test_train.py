@@ -87,3 +87,17 @@ def test_default_config_learns_real_cifar10(tmp_path, cifar10_npz):
 REAL_DATA_CUT = ["data.train_subset=10000", "data.test_subset=2000", "train.epochs=4",
                  "optim.warmup_epochs=1"]
 REAL_DATA_BAR = 0.30
+
+
+def test_metrics_truncation_drops_later_and_torn_records(tmp_path):
+  cfg = tiny_config()
+  logger = metrics.MetricsLogger(tmp_path, config_lib.config_fingerprint(cfg), cfg)
+  for step in (1, 2, 3):
+    logger.write("train", {"step": step, "loss": 1.0})
+  logger.close()
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"kind": "train", "step": 4, "lo')  # a write torn by SIGKILL
+  logger = metrics.MetricsLogger(tmp_path, config_lib.config_fingerprint(cfg), cfg)
+  logger.truncate_after(2)
+  logger.close()
+  assert [r["step"] for r in metrics.read_metrics(tmp_path)] == [1, 2]

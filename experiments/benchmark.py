@@ -1,0 +1,425 @@
+r"""Training/evaluation throughput, compile time and peak memory of a model and its ANN ceiling.
+
+  python -m experiments.benchmark --config configs/ei_cifar10_vgg16.py --batch 8 --T 4 --steps 5
+  python -m experiments.benchmark --model resnet18 --variant ei --batch 128 --dtype bfloat16
+  python -m experiments.benchmark --model vgg16 --variant ei --replicas 4      # 4 seeds vmapped
+  python -m experiments.benchmark --table experiments/results/benchmark_cpu.jsonl
+
+What is measured (each part in a fresh subprocess, so peak memory and compile time are its own):
+  snn  the real jitted train step of ``ei_snn_jax.train`` (gather + augmentation on device,
+       forward/backward, SGD, Dale's projection, on-device metric sums, donated state) and the
+       real eval step, on synthetic CIFAR-shaped data (no dataset download, no TFDS import).
+  ann  the "ceiling": the same conv stack (VGG or SEW-ResNet layout, same widths, same dtype) as
+       a ReLU ANN on the merged T*B batch (the image tiled T times, as the SNN's plain path),
+       with no E-I circuit, no normalisation and no LIF, through the same step functions.
+Steady-state img/s = images per step x steps / wall time of ``--steps`` steps after ``--warmup``
+steps, with ``block_until_ready`` only at the end; of ``--repeats`` such windows the best is
+``train_img_s`` (the least disturbed by other load) and the median ``train_img_s_median``. ``train_img_s_loop`` adds the
+training loop's one host read per step (its NaN guard, one step behind). ``*_cpu_ms_per_step`` is
+the process's CPU time per step (all threads): on a shared CPU machine it is steadier than wall
+time, which other processes' load inflates (``load_avg`` is recorded). Compile time is
+``lower`` + ``compile`` of the step (the persistent compilation cache is switched off). Memory:
+``device_peak_bytes`` from ``device.memory_stats()`` (None on CPU, which has no such counter);
+``host_rss_peak_bytes`` is the part's whole-process peak RSS (on CPU this is where the arrays
+live, but it also holds the JAX runtime, the compiler and the dataset).
+
+Each run appends one JSON line (device kind, versions, batch, T, dtype, replicas, results, the
+ratio SNN/ANN, the exact command) to ``--out`` (default
+``experiments/results/benchmark_<device>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Sequence
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+PARTS = ("snn", "ann")
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  what = p.add_mutually_exclusive_group()
+  what.add_argument("--config", help="config file[:arg], e.g. configs/ei_cifar10_vgg16.py")
+  what.add_argument("--model", help="architecture (vgg8/11/16/19, resnet18); the CIFAR-10 "
+                    "config configs/<variant>_cifar10_<model>.py is used when it exists")
+  what.add_argument("--table", metavar="JSONL", nargs="+",
+                    help="print a Markdown table of results files")
+  p.add_argument("--variant", default="ei", choices=("ei", "bn", "dann"))
+  p.add_argument("--batch", type=int, help="per-step batch per replica (default: the config's)")
+  p.add_argument("--eval-batch", type=int, help="eval batch (default: --batch, else config's)")
+  p.add_argument("--T", type=int, help="time steps (default: the config's)")
+  p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compile (default 2)")
+  p.add_argument("--repeats", type=int, default=3,
+                 help="timed windows of --steps steps; the best is reported (default 3)")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), help="convolution dtype")
+  p.add_argument("--replicas", type=int, default=1, help="train.num_replicas (vmapped seeds)")
+  p.add_argument("--devices", type=int, default=0, help="parallel.num_devices (0 = all)")
+  p.add_argument("--width", type=float, help="model.width_multiplier (default: the config's)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="any other config override, e.g. --set model.scan_unroll=1")
+  p.add_argument("--eval-only", action="store_true", help="measure evaluation only")
+  p.add_argument("--no-ann", action="store_true", help="skip the ANN ceiling")
+  p.add_argument("--in-process", action="store_true",
+                 help="run the parts in this process (memory numbers then overlap)")
+  p.add_argument("--out", help="JSONL file to append to, or a directory (ending in /) for "
+                 "its benchmark_<device>.jsonl (default experiments/results/)")
+  p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
+  p.add_argument("--part-out", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if not (args.config or args.model or args.table):
+    p.error("give --config FILE, --model NAME (with --variant) or --table JSONL")
+  for name in ("batch", "eval_batch", "T", "steps", "repeats", "replicas"):
+    value = getattr(args, name)
+    if value is not None and value < 1:
+      p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+  return args
+
+
+def make_config(args: argparse.Namespace):
+  """The run's config with the benchmark's overrides (synthetic data, sizes, dtype, ...)."""
+  from ei_snn_jax import config as config_lib
+  if args.config:
+    spec = args.config
+  else:
+    path = REPO / "configs" / f"{args.variant}_cifar10_{args.model}.py"
+    spec = str(path) if path.exists() else None
+  overrides = []
+  if spec is None:            # no config file for this pair: the base recipe with arch/variant
+    cfg = config_lib.base_config()
+    overrides += [f"model.arch={args.model}", f"model.variant={args.variant}"]
+  else:
+    cfg = config_lib.load_config(spec)
+  batch = args.batch or cfg.train.batch_size
+  eval_batch = args.eval_batch or args.batch or cfg.train.eval_batch_size
+  overrides += [
+      "data.source=synthetic", "data.name=synthetic", "data.train_subset=0",
+      "data.test_subset=0", f"data.synthetic_train_size={4 * batch}",
+      f"data.synthetic_test_size={eval_batch}", f"train.batch_size={batch}",
+      f"train.eval_batch_size={eval_batch}", f"train.num_replicas={args.replicas}",
+      f"parallel.num_devices={args.devices}", "train.progress_bar=False"]
+  if args.T:
+    overrides.append(f"model.T={args.T}")
+  if args.dtype:
+    overrides.append(f"model.conv_dtype={args.dtype}")
+  if args.width:
+    overrides.append(f"model.width_multiplier={args.width}")
+  overrides += args.set
+  config_lib.apply_overrides(cfg, overrides)
+  return cfg, spec
+
+
+# ---------------------------------------------------------------------------------------------
+# The ANN ceiling
+# ---------------------------------------------------------------------------------------------
+
+def ann_ceiling(model_cfg, num_classes: int):
+  """The model's conv stack as a ReLU ANN on the merged T*B batch (see the module docstring)."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+
+  from ei_snn_jax import circuit, layers, models
+  from ei_snn_jax.models import common
+
+  arch, width, T = model_cfg.arch, float(model_cfg.width_multiplier), int(model_cfg.T)
+  conv_dtype = None if model_cfg.conv_dtype == "float32" else model_cfg.conv_dtype
+
+  class Conv(nn.Module):
+    """Bias-free conv (the SNN's convs have no bias) in the benchmark's dtype, then ReLU."""
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+      k = self.param("kernel", layers.torch_default_kernel_init(),
+                     (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+      y = circuit.conv(x, k, (self.strides, self.strides), dtype=conv_dtype)
+      return nn.relu(y.astype(jnp.float32))
+
+  class ANNCeiling(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+      h = layers._tile_time(x.astype(jnp.float32), T)           # (T*B, H, W, C)
+      if arch in models.VGG_LAYERS:
+        for v in models.scaled_layers(arch, width):
+          h = common.avg_pool(h) if v == "P" else Conv(v)(h)
+        h = h.reshape((h.shape[0], -1))
+      else:                                                     # SEW-ResNet-18 layout
+        widths = models.resnet18_widths(width)
+        h = Conv(widths[0])(h)
+        for stage, w in enumerate(widths):
+          for block in range(2):
+            s = 2 if stage > 0 and block == 0 else 1
+            out = Conv(w)(Conv(w, strides=s)(h))
+            identity = Conv(w, 1, s)(h) if s != 1 or h.shape[-1] != w else h
+            h = out + identity
+        h = jnp.mean(h, axis=(1, 2))
+      logits = layers.TorchDense(num_classes, name="head")(h)
+      return common.mean_over_time(logits, T)
+
+  return ANNCeiling()
+
+
+# ---------------------------------------------------------------------------------------------
+# One measurement (runs in its own process)
+# ---------------------------------------------------------------------------------------------
+
+def _timed(fn):
+  t = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - t
+
+
+def _device_peak_bytes(devices) -> int | None:
+  peaks = []
+  for d in devices:
+    try:
+      stats = d.memory_stats()
+    except Exception:  # noqa: BLE001  (backends without the counter raise or return None)
+      stats = None
+    if stats and "peak_bytes_in_use" in stats:
+      peaks.append(int(stats["peak_bytes_in_use"]))
+  return max(peaks) if peaks else None
+
+
+def _time_windows(call, steps: int, repeats: int, guard: bool = False) -> dict[str, Any]:
+  """Time ``repeats`` windows of ``steps`` calls of ``call()``, ``block_until_ready`` only at each
+  window's end. ``guard``: read the previous call's ``finite`` flag every step, as the training
+  loop's NaN guard does. Returns wall seconds per step (best window, median, all) and the
+  process's CPU seconds per step in the best window."""
+  import jax
+  import numpy as np
+
+  wall, cpu = [], []
+  for _ in range(repeats):
+    t, c, pending, result = time.perf_counter(), time.process_time(), None, None
+    for _ in range(steps):
+      result = call()
+      if guard and pending is not None:
+        bool(pending[1]["finite"])
+      pending = result
+    jax.block_until_ready(result)
+    wall.append((time.perf_counter() - t) / max(steps, 1))
+    cpu.append((time.process_time() - c) / max(steps, 1))
+  best = int(np.argmin(wall)) if wall else 0
+  return {"best": wall[best] if wall else None, "median": float(np.median(wall)) if wall else None,
+          "all": wall, "cpu": cpu[best] if cpu else None}
+
+
+def _rates(kind: str, t: dict[str, Any], images: int) -> dict[str, Any]:
+  """img/s and ms per step of the best window (steadiest on a shared machine) and the median."""
+  return {f"{kind}_img_s": images / t["best"], f"{kind}_img_s_median": images / t["median"],
+          f"{kind}_step_ms": 1e3 * t["best"], f"{kind}_step_ms_windows": [1e3 * w for w in t["all"]],
+          f"{kind}_cpu_ms_per_step": 1e3 * t["cpu"]}
+
+
+def measure(args: argparse.Namespace, part: str) -> dict[str, Any]:
+  """Compile and time the train and eval steps of ``part`` ("snn" or "ann")."""
+  import jax
+
+  from ei_snn_jax import data as data_lib, replicas, train
+
+  cfg, _ = make_config(args)
+  exp = train.build_experiment(cfg)
+  if part == "ann":
+    exp = dataclasses.replace(exp, model=ann_ceiling(cfg.model, exp.dataset.num_classes))
+  R, B, n = exp.num_replicas, cfg.train.batch_size, len(exp.dataset.x_train)
+  out: dict[str, Any] = {}
+  state, out["init_s"] = _timed(lambda: jax.block_until_ready(train.init_state(exp)))
+  out["params"] = sum(x.size for x in jax.tree.leaves(state.params)) // R
+
+  if not args.eval_only:
+    step = train.make_train_step(exp)
+    held = {"state": state, "i": 0}
+
+    def train_call():
+      held["i"] += 1
+      idx, mask = replicas.batch_indices(cfg, 0, n, held["i"] % exp.steps_per_epoch)
+      held["state"], metrics = compiled(held["state"], exp.train_x, exp.train_y, idx, mask)
+      return held["state"], metrics
+
+    idx, mask = replicas.batch_indices(cfg, 0, n, 0)
+    lowered, out["train_lower_s"] = _timed(
+        lambda: step.lower(state, exp.train_x, exp.train_y, idx, mask))
+    compiled, out["train_compile_s"] = _timed(lowered.compile)
+    _time_windows(train_call, args.warmup, 1)
+    t = _time_windows(train_call, args.steps, args.repeats)
+    out.update(_rates("train", t, R * B))
+    # As the training loop runs: it reads the previous step's NaN-guard flag every step.
+    out["train_img_s_loop"] = R * B / _time_windows(train_call, args.steps, 1, guard=True)["best"]
+    metrics = train_call()[1]
+    state = held["state"]          # the trained state (the step donated the earlier ones)
+    out["finite"] = bool(metrics["finite"])
+
+  eval_step = train.make_eval_step(exp)
+  # Every call evaluates the same test batch (the synthetic test set is one batch).
+  idx, mask = next(data_lib.eval_batches(len(exp.dataset.x_test), cfg.train.eval_batch_size))
+  eval_args = (state.params, state.batch_stats, exp.test_x, exp.test_y, idx, mask)
+  lowered, out["eval_lower_s"] = _timed(lambda: eval_step.lower(*eval_args))
+  compiled_eval, out["eval_compile_s"] = _timed(lowered.compile)
+  _time_windows(lambda: compiled_eval(*eval_args), args.warmup, 1)
+  t = _time_windows(lambda: compiled_eval(*eval_args), args.steps, args.repeats)
+  out.update(_rates("eval", t, R * cfg.train.eval_batch_size))
+
+  devices = exp.mesh.devices.ravel().tolist()
+  out["device_peak_bytes"] = _device_peak_bytes(devices)
+  out["host_rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  out["tfds_imported"] = any(m in sys.modules for m in ("tensorflow_datasets", "tensorflow"))
+  out["env"] = {
+      "platform": devices[0].platform, "device_kind": devices[0].device_kind,
+      "num_devices": len(devices), "jax": jax.__version__,
+      "jaxlib": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
+      "flax": _version("flax"), "num_classes": exp.dataset.num_classes,
+      "batch": B, "eval_batch": cfg.train.eval_batch_size, "T": cfg.model.T,
+      "dtype": cfg.model.conv_dtype, "replicas": R, "arch": cfg.model.arch,
+      "variant": cfg.model.variant, "width_multiplier": cfg.model.width_multiplier,
+      "static_input_once": cfg.model.static_input_once, "scan_unroll": cfg.model.scan_unroll,
+      "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()),
+      "compile_cache": _compile_cache_dir()}
+  return out
+
+
+def _compile_cache_dir() -> str | None:
+  """The persistent compilation cache in use (compile times may then be cache hits), or None."""
+  import jax
+  enabled = getattr(jax.config, "jax_enable_compilation_cache", True)
+  return (getattr(jax.config, "jax_compilation_cache_dir", None) or None) if enabled else None
+
+
+def _version(package: str) -> str | None:
+  try:
+    from importlib import metadata
+    return metadata.version(package)
+  except Exception:  # noqa: BLE001
+    return None
+
+
+def _run_part(args: argparse.Namespace, argv: Sequence[str], part: str) -> dict[str, Any]:
+  """``measure`` in a fresh Python process (its own peak memory and compile caches)."""
+  if args.in_process:
+    return measure(args, part)
+  with tempfile.TemporaryDirectory() as tmp:
+    result = pathlib.Path(tmp) / "part.json"
+    cmd = [sys.executable, "-m", "experiments.benchmark", *argv, "--part", part,
+           "--part-out", str(result)]
+    proc = subprocess.run(cmd, cwd=REPO)
+    if proc.returncode != 0:
+      raise SystemExit(f"benchmark part {part!r} failed (exit {proc.returncode}): "
+                       f"{shlex.join(cmd)}")
+    return json.loads(result.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+def _slug(text: str) -> str:
+  return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_") or "device"
+
+
+def make_record(args, argv, parts: dict[str, dict]) -> dict[str, Any]:
+  snn = parts["snn"]
+  env = snn.pop("env")
+  parts.get("ann", {}).pop("env", None)
+  _, spec = make_config(args)
+  record = {
+      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "name": f"{env['variant']}-{env['arch']}",
+      "config": os.path.relpath(spec, REPO) if spec else None,
+      **env, "python": platform.python_version(), "steps": args.steps, "warmup": args.warmup,
+      "repeats": args.repeats,
+      "eval_only": args.eval_only, **{k: v for k, v in parts.items()},
+      "memory_note": ("device_peak_bytes from device.memory_stats()" if snn["device_peak_bytes"]
+                      is not None else "no device memory counter on this backend: "
+                      "host_rss_peak_bytes is the whole process's peak RSS (runtime, compiler, "
+                      "data and arrays), not device memory"),
+      "command": "python -m experiments.benchmark " + shlex.join(argv),
+  }
+  if "ann" in parts:
+    for key in ("train_img_s", "eval_img_s"):
+      if key in snn and key in parts["ann"]:
+        record[f"{key.split('_')[0]}_ratio_snn_to_ann"] = snn[key] / parts["ann"][key]
+  return record
+
+
+def _gb(value) -> str:
+  return "–" if value is None else f"{value / 2**30:.2f}"
+
+
+def _num(value, fmt="{:,.0f}") -> str:
+  return "–" if value is None else fmt.format(value)
+
+
+def markdown_table(records: Sequence[dict]) -> str:
+  """One row per record: SNN and ANN-ceiling throughput, compile time, memory."""
+  head = ("| model | device | batch×T | dtype | replicas | train img/s | eval img/s | "
+          "train compile s | peak mem GiB (kind) | ANN train img/s | ANN eval img/s | "
+          "SNN/ANN train | SNN/ANN eval |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for r in records:
+    snn, ann = r.get("snn", {}), r.get("ann", {})
+    mem = (f"{_gb(snn.get('device_peak_bytes'))} (device)" if snn.get("device_peak_bytes")
+           is not None else f"{_gb(snn.get('host_rss_peak_bytes'))} (host RSS)")
+    lines.append(
+        f"| {r['name']} | {r['device_kind']} ×{r['num_devices']} | {r['batch']}×{r['T']} | "
+        f"{r['dtype']} | {r['replicas']} | {_num(snn.get('train_img_s'), '{:,.1f}')} | "
+        f"{_num(snn.get('eval_img_s'), '{:,.1f}')} | {_num(snn.get('train_compile_s'), '{:.1f}')}"
+        f" | {mem} | {_num(ann.get('train_img_s'), '{:,.1f}')} | "
+        f"{_num(ann.get('eval_img_s'), '{:,.1f}')} | "
+        f"{_num(r.get('train_ratio_snn_to_ann'), '{:.2f}')} | "
+        f"{_num(r.get('eval_ratio_snn_to_ann'), '{:.2f}')} |")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  if args.table:
+    records = [json.loads(l) for path in args.table
+               for l in pathlib.Path(path).read_text().splitlines() if l.strip()]
+    print(markdown_table(records))
+    return 0
+  if args.part:                                   # a child process: one measurement
+    import jax
+    jax.config.update("jax_enable_compilation_cache", False)   # compile times are real
+    pathlib.Path(args.part_out).write_text(json.dumps(measure(args, args.part)))
+    return 0
+  parts = {}
+  for part in PARTS[:1] if args.no_ann else PARTS:
+    print(f"[benchmark] measuring {part} ...", file=sys.stderr, flush=True)
+    parts[part] = _run_part(args, argv, part)
+  record = make_record(args, argv, parts)
+  out = pathlib.Path(args.out or RESULTS)
+  if args.out is None or args.out.endswith("/") or out.is_dir():
+    out = out / f"benchmark_{_slug(record['device_kind'])}.jsonl"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  with open(out, "a") as f:
+    f.write(json.dumps(record) + "\n")
+  print(json.dumps(record, indent=1))
+  print(markdown_table([record]))
+  print(f"[benchmark] appended to {out}", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
