@@ -659,8 +659,9 @@ def config_fingerprint(cfg: ml_collections.ConfigDict | Mapping[str, Any]) -> st
 # Command line.
 
 
-class _Parser(argparse.ArgumentParser):
-  """ArgumentParser whose errors raise ConfigError (with the fix) instead of exiting."""
+class CliParser(argparse.ArgumentParser):
+  """ArgumentParser whose errors raise ConfigError (with the fix) instead of exiting; the
+  experiments' command-line tools all use it, so a usage mistake is one ``error:`` line."""
 
   def error(self, message: str):
     """Raise ConfigError with a hint for the common mistakes."""
@@ -670,7 +671,7 @@ class _Parser(argparse.ArgumentParser):
     if "--workdir" in message and "required" in message:
       raise ConfigError("missing --workdir: pass --workdir DIR (the run's checkpoints, metrics "
                         "and config.json go there; an existing one is resumed)")
-    raise ConfigError(f"{message}: see --help")
+    raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
 def parse_cli(argv: Sequence[str] | None = None) -> tuple[str, str, list[str], list[str]]:
@@ -699,7 +700,7 @@ def parse_cli(argv: Sequence[str] | None = None) -> tuple[str, str, list[str], l
     else:
       rest.append(token)
     i += 1
-  parser = _Parser(prog="python -m experiments.train", allow_abbrev=False,
+  parser = CliParser(prog="python -m experiments.train", allow_abbrev=False,
                    description="Train an E-I / BN / DANN spiking network from a config file.",
                    epilog="Override any config field with --config.KEY=VALUE or --config.KEY VALUE "
                           "(e.g. --config.optim.lr=0.002 --config.model.T 8).")

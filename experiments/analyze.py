@@ -47,6 +47,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ei_snn_jax import probes as probes_lib  # noqa: E402
+from ei_snn_jax.config import CliParser, ConfigError  # noqa: E402
 
 # The parameter histograms: (figure name, paper symbol, parameter names of the E-I / DANN layers).
 PARAM_KINDS = (
@@ -61,11 +62,6 @@ _UNUSED_HEAD = ("g_i", "g_e", "g", "alpha", "bias")
 _DPI = 90
 
 
-def _config_error(message: str) -> Exception:
-  from ei_snn_jax.config import ConfigError
-  return ConfigError(message)
-
-
 # ------------------------------------------------------------------------------------------
 # Reading a run
 # ------------------------------------------------------------------------------------------
@@ -73,19 +69,19 @@ def _config_error(message: str) -> Exception:
 def check_workdir(workdir: pathlib.Path) -> dict:
   """The saved config of ``workdir`` (config.json); one-line ConfigError when it is not a run."""
   if not workdir.exists():
-    raise _config_error(f"workdir {workdir} does not exist: pass the --workdir of a run of "
+    raise ConfigError(f"workdir {workdir} does not exist: pass the --workdir of a run of "
                         "python -m experiments.train")
   if not workdir.is_dir():
-    raise _config_error(f"workdir {workdir} is not a folder: pass the --workdir of a run")
+    raise ConfigError(f"workdir {workdir} is not a folder: pass the --workdir of a run")
   cfg_path = workdir / "config.json"
   if not cfg_path.is_file():
-    raise _config_error(f"workdir {workdir} holds no config.json, so no run: train into it "
+    raise ConfigError(f"workdir {workdir} holds no config.json, so no run: train into it "
                         "first (python -m experiments.train --config ... --workdir "
                         f"{workdir})")
   try:
     return json.loads(cfg_path.read_text())["config"]
   except (json.JSONDecodeError, KeyError):
-    raise _config_error(f"{cfg_path} is unreadable: not written by experiments.train") from None
+    raise ConfigError(f"{cfg_path} is unreadable: not written by experiments.train") from None
 
 
 def read_records(workdir: pathlib.Path) -> list[dict]:
@@ -315,7 +311,7 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   state = train.init_state(exp)
   n_rep = int(cfg.train.get("num_replicas", 1) or 1)
   if not 0 <= replica < n_rep:
-    raise _config_error(f"--replica {replica}: the run has train.num_replicas={n_rep}; pass "
+    raise ConfigError(f"--replica {replica}: the run has train.num_replicas={n_rep}; pass "
                         f"0..{n_rep - 1}")
   pick = (lambda tree: jax.tree.map(lambda a: a[replica], tree)) if n_rep > 1 else (lambda t: t)
   extra = {"batch_stats": pick(state.batch_stats)} if state.batch_stats else {}
@@ -510,12 +506,12 @@ def analyze(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None
   saved = check_workdir(workdir)
   n_rep = int(saved.get("train", {}).get("num_replicas", 1) or 1)
   if not 0 <= replica < n_rep:
-    raise _config_error(f"--replica {replica}: the run has train.num_replicas={n_rep}; pass "
+    raise ConfigError(f"--replica {replica}: the run has train.num_replicas={n_rep}; pass "
                         f"0..{n_rep - 1}")
   log_dir = workdir / f"replica_{replica}" if n_rep > 1 else workdir
   records = read_records(log_dir if (log_dir / "metrics.jsonl").exists() else workdir)
   if not records:
-    raise _config_error(f"workdir {workdir} has no metrics yet (metrics.jsonl is missing or "
+    raise ConfigError(f"workdir {workdir} has no metrics yet (metrics.jsonl is missing or "
                         "empty): let the run log at least one step first")
   out = pathlib.Path(out_dir).expanduser() if out_dir else workdir / "analysis"
   out.mkdir(parents=True, exist_ok=True)
@@ -585,19 +581,13 @@ def analyze(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None
           "snapshots": [s.label for s in snapshots]}
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse whose usage errors become one-line ConfigErrors."""
-
-  def error(self, message: str):
-    raise _config_error(f"{message} (see python -m experiments.analyze --help)")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry point; returns the exit status."""
   from ei_snn_jax import errors
   with errors.clean_errors():
-    parser = _Parser(description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CliParser(prog="python -m experiments.analyze",
+                       description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="the run folder (--workdir of train)")
     parser.add_argument("--out", default=None, help="output folder (default WORKDIR/analysis)")
     parser.add_argument("--batch-size", type=int, default=64,
@@ -616,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
       steps = [int(s) for s in args.steps.split(",") if s.strip()]
     except ValueError:
-      raise _config_error(f"--steps {args.steps!r}: give comma-separated integers") from None
+      raise ConfigError(f"--steps {args.steps!r}: give comma-separated integers") from None
     result = analyze(args.workdir, args.out, batch_size=args.batch_size, steps=steps or None,
                      checkpoints=not args.no_checkpoints, include_init=not args.no_init,
                      data_path=args.data_path, replica=args.replica)

@@ -60,11 +60,14 @@ def main(argv=None) -> int:
   from ei_snn_jax import errors
   argv = list(sys.argv[1:] if argv is None else argv)
   overrides = [a.split("--config.", 1)[1] for a in argv if a.startswith("--config.")]
-  parser = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__)
-  parser.add_argument("--workdir", required=True)
-  parser.add_argument("--which", choices=("best", "latest"), default="best")
-  args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
   with errors.clean_errors():
+    from ei_snn_jax.config import CliParser
+    parser = CliParser(prog="python -m experiments.evaluate", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="the run folder (--workdir of train)")
+    parser.add_argument("--which", choices=("best", "latest"), default="best",
+                        help="which checkpoint to evaluate (default: best)")
+    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
     result = evaluate_workdir(args.workdir, args.which, tuple(overrides))
     print(json.dumps(result), flush=True)
   return errors.exit_status()

@@ -29,6 +29,8 @@ import re
 import sys
 from typing import Any, Iterable, Sequence
 
+from ei_snn_jax.config import CliParser, ConfigError
+
 # Folders inside a run folder that never hold runs (not searched).
 _SKIP_DIRS = {"checkpoints", "best", "analysis", "tensorboard"}
 
@@ -61,11 +63,6 @@ class Run:
         return default
       node = node[part]
     return node
-
-
-def _error(message: str) -> Exception:
-  from ei_snn_jax.config import ConfigError
-  return ConfigError(message)
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict]:
@@ -108,11 +105,11 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[pathlib.Path]:
   found: list[pathlib.Path] = []
   paths = [pathlib.Path(p).expanduser() for p in paths]
   if not paths:
-    raise _error("no run folders given: pass run folders (--workdir of experiments/train.py), "
+    raise ConfigError("no run folders given: pass run folders (--workdir of experiments/train.py), "
                  "e.g. python -m experiments.report runs/*")
   for p in paths:
     if not p.exists():
-      raise _error(f"{p} does not exist: pass run folders (--workdir of experiments/train.py)")
+      raise ConfigError(f"{p} does not exist: pass run folders (--workdir of experiments/train.py)")
     if not p.is_dir():
       continue
     if is_run_folder(p):
@@ -124,7 +121,7 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[pathlib.Path]:
         found += replica_folders(pathlib.Path(root)) or [pathlib.Path(root)]
         dirs[:] = []
   if not found:
-    raise _error(f"no runs in {', '.join(map(str, paths))}: a run folder holds config.json and "
+    raise ConfigError(f"no runs in {', '.join(map(str, paths))}: a run folder holds config.json and "
                  "metrics.jsonl (python -m experiments.train --config ... --workdir DIR)")
   return list(dict.fromkeys(found))
 
@@ -134,7 +131,7 @@ def load_run(path: pathlib.Path) -> Run:
   try:
     config = json.loads((path / "config.json").read_text())["config"]
   except (OSError, json.JSONDecodeError, KeyError) as e:
-    raise _error(f"{path}/config.json is unreadable ({type(e).__name__}): not a run folder of "
+    raise ConfigError(f"{path}/config.json is unreadable ({type(e).__name__}): not a run folder of "
                  "experiments/train.py") from None
   records = _read_jsonl(path / "metrics.jsonl")
   evals = [r for r in records if r.get("kind") in ("epoch", "eval") and "test_accuracy" in r]
@@ -330,19 +327,13 @@ def report(paths: Iterable[str | os.PathLike]) -> str:
       f"- README: {paper_results.README_SOURCE}.", ""])
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse whose usage errors become one-line ConfigErrors."""
-
-  def error(self, message: str):
-    raise _error(f"{message} (see python -m experiments.report --help)")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry point: print the report and write it to --output; returns the exit status."""
   from ei_snn_jax import errors
   with errors.clean_errors():
-    parser = _Parser(description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CliParser(prog="python -m experiments.report",
+                       description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", help="run folders, or folders holding run folders")
     parser.add_argument("--output", default=None,
                         help="Markdown file to write (default: report.md in the runs' common "

@@ -39,13 +39,14 @@ def main(argv=None) -> int:
   if "--" in argv:
     extra = argv[argv.index("--") + 1:]
     argv = argv[:argv.index("--")]
-  parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("sweep")
-  parser.add_argument("--root", default="runs")
-  parser.add_argument("--print", action="store_true", help="print the commands, run nothing")
-  args = parser.parse_args(argv)
   with errors.clean_errors():
+    from ei_snn_jax.config import CliParser
+    parser = CliParser(prog="python -m experiments.sweep", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="a name in configs/sweeps.py SWEEPS")
+    parser.add_argument("--root", default="runs", help="folder of the runs (default: runs)")
+    parser.add_argument("--print", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
     cmds = sweep_commands(args.sweep, args.root, extra)
   if errors.exit_status():
     return errors.exit_status()
