@@ -101,3 +101,17 @@ def test_metrics_truncation_drops_later_and_torn_records(tmp_path):
   logger.truncate_after(2)
   logger.close()
   assert [r["step"] for r in metrics.read_metrics(tmp_path)] == [1, 2]
+
+
+def test_cifar100_path_trains_on_synthetic_100_class_arrays(tmp_path):
+  """No CIFAR-100 copy exists offline: its code path runs on synthetic 100-class data."""
+  cfg = config_lib.load_config("configs/ei_cifar100_vgg16.py:runlocal", [
+      "data.source=synthetic", "data.synthetic_train_size=64", "data.synthetic_test_size=32",
+      "model.arch=vgg8", "model.T=2", "train.eval_batch_size=16", "parallel.num_devices=1",
+      "train.progress_bar=False"])
+  assert cfg.data.name == "cifar100"
+  summary = train.train_and_evaluate(cfg, tmp_path / "c100")
+  state, _ = load_params(tmp_path / "c100", cfg)
+  head = state.params["head"]["ei"]
+  assert head["w_ee"].shape[-1] == 100 and head["w_ie"].shape[-1] == 25  # n_I = 100 // 4
+  assert 0.0 <= summary["final_test_accuracy"] <= 1.0
