@@ -79,14 +79,7 @@ class MetricsLogger:
     and a last line torn by a kill in the middle of a write."""
     self._file.close()
     lines = self.path.read_text().splitlines() if self.path.exists() else []
-    kept = []
-    for line in lines:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if record.get("step", 0) <= step:
-        kept.append(line)
+    kept = [line for line, record in _parse_lines(lines) if record.get("step", 0) <= step]
     self.path.write_text("".join(l + "\n" for l in kept))
     self._file = open(self.path, "a")
 
@@ -107,12 +100,24 @@ class MetricsLogger:
       self._tb.close()
 
 
+def _parse_lines(lines) -> list[tuple[str, dict]]:
+  """(line, record) for every line that parses; a line torn by a kill or still being written
+  by a running job is skipped."""
+  out = []
+  for line in lines:
+    try:
+      out.append((line, json.loads(line)))
+    except json.JSONDecodeError:
+      continue
+  return out
+
+
 def read_metrics(workdir: str | pathlib.Path, kind: str | None = None) -> list[dict]:
-  """All records of ``workdir/metrics.jsonl`` (of one ``kind`` if given)."""
+  """All records of ``workdir/metrics.jsonl`` (of one ``kind`` if given); torn lines skipped."""
   path = pathlib.Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  records = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+  records = [r for _, r in _parse_lines(path.read_text().splitlines())]
   return [r for r in records if kind is None or r.get("kind") == kind]
 
 

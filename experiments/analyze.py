@@ -46,7 +46,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ei_snn_jax import probes as probes_lib  # noqa: E402
+from ei_snn_jax import metrics as metrics_lib, probes as probes_lib  # noqa: E402
 from ei_snn_jax.config import CliParser, ConfigError  # noqa: E402
 
 # The parameter histograms: (figure name, paper symbol, parameter names of the E-I / DANN layers).
@@ -82,19 +82,6 @@ def check_workdir(workdir: pathlib.Path) -> dict:
     return json.loads(cfg_path.read_text())["config"]
   except (json.JSONDecodeError, KeyError):
     raise ConfigError(f"{cfg_path} is unreadable: not written by experiments.train") from None
-
-
-def read_records(workdir: pathlib.Path) -> list[dict]:
-  """metrics.jsonl records (a half-written last line of a running job is skipped)."""
-  path = workdir / "metrics.jsonl"
-  out = []
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return out
 
 
 def restore_config(saved: dict, data_path: str | None = None):
@@ -509,7 +496,7 @@ def analyze(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None
     raise ConfigError(f"--replica {replica}: the run has train.num_replicas={n_rep}; pass "
                         f"0..{n_rep - 1}")
   log_dir = workdir / f"replica_{replica}" if n_rep > 1 else workdir
-  records = read_records(log_dir if (log_dir / "metrics.jsonl").exists() else workdir)
+  records = metrics_lib.read_metrics(log_dir if (log_dir / "metrics.jsonl").exists() else workdir)
   if not records:
     raise ConfigError(f"workdir {workdir} has no metrics yet (metrics.jsonl is missing or "
                         "empty): let the run log at least one step first")

@@ -29,6 +29,7 @@ import re
 import sys
 from typing import Any, Iterable, Sequence
 
+from ei_snn_jax import metrics as metrics_lib
 from ei_snn_jax.config import CliParser, ConfigError
 
 # Folders inside a run folder that never hold runs (not searched).
@@ -63,18 +64,6 @@ class Run:
         return default
       node = node[part]
     return node
-
-
-def _read_jsonl(path: pathlib.Path) -> list[dict]:
-  """Records of a metrics.jsonl (a half-written last line of a running job is skipped)."""
-  out = []
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return out
 
 
 def is_run_folder(path: pathlib.Path) -> bool:
@@ -133,7 +122,7 @@ def load_run(path: pathlib.Path) -> Run:
   except (OSError, json.JSONDecodeError, KeyError) as e:
     raise ConfigError(f"{path}/config.json is unreadable ({type(e).__name__}): not a run folder of "
                  "experiments/train.py") from None
-  records = _read_jsonl(path / "metrics.jsonl")
+  records = metrics_lib.read_metrics(path)
   evals = [r for r in records if r.get("kind") in ("epoch", "eval") and "test_accuracy" in r]
   epochs = [r for r in evals if r["kind"] == "epoch"]
   summary = {}
