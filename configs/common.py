@@ -86,6 +86,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.parallel = ml_collections.ConfigDict()
   c.parallel.num_devices = 0        # 0 = every local device
   c.parallel.distributed = False    # call jax.distributed.initialize() (multi-host)
+  c.parallel.coordinator_address = config_dict.placeholder(str)  # "host:port"; unset = auto
+  c.parallel.num_processes = 1      # with coordinator_address: processes in the job
+  c.parallel.process_id = 0         # with coordinator_address: this process's rank
   return c
 
 

@@ -157,6 +157,10 @@ class Checkpointer:
                                       meta=ocp.args.JsonSave(dict(meta)))
     self.latest.save(step, args=args(), force=True)
     if best:
+      if jax.process_count() > 1:
+        # Across hosts orbax names its barriers by step: two managers must not save one step
+        # at the same time (measured: a deadlock on 2 processes without this wait).
+        self.latest.wait_until_finished()
       self.best.save(step, args=args(), force=True)
 
   def latest_step(self) -> int | None:

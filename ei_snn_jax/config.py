@@ -540,6 +540,15 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   at_least("train.max_steps", 0)
   at_least("train.num_replicas", 1)
   at_least("parallel.num_devices", 0)
+  at_least("parallel.num_processes", 1)
+  par = cfg.parallel
+  if isinstance(par.process_id, int) and isinstance(par.num_processes, int) and not (
+      0 <= par.process_id < max(par.num_processes, 1)):
+    problems.append(f"parallel.process_id={par.process_id} is outside [0, "
+                    f"{par.num_processes}): give each process its rank 0..num_processes-1")
+  if par.distributed and par.num_devices:
+    problems.append("parallel.num_devices must be 0 (all devices of all hosts) when "
+                    "parallel.distributed=True")
 
   requested = cfg.parallel.num_devices
   if num_devices is not None and requested > num_devices:

@@ -41,9 +41,16 @@ def describe_difference(old: dict, new: dict, prefix: str = "") -> str:
 class MetricsLogger:
   """Writes config.json, metrics.jsonl and (if tensorboardX is installed) TensorBoard events."""
 
-  def __init__(self, workdir: pathlib.Path, fingerprint: str, config):
+  def __init__(self, workdir: pathlib.Path, fingerprint: str, config, enabled: bool = True):
+    """Check (and on first use write) ``config.json``; open the metrics streams.
+
+    ``enabled=False`` (the non-primary processes of a multi-host run) checks the config but
+    writes nothing; ``last`` then answers from the records given to ``write``.
+    """
     self.workdir = pathlib.Path(workdir)
-    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.enabled = enabled
+    self._last: dict[str, dict] = {}
+    self._file = self._tb = None
     cfg_path = self.workdir / "config.json"
     if cfg_path.exists():
       saved = json.loads(cfg_path.read_text())
@@ -52,12 +59,14 @@ class MetricsLogger:
         raise config_lib.ConfigError(
             f"workdir {self.workdir} holds a run of another config ({changed}): use a new "
             "--workdir, or delete that one to start over")
-    else:
+    elif enabled:
+      self.workdir.mkdir(parents=True, exist_ok=True)
       cfg_path.write_text(json.dumps({"fingerprint": fingerprint, "config": config.to_dict()},
                                      indent=2, default=str))
     self.path = self.workdir / "metrics.jsonl"
+    if not enabled:
+      return
     self._file = open(self.path, "a")
-    self._tb = None
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
@@ -67,6 +76,9 @@ class MetricsLogger:
   def write(self, kind: str, record: dict) -> None:
     """Append one record; numbers go to TensorBoard as ``kind/name``."""
     record = {"kind": kind, **record}
+    self._last[kind] = record
+    if not self.enabled:
+      return
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     if self._tb is not None:
@@ -77,6 +89,8 @@ class MetricsLogger:
   def truncate_after(self, step: int) -> None:
     """Drop records written after ``step`` (by a run that stopped before its next checkpoint),
     and a last line torn by a kill in the middle of a write."""
+    if not self.enabled:
+      return
     self._file.close()
     lines = self.path.read_text().splitlines() if self.path.exists() else []
     kept = [line for line, record in _parse_lines(lines) if record.get("step", 0) <= step]
@@ -84,18 +98,16 @@ class MetricsLogger:
     self._file = open(self.path, "a")
 
   def last(self, kind: str) -> dict | None:
-    """The last record of ``kind`` in the metrics file."""
-    self._file.flush()
-    found = None
-    for line in self.path.read_text().splitlines():
-      if line.strip():
-        r = json.loads(line)
-        if r.get("kind") == kind:
-          found = r
-    return found
+    """The last record of ``kind``: written by this process, else the last in the file."""
+    if kind in self._last:
+      return self._last[kind]
+    found = [r for r in read_metrics(self.workdir, kind)] if self.path.exists() else []
+    return found[-1] if found else None
 
   def close(self) -> None:
-    self._file.close()
+    """Close the streams."""
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

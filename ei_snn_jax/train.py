@@ -78,6 +78,14 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   return Mesh(np.array(devices), ("data",))
 
 
+def host_to_global(x: Any, sharding: NamedSharding) -> Array:
+  """A host array that every process holds identically -> a global ``jax.Array`` laid out as
+  ``sharding``. On one host this is a plain transfer; on several hosts jit refuses numpy inputs
+  with a sharded layout, and each process supplies the shards of its own devices from ``x``."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 @dataclasses.dataclass
 class Experiment:
   """The static pieces of a run: config, model, optimizer, data, mesh and jitted functions."""
@@ -114,10 +122,27 @@ class Experiment:
         self.mesh, P(None, "data"))
 
 
+def initialize_distributed(parallel: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize`` for a multi-host run (once per process).
+
+  With ``parallel.coordinator_address`` unset, JAX finds the cluster itself (TPU pods, SLURM,
+  Open MPI); otherwise the address, ``num_processes`` and ``process_id`` are passed. CPU hosts
+  exchange data through gloo collectives.
+  """
+  if jax.distributed.is_initialized():
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if parallel.coordinator_address:
+    jax.distributed.initialize(parallel.coordinator_address, int(parallel.num_processes),
+                               int(parallel.process_id))
+  else:
+    jax.distributed.initialize()
+
+
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   """Validate ``config`` and build everything a run needs except its state."""
   if config.parallel.distributed:
-    jax.distributed.initialize()
+    initialize_distributed(config.parallel)
   mesh = make_mesh(config.parallel.num_devices)
   config_lib.validate_config(config, num_devices=mesh.devices.size)
   dataset = data_lib.load_dataset(config.data, seed=config.seed)
@@ -128,7 +153,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
       config.optim.lr, config.optim.init_lr, config.optim.warmup_epochs * steps_per_epoch,
       total_steps, config.optim.weight_decay, config.optim.momentum)
   rep = NamedSharding(mesh, P())
-  put = lambda a: jax.device_put(a, rep)
+  put = lambda a: host_to_global(a, rep)
   return Experiment(config, model, tx, schedule, dataset, mesh, steps_per_epoch, total_steps,
                     put(dataset.x_train), put(dataset.y_train.astype(np.int32)),
                     put(dataset.x_test), put(dataset.y_test.astype(np.int32)))
@@ -161,7 +186,7 @@ def init_state(exp: Experiment) -> TrainState:
   init = jax.jit(lambda k, x: exp.model.init(k, x, train=False), out_shardings=exp.replicated)
 
   def one(seed):
-    x0 = jax.device_put(first_training_batch(exp, seed), exp.batch_sharded)
+    x0 = host_to_global(first_training_batch(exp, seed), exp.batch_sharded)
     init_key = jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
     variables = init(init_key, x0)
     models.check_ei_init(variables)
@@ -172,7 +197,7 @@ def init_state(exp: Experiment) -> TrainState:
 
   states = [one(seed) for seed in replicas.seeds(exp.config)]
   state = states[0] if len(states) == 1 else replicas.stack(states)
-  return jax.device_put(state, exp.replicated)
+  return jax.tree.map(lambda a: host_to_global(jax.device_get(a), exp.replicated), state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +297,8 @@ def evaluate(exp: Experiment, state: TrainState, eval_step=None) -> dict[str, An
   n = len(exp.dataset.x_test)
   loss_sum, correct = 0.0, 0.0
   for idx, mask in data_lib.eval_batches(n, exp.config.train.eval_batch_size):
-    l, k = eval_step(state.params, state.batch_stats, exp.test_x, exp.test_y, idx, mask)
+    l, k = eval_step(state.params, state.batch_stats, exp.test_x, exp.test_y,
+                     host_to_global(idx, exp.batch_sharded), host_to_global(mask, exp.batch_sharded))
     loss_sum, correct = loss_sum + l, correct + k
   if exp.num_replicas > 1:
     return {"test_loss": [float(v) / n for v in np.asarray(loss_sum)],
@@ -365,7 +391,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = pathlib.Path(workdir).expanduser()
   exp = build_experiment(config)
   c = exp.config
-  logger = metrics_lib.MetricsLogger(workdir, config_lib.config_fingerprint(c), c)
+  primary = jax.process_index() == 0   # on several hosts only process 0 writes records
+  logger = metrics_lib.MetricsLogger(workdir, config_lib.config_fingerprint(c), c,
+                                     enabled=primary)
   ckpt = checkpointing.Checkpointer(workdir, keep=c.train.keep_checkpoints,
                                   cleanup_unfinished=True)
   R = exp.num_replicas            # > 1: vmapped seeds, records per replica (see replicas.py)
@@ -389,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if cap:
       limit = min(limit, cap)
   start_step = int(state.step)
-  progress = metrics_lib.Progress(limit, start_step, enabled=c.train.progress_bar)
+  progress = metrics_lib.Progress(limit, start_step, enabled=c.train.progress_bar and primary)
   t_start = time.time() - meta["wall_time"]
   pending, window = None, []
 
@@ -401,7 +429,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   step = start_step
   while step < limit:
     epoch, in_epoch = divmod(step, spe)
-    idx, mask = replicas.batch_indices(c, epoch, n_train, in_epoch)
+    idx, mask = (host_to_global(a, exp.index_sharded)
+                 for a in replicas.batch_indices(c, epoch, n_train, in_epoch))
     state, step_metrics = train_step(state, exp.train_x, exp.train_y, idx, mask)
     if pending is not None:        # the previous step's guard: at most one step behind
       check(*pending)
@@ -429,7 +458,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                   "train_loss": float(s["loss"] / s["count"]),
                   "train_accuracy": float(s["correct"] / s["count"]),
                   "wall_time": time.time() - t_start, **test} for s, test in zip(sums, tests)]
-      state = state.replace(sums=jax.device_put(_zero_sums(R), exp.replicated))
+      state = state.replace(sums=jax.tree.map(
+          lambda a: host_to_global(a, exp.replicated), jax.device_get(_zero_sums(R))))
       accuracies = [test["test_accuracy"] for test in tests]
       accuracy = float(np.mean(accuracies))  # with replicas, the best checkpoint is the best mean
       is_best = accuracy > meta["best_test_accuracy"]
@@ -468,7 +498,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       summary["best_test_accuracy"] = last_eval["test_accuracy"]
   if R > 1:  # per-replica best/final accuracy, mean and std over replicas
     summary.update(replicas.summary(c, meta, loggers, step))
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+  if primary:
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
   for log in all_loggers:
     log.close()
   ckpt.close()
