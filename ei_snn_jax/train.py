@@ -197,7 +197,7 @@ def init_state(exp: Experiment) -> TrainState:
 
   states = [one(seed) for seed in replicas.seeds(exp.config)]
   state = states[0] if len(states) == 1 else replicas.stack(states)
-  return jax.tree.map(lambda a: host_to_global(jax.device_get(a), exp.replicated), state)
+  return jax.device_put(state, exp.replicated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +459,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                   "train_accuracy": float(s["correct"] / s["count"]),
                   "wall_time": time.time() - t_start, **test} for s, test in zip(sums, tests)]
       state = state.replace(sums=jax.tree.map(
-          lambda a: host_to_global(a, exp.replicated), jax.device_get(_zero_sums(R))))
+          lambda a: host_to_global(np.zeros(a.shape, a.dtype), exp.replicated), state.sums))
       accuracies = [test["test_accuracy"] for test in tests]
       accuracy = float(np.mean(accuracies))  # with replicas, the best checkpoint is the best mean
       is_best = accuracy > meta["best_test_accuracy"]
