@@ -110,6 +110,27 @@ def base_config() -> ml_collections.ConfigDict:
   return common.get_base_config()
 
 
+def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """The ConfigDict of a run from its saved ``config.json`` "config" dict, on the current schema.
+
+  Fields this version no longer has are skipped; lists become tuples (JSON has no tuples).
+  """
+  cfg = base_config()
+
+  def assign(node, values):
+    for k, v in values.items():
+      if k not in node:
+        continue
+      if isinstance(v, dict):
+        assign(node[k], v)
+      else:
+        with node.ignore_type():
+          node[k] = tuple(v) if isinstance(v, list) else v
+
+  assign(cfg, saved)
+  return cfg
+
+
 def split_config_spec(spec: str) -> tuple[str, str | None]:
   """``"configs/x.py:arg"`` -> ``("configs/x.py", "arg")``; no ``:`` after ``.py`` -> arg None."""
   path, sep, arg = spec.partition(".py:")

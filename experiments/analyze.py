@@ -88,19 +88,7 @@ def restore_config(saved: dict, data_path: str | None = None):
   """The run's ConfigDict for analysis: the saved values on the current schema, on one device."""
   from ei_snn_jax import config as config_lib
 
-  cfg = config_lib.base_config()
-
-  def assign(node, values):
-    for k, v in values.items():
-      if k not in node:
-        continue                      # a field this version no longer has
-      if isinstance(v, dict):
-        assign(node[k], v)
-      else:
-        with node.ignore_type():
-          node[k] = tuple(v) if isinstance(v, list) else v
-
-  assign(cfg, saved)
+  cfg = config_lib.config_from_saved(saved)
   cfg.parallel.num_devices = 1
   cfg.parallel.distributed = False
   cfg.train.progress_bar = False

@@ -28,8 +28,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
   if not cfg_file.exists():
     raise config_lib.ConfigError(f"{workdir} holds no run (no config.json): pass the --workdir "
                                  "of a run made by experiments.train")
-  config = config_lib.base_config()
-  config.update_from_flattened_dict(_flatten(json.loads(cfg_file.read_text())["config"]))
+  config = config_lib.config_from_saved(json.loads(cfg_file.read_text())["config"])
   config_lib.apply_overrides(config, overrides)
   exp = train.build_experiment(config)
   template = train.init_state(exp)
@@ -43,16 +42,6 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
   state = state.replace(params=dale.project_nonnegative(state.params))
   result = train.evaluate(exp, state)
   return {"step": int(state.step), "checkpoint": which, **result}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def main(argv=None) -> int:
