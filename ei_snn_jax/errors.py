@@ -1,10 +1,13 @@
 """User-facing errors: every expected failure ends with one line naming the problem and the fix.
 
-``clean_errors`` is the context manager the command-line tools wrap their work in: the
-project's own error types (bad config, bad data, E-I Init on an all-zero input, a checkpoint of
-another model, a non-finite training step) are printed as ``error: <message>`` on stderr with
-exit status 2 instead of a traceback from deep inside JAX. Anything else propagates unchanged:
-that is a bug and its traceback is wanted.
+``UserError`` is the base of the project's own error types, each defined where it arises (a bad
+config: ``training.config.ConfigError``; bad data: ``data.DataError``; E-I Init on an all-zero
+input: ``core.ei_init.EIInitError``; a checkpoint of another model:
+``training.checkpointing.CheckpointMismatchError``; a non-finite training step:
+``training.train.NonFiniteError``). ``clean_errors`` is the context manager the command-line tools
+wrap their work in: a ``UserError`` is printed as ``error: <message>`` on stderr with exit status
+2 instead of a traceback from deep inside JAX. Anything else propagates unchanged: that is a bug
+and its traceback is wanted. This module imports nothing of the project (the bottom layer).
 """
 
 from __future__ import annotations
@@ -15,23 +18,18 @@ import sys
 _status = 0
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-  """The exception types that describe a user mistake (not a bug)."""
-  from ei_snn_jax import checkpointing, config, data, ei_init, train
-  return (config.ConfigError, data.DataError, ei_init.EIInitError,
-          checkpointing.CheckpointMismatchError, train.NonFiniteError)
+class UserError(Exception):
+  """A problem the user can fix (config, data, workdir, ...); its message is one line with the fix."""
 
 
 @contextlib.contextmanager
 def clean_errors():
-  """Print user errors as one line on stderr and record exit status 2 (see ``exit_status``)."""
+  """Print a ``UserError`` as one line on stderr and record exit status 2 (see ``exit_status``)."""
   global _status
   _status = 0
   try:
     yield
-  except Exception as e:  # noqa: BLE001 - filtered below
-    if not isinstance(e, user_error_types()):
-      raise
+  except UserError as e:
     message = " ".join(str(e).split())
     print(f"error: {message}", file=sys.stderr, flush=True)
     _status = 2

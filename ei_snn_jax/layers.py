@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ei_snn_jax import circuit, ei_init, ei_prop, neurons
+from ei_snn_jax.core import circuit, ei_init, ei_prop, neurons
 
 Array = jax.Array
 

@@ -46,8 +46,9 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ei_snn_jax import metrics as metrics_lib, probes as probes_lib  # noqa: E402
-from ei_snn_jax.config import CliParser, ConfigError  # noqa: E402
+from ei_snn_jax.training import metrics as metrics_lib  # noqa: E402
+from ei_snn_jax.analysis import probes as probes_lib
+from ei_snn_jax.training.config import CliParser, ConfigError  # noqa: E402
 
 # The parameter histograms: (figure name, paper symbol, parameter names of the E-I / DANN layers).
 PARAM_KINDS = (
@@ -86,7 +87,7 @@ def check_workdir(workdir: pathlib.Path) -> dict:
 
 def restore_config(saved: dict, data_path: str | None = None):
   """The run's ConfigDict for analysis: the saved values on the current schema, on one device."""
-  from ei_snn_jax import config as config_lib
+  from ei_snn_jax.training import config as config_lib
 
   cfg = config_lib.config_from_saved(saved)
   cfg.parallel.num_devices = 1
@@ -246,7 +247,7 @@ def list_checkpoints(workdir: pathlib.Path) -> dict[int, list[str]]:
 
 def _restore_params(workdir: pathlib.Path, sources: list[str], step: int, template, sharding):
   import orbax.checkpoint as ocp
-  from ei_snn_jax import checkpointing
+  from ei_snn_jax.training import checkpointing
 
   sub = "checkpoints" if "latest" in sources else "best"
   path = (workdir / sub).absolute()
@@ -277,7 +278,8 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   Returns (snapshots in step order, info about the probe batch).
   """
   import jax
-  from ei_snn_jax import augment, train
+  from ei_snn_jax.data import augment
+  from ei_snn_jax.training import train
 
   cfg = restore_config(saved_config, data_path)
   exp = train.build_experiment(cfg)

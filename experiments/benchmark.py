@@ -6,7 +6,7 @@ r"""Training/evaluation throughput, compile time and peak memory of a model and 
   python -m experiments.benchmark --table experiments/results/benchmark_cpu.jsonl
 
 What is measured (each part in a fresh subprocess, so peak memory and compile time are its own):
-  snn  the real jitted train step of ``ei_snn_jax.train`` (gather + augmentation on device,
+  snn  the real jitted train step of ``ei_snn_jax.training.train`` (gather + augmentation on device,
        forward/backward, SGD, Dale's projection, on-device metric sums, donated state) and the
        real eval step, on synthetic CIFAR-shaped data (no dataset download, no TFDS import).
   ann  the "ceiling": the same conv stack (VGG or SEW-ResNet layout, same widths, same dtype) as
@@ -97,7 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace):
   """The run's config with the benchmark's overrides (synthetic data, sizes, dtype, ...)."""
-  from ei_snn_jax import config as config_lib
+  from ei_snn_jax.training import config as config_lib
   if args.config:
     spec = args.config
   else:
@@ -137,7 +137,8 @@ def ann_ceiling(model_cfg, num_classes: int):
   import flax.linen as nn
   import jax.numpy as jnp
 
-  from ei_snn_jax import circuit, layers, models
+  from ei_snn_jax.core import circuit
+  from ei_snn_jax import layers, models
   from ei_snn_jax.models import common
 
   arch, width, T = model_cfg.arch, float(model_cfg.width_multiplier), int(model_cfg.T)
@@ -237,7 +238,8 @@ def measure(args: argparse.Namespace, part: str) -> dict[str, Any]:
   """Compile and time the train and eval steps of ``part`` ("snn" or "ann")."""
   import jax
 
-  from ei_snn_jax import data as data_lib, replicas, train
+  from ei_snn_jax import data as data_lib
+  from ei_snn_jax.training import replicas, train
 
   cfg, _ = make_config(args)
   exp = train.build_experiment(cfg)

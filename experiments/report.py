@@ -7,7 +7,7 @@ Each argument is a run folder (a ``--workdir`` of experiments/train.py, holding 
 metrics.jsonl) or a folder searched recursively for run folders. Runs whose configs differ only in
 the seed form one row: best and final test accuracy as mean ± std (sample std) over the seeds,
 epochs reached, mean wall time and the device, next to the published top-1 of the same
-(dataset, arch, variant, T) from ``ei_snn_jax/paper_results.py`` (spec §8). A run of several
+(dataset, arch, variant, T) from ``ei_snn_jax/analysis/paper_results.py`` (spec §8). A run of several
 vmapped seeds (train.num_replicas > 1) contributes one run per seed (its replica_<r> folders;
 wall time and device are the shared run's). The Markdown table is printed and written to
 --output (default: report.md in the runs' common parent folder).
@@ -29,8 +29,8 @@ import re
 import sys
 from typing import Any, Iterable, Sequence
 
-from ei_snn_jax import metrics as metrics_lib
-from ei_snn_jax.config import CliParser, ConfigError
+from ei_snn_jax.training import metrics as metrics_lib
+from ei_snn_jax.training.config import CliParser, ConfigError
 
 # Folders inside a run folder that never hold runs (not searched).
 _SKIP_DIRS = {"checkpoints", "best", "analysis", "tensorboard"}
@@ -73,7 +73,7 @@ def is_run_folder(path: pathlib.Path) -> bool:
 
 def replica_folders(path: pathlib.Path) -> list[pathlib.Path]:
   """The per-seed folders ``replica_<r>`` of a run with train.num_replicas > 1 (each holds the
-  config.json and metrics.jsonl of one seed, see ei_snn_jax/replicas.py); [] for a plain run."""
+  config.json and metrics.jsonl of one seed, see ei_snn_jax/training/replicas.py); [] for a plain run."""
   reps = [d for d in path.glob("replica_*") if d.name[8:].isdigit() and is_run_folder(d)]
   return sorted(reps, key=lambda d: int(d.name[8:]))
 
@@ -151,7 +151,7 @@ def load_run(path: pathlib.Path) -> Run:
 
 def group_key(run: Run) -> str:
   """Runs with equal keys differ only in the seed (and in bookkeeping such as log cadence)."""
-  from ei_snn_jax import config as config_lib
+  from ei_snn_jax.training import config as config_lib
   fields = config_lib.fingerprint_dict(run.config)
   fields.pop("seed", None)
   fields["max_steps"] = run.get("train.max_steps", 0)
@@ -233,7 +233,7 @@ def format_duration(seconds: float | None) -> str:
 
 def table_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
   """One row per group of runs that differ only in the seed, in the order first seen."""
-  from ei_snn_jax import paper_results
+  from ei_snn_jax.analysis import paper_results
 
   groups: dict[str, list[Run]] = {}
   for run in runs:
@@ -300,7 +300,7 @@ def parse_markdown_table(text: str) -> list[dict[str, str]]:
 def report(paths: Iterable[str | os.PathLike]) -> str:
   """The Markdown report (title, table, sources of the published numbers) of the runs in
   ``paths``."""
-  from ei_snn_jax import paper_results
+  from ei_snn_jax.analysis import paper_results
 
   runs = [load_run(p) for p in find_runs(paths)]
   table = markdown_table(table_rows(runs))

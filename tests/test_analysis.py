@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ei_snn_jax import paper_results
+from ei_snn_jax.analysis import paper_results
 from experiments import analyze, report
 
 TINY_OVERRIDES = [
@@ -30,7 +30,7 @@ TINY_OVERRIDES = [
 def tiny_run(tmp_path_factory):
   """Workdir of a finished 8-step run (2 epochs of 4 steps) of the quick-start config."""
   from configs import default
-  from ei_snn_jax import config as config_lib, train
+  from ei_snn_jax.training import config as config_lib, train
 
   config = config_lib.apply_overrides(default.get_config("runlocal"), TINY_OVERRIDES)
   workdir = tmp_path_factory.mktemp("runs") / "default_tiny_s2025"

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax import augment
+from ei_snn_jax.data import augment
 
 N = 4000  # samples for the statistics; a rate of 0.5 has std 0.008 at this size
 H = W = 32

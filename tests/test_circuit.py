@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax import circuit, ei_prop, layers
+from ei_snn_jax.core import circuit, ei_prop
+from ei_snn_jax import layers
 
 
 # ------------------------------- NumPy float64 reference ------------------------------------

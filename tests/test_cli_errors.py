@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from ei_snn_jax import config as config_lib, metrics
+from ei_snn_jax.training import config as config_lib, metrics
 from experiments import train as train_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

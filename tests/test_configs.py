@@ -1,4 +1,4 @@
-"""Config files, overrides, validation, fingerprints and the command line (ei_snn_jax/config.py).
+"""Config files, overrides, validation, fingerprints and the command line (ei_snn_jax/training/config.py).
 
 Fast: nothing here builds a model or touches JAX.
 """
@@ -11,7 +11,7 @@ import pathlib
 import ml_collections
 import pytest
 
-from ei_snn_jax import config as C
+from ei_snn_jax.training import config as C
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(

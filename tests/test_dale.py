@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ei_snn_jax import dale, optim
+from ei_snn_jax.core import dale
+from ei_snn_jax.training import optim
 
 
 def _tree():

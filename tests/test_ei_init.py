@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax import ei_init, layers, models
+from ei_snn_jax.core import ei_init
+from ei_snn_jax import layers, models
 
 
 def test_input_statistics_match_numpy():

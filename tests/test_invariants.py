@@ -26,7 +26,9 @@ import optax
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ei_snn_jax import circuit, dale, ei_prop, layers, models, neurons, optim
+from ei_snn_jax.core import circuit, dale, ei_prop, neurons
+from ei_snn_jax import layers, models
+from ei_snn_jax.training import optim
 from ei_snn_jax.models import common
 from ei_snn_jax.models.resnet import SEWBasicBlock
 

@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ei_snn_jax import models, optim
+from ei_snn_jax import models
+from ei_snn_jax.training import optim
 
 REFERENCE_COUNTS = [  # spec §11.3 (torchinfo trainable parameters of the reference)
     ("vgg16", "ei", 10, 18_856_378),

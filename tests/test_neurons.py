@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax import neurons
+from ei_snn_jax.core import neurons
 
 
 def test_lif_hand_computed_sequence():

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax import layers, metrics, probes
+from ei_snn_jax import layers
+from ei_snn_jax.training import metrics
+from ei_snn_jax.analysis import probes
 
 T = 2
 TAU, THRESHOLD = 2.0, 1.0
@@ -164,8 +166,7 @@ def test_probe_leaves_params_and_output_unchanged():
   assert all(isinstance(v, float) for k, v in stats.items() if k != "logits")
 
 
-def test_probe_summary_lives_in_probes_and_metrics_reexports_it():
-  assert metrics.probe_summary is probes.probe_summary
+def test_probe_summary_flattens_sown_statistics_by_layer():
   tree = {"conv0": {"ei": {"integrated_mean": (1.5,)}}, "lif0": {"firing_rate": (0.25,)},
           "stage1_block0": {"conv1": {"dann": {"balanced_std": (2.0,)}}}}
   assert probes.probe_summary(tree) == {"integrated_mean/conv0": 1.5, "firing_rate/lif0": 0.25,

@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax import checkpointing, config as config_lib, dale, metrics, train
+from ei_snn_jax.training import checkpointing, config as config_lib, metrics, train
+from ei_snn_jax.core import dale
 from experiments import train as train_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -249,7 +250,7 @@ def test_checkpoint_killed_while_being_written_is_never_restored(tmp_path):
   writer = (
       "import sys\n"
       "import jax.numpy as jnp, numpy as np\n"
-      "from ei_snn_jax import checkpointing\n"
+      "from ei_snn_jax.training import checkpointing\n"
       "n = 32_000_000\n"
       "ckpt = checkpointing.Checkpointer(sys.argv[1])\n"
       "ckpt.save(1, {'w': jnp.ones((n,), jnp.float32)}, {'step': 1})\n"

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from ei_snn_jax import checkpointing, config as config_lib, data, metrics, replicas, train
+from ei_snn_jax.training import checkpointing, config as config_lib, metrics, replicas, train
+from ei_snn_jax import data
 
 SEED = 7
 TOL = dict(rtol=1e-5, atol=1e-5)

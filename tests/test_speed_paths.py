@@ -24,7 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax import config as config_lib, data, layers, metrics, neurons, train
+from ei_snn_jax.training import config as config_lib, metrics, train
+from ei_snn_jax import data, layers
+from ei_snn_jax.core import neurons
 
 TINY = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=32",
         "data.synthetic_test_size=16", "data.train_subset=0", "data.test_subset=0",

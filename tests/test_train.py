@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from ei_snn_jax import config as config_lib, metrics, train
+from ei_snn_jax.training import config as config_lib, metrics, train
 from experiments import evaluate as evaluate_cli
 
 TINY = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=96",
@@ -57,7 +57,7 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path):
       metrics.read_metrics(tmp_path / "resumed"))
   assert resumed["best_test_accuracy"] == full["best_test_accuracy"]
   # Dale's law holds on the restored parameters.
-  from ei_snn_jax import dale
+  from ei_snn_jax.core import dale
   for leaf, constrained in zip(jax.tree.leaves(b.params), jax.tree.leaves(
       dale.constrained_mask(b.params))):
     if constrained:

@@ -56,7 +56,7 @@ def check_ei_init(variables: Any) -> None:
   """
   import jax
   import numpy as np
-  from ei_snn_jax import ei_init
+  from ei_snn_jax.core import ei_init
 
   stats = variables.get("ei_init_stats", {})
   for path, leaf in jax.tree_util.tree_flatten_with_path(stats)[0]:

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ei_snn_jax import config as config_lib
-from ei_snn_jax.probes import probe_summary  # noqa: F401  (re-exported; lives in probes.py)
+from ei_snn_jax.training import config as config_lib
 
 
 def mean_metrics(window: list[dict]) -> dict[str, float]:

@@ -19,7 +19,7 @@ keys to ``metrics.jsonl`` (via ``probe_summary``); ``probe`` computes them for a
 parameters (e.g. a restored checkpoint), optionally with the raw samples
 (``integrated_values/<layer>``).
 
-  from ei_snn_jax import probes
+  from ei_snn_jax.analysis import probes
   stats = probes.probe(model, {"params": params}, images, values=True)
   stats["firing_rate/lif0"], stats["integrated_std/conv0"], stats["integrated_values/conv0"]
   probes.by_layer(stats)["conv0"]["balanced_mean"]

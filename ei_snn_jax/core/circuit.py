@@ -22,7 +22,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from ei_snn_jax import ei_prop
+from ei_snn_jax.core import ei_prop
 
 Array = jax.Array
 

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ei_snn_jax import errors
+
 Array = jax.Array
 
 
@@ -33,7 +35,7 @@ class InputStatistics(NamedTuple):
   mean_sq: Array   # E_x2
 
 
-class EIInitError(ValueError):
+class EIInitError(errors.UserError, ValueError):
   """Raised when E-I Init cannot be computed from the given input (e.g. an all-zero input)."""
 
 

@@ -40,7 +40,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from ei_snn_jax import errors
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 ARCHS = ("vgg8", "vgg11", "vgg16", "vgg19", "resnet18")
 VARIANTS = ("ei", "bn", "dann")
@@ -84,7 +86,7 @@ _NONE = ("none", "null")
 _BUILTINS = {"bool": bool, "int": int, "float": float, "str": str, "tuple": tuple, "list": list}
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config problem; the message is one line naming the field and how to fix it."""
 
 

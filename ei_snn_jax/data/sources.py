@@ -1,7 +1,7 @@
 """CIFAR-10/100 (and a learnable synthetic stand-in) as uint8 host arrays (spec §7.4).
 
 Every dataset is returned as a ``Dataset`` of NHWC uint8 images and int32 labels; augmentation
-and the [0, 1] scaling happen on the device (``ei_snn_jax.augment``). Sources (``config.data``):
+and the [0, 1] scaling happen on the device (``ei_snn_jax.data.augment``). Sources (``config.data``):
 
   arrays     ``data.path``: an ``.npz`` with x_train, y_train, x_test, y_test (the
              ``cifar10.npz`` that ``../shared/data/rebuild_cifar10.py`` writes), or a directory
@@ -15,17 +15,11 @@ and the [0, 1] scaling happen on the device (``ei_snn_jax.augment``). Sources (`
              when tensorflow-datasets and tensorflow are importable, else download.
 
 Every data problem raises ``DataError`` with one line naming the problem and the fix.
-
-Data order (spec §7.4 / resumption): the training order of an epoch is a permutation drawn
-only from (seed, epoch) (``epoch_permutation``), and batches are padded to a fixed size with a
-mask (``batch_indices``), reproducing the reference's ``drop_last=False`` (391 steps per epoch
-at batch 128 on CIFAR).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import importlib.util
 import logging
@@ -40,9 +34,11 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
+
+from ei_snn_jax import errors
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +66,9 @@ _SHARED_DATA_HINT = (
 
 # Third SeedSequence word of the data order, so default_rng([seed, epoch]) used elsewhere (and
 # default_rng(seed) == default_rng([seed, 0])) never yields the same stream.
-_ORDER_TAG = 0x0DA7A0DE
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
   """A data problem; the message is one line naming the problem and the fix (spec §7.4)."""
 
   def __init__(self, message: str):
@@ -601,68 +596,3 @@ def load_dataset(data_cfg: Any, seed: int = 0) -> Dataset:
                                 "data.test_subset")
   return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                  num_classes=num_classes, name=name)
-
-
-# --------------------------------------------------------------------------------------------
-# Data order
-# --------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def _permutation_cached(seed: int, epoch: int, n: int) -> np.ndarray:
-  perm = np.random.default_rng([seed, epoch, _ORDER_TAG]).permutation(n)
-  perm.setflags(write=False)
-  return perm
-
-
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-  """Training order of one epoch, a function of (seed, epoch) only (spec §7.4, resumption)."""
-  if seed < 0 or epoch < 0 or n < 0:
-    raise ValueError(f"seed, epoch and n must be >= 0, got {seed}, {epoch}, {n}")
-  return _permutation_cached(int(seed), int(epoch), int(n)).copy()
-
-
-def num_batches(n: int, batch_size: int) -> int:
-  """ceil(n / batch_size): the reference's drop_last=False (391 steps at CIFAR batch 128)."""
-  if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}")
-  return -(-int(n) // int(batch_size))
-
-
-def _pad(idx: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  k = idx.shape[0]
-  out = np.zeros(batch_size, np.int32)
-  out[:k] = idx
-  if 0 < k < batch_size:
-    out[k:] = idx[0]               # a valid index, so gathers stay in range; masked out
-  mask = np.zeros(batch_size, bool)
-  mask[:k] = True
-  return out, mask
-
-
-def batch_indices(seed: int, epoch: int, n: int, batch_size: int,
-                  step_in_epoch: int) -> tuple[np.ndarray, np.ndarray]:
-  """Indices and validity mask of training batch ``step_in_epoch`` (spec §7.4).
-
-  Both have shape (batch_size,); the last batch of an epoch is padded (mask False) so that
-  every step has the same shape.
-  """
-  nb = num_batches(n, batch_size)
-  if not 0 <= step_in_epoch < nb:
-    raise ValueError(f"step_in_epoch {step_in_epoch} outside [0, {nb})")
-  perm = _permutation_cached(int(seed), int(epoch), int(n))
-  return _pad(perm[step_in_epoch * batch_size:(step_in_epoch + 1) * batch_size], batch_size)
-
-
-def epoch_batches(seed: int, epoch: int, n: int, batch_size: int,
-                  start_step: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Yield ``batch_indices`` for steps start_step .. end of the epoch (spec §7.4)."""
-  for step in range(start_step, num_batches(n, batch_size)):
-    yield batch_indices(seed, epoch, n, batch_size, step)
-
-
-def eval_batches(n: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Yield (idx, mask) over 0..n-1 in order, the last batch padded and masked (spec §7.4)."""
-  for step in range(num_batches(n, batch_size)):
-    lo = step * batch_size
-    yield _pad(np.arange(lo, min(lo + batch_size, n), dtype=np.int32), batch_size)

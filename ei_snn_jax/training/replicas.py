@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ei_snn_jax import config as config_lib, data as data_lib, metrics as metrics_lib
+from ei_snn_jax.training import config as config_lib, metrics as metrics_lib
+from ei_snn_jax import data as data_lib
 
 
 def num_replicas(config: ml_collections.ConfigDict) -> int:

@@ -33,13 +33,17 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ei_snn_jax import augment, config as config_lib, dale, data as data_lib, models, optim
-from ei_snn_jax import checkpointing, metrics as metrics_lib, replicas
+from ei_snn_jax import data as data_lib, errors, models
+from ei_snn_jax.analysis import probes
+from ei_snn_jax.core import dale
+from ei_snn_jax.data import augment
+from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
+from ei_snn_jax.training import replicas
 
 Array = jax.Array
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(errors.UserError, FloatingPointError):
   """Raised when a training step produced a non-finite loss or gradient."""
 
 
@@ -257,7 +261,7 @@ def make_train_step(exp: Experiment):
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {"loss": loss, "accuracy": correct / n, "lr": schedule(state.step),
                "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaf": bad_leaf,
-               **metrics_lib.probe_summary(new_vars.get("probes", {}))}
+               **probes.probe_summary(new_vars.get("probes", {}))}
     return new_state, metrics
 
   rep, dat = exp.replicated, exp.index_sharded

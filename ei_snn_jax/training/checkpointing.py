@@ -21,8 +21,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ei_snn_jax import errors
 
-class CheckpointMismatchError(ValueError):
+
+class CheckpointMismatchError(errors.UserError, ValueError):
   """The checkpoint does not fit the model/optimizer being restored (another architecture?)."""
 
 
