@@ -18,16 +18,16 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
-from ei_snn_jax.config import apply_config_arg
+from ei_snn_jax.training import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """BN-SNN VGG-19 on CIFAR-100: lr 0.1, no warmup, plain cosine, wd 1e-4.
 
-  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal" or "model.T=8").
+  ``arg``: see ``ei_snn_jax.training.config.apply_config_arg`` (e.g. "runlocal" or "model.T=8").
   """
-  c = common.get_base_config()
+  c = config_lib.base_config()
   c.data.name = "cifar100"
   c.model.arch = "vgg19"
   common.bn_recipe(c)  # variant "bn", lr 0.1, wd 1e-4, no warmup
-  return apply_config_arg(c, arg)
+  return config_lib.apply_config_arg(c, arg)

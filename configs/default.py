@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
-from ei_snn_jax.config import apply_config_arg
+from ei_snn_jax.training import config as config_lib
 
 # Everything that makes this run small, in one place (tune these by measurement).
 QUICK = dict(
@@ -40,9 +39,9 @@ QUICK = dict(
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The small E-I CIFAR-10 run described in the module docstring.
 
-  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal" or "lr=0.005").
+  ``arg``: see ``ei_snn_jax.training.config.apply_config_arg`` (e.g. "runlocal" or "lr=0.005").
   """
-  c = common.get_base_config()
+  c = config_lib.base_config()
   c.model.arch = QUICK["arch"]
   c.model.variant = "ei"
   c.model.width_multiplier = QUICK["width_multiplier"]
@@ -56,4 +55,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.lr = QUICK["lr"]
   c.train.log_every_steps = 20
   c.train.checkpoint_every_steps = 200
-  return apply_config_arg(c, arg)
+  return config_lib.apply_config_arg(c, arg)

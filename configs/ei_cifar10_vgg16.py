@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
-from ei_snn_jax.config import apply_config_arg
+from ei_snn_jax.training import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """E-I VGG-16 on CIFAR-10: lr 0.001, warmup 30 of 300 epochs, batch 128, wd 5e-4.
 
-  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal" or "model.T=8").
+  ``arg``: see ``ei_snn_jax.training.config.apply_config_arg`` (e.g. "runlocal" or "model.T=8").
   """
-  c = common.get_base_config()
+  c = config_lib.base_config()
   c.model.arch = "vgg16"
   c.model.variant = "ei"
   c.optim.lr = 0.001
   c.optim.warmup_epochs = 30
-  return apply_config_arg(c, arg)
+  return config_lib.apply_config_arg(c, arg)

@@ -1,8 +1,8 @@
 r"""Figures of one run: learning curves, firing rates, E-I balance and the weight/current
 distributions at its checkpoints (spec §1.2 currents, §5 firing rates, §8.4 bimodality).
 
-  python -m experiments.analyze --workdir runs/default
-  python -m experiments.analyze --workdir runs/vgg16 --batch-size 128 --steps 39100,117300
+  python -m experiments.analyze --workdir=runs/default
+  python -m experiments.analyze --workdir=runs/vgg16 --batch_size=128 --steps=39100,117300
 
 Reads ``workdir/metrics.jsonl`` (the training-time probe statistics the training step logs) and
 the orbax checkpoints in ``workdir/checkpoints`` and ``workdir/best``, and writes PNG figures and
@@ -17,7 +17,7 @@ an index page (index.html and index.md) into ``workdir/analysis`` (or --out):
 * hist_<param>.png (W_EE, W_IE, W_EI, g_I, g_E) and hist_integrated.png: per layer, the
   distribution at initialisation (E-I Init recomputed from the run's config) and at every
   available checkpoint; I_int from ``probes.probe`` on a fixed test batch (the first
-  --batch-size test images) with the restored parameters. This is where bimodality emerges.
+  --batch_size test images) with the restored parameters. This is where bimodality emerges.
 * probe_profile.png: per-layer firing rate and I_int mean/std on that batch at each checkpoint.
 
 A run of vmapped seeds (train.num_replicas > 1) is shown for one seed: --replica R (default 0).
@@ -27,7 +27,6 @@ checkpoint of another model or a missing dataset end with a one-line error (exit
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import html
 import json
@@ -46,9 +45,12 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from absl import flags  # noqa: E402
+
+from ei_snn_jax.analysis import probes as probes_lib  # noqa: E402
 from ei_snn_jax.training import metrics as metrics_lib  # noqa: E402
-from ei_snn_jax.analysis import probes as probes_lib
-from ei_snn_jax.training.config import CliParser, ConfigError  # noqa: E402
+from ei_snn_jax.training.config import ConfigError  # noqa: E402
+from experiments import cli  # noqa: E402
 
 # The parameter histograms: (figure name, paper symbol, parameter names of the E-I / DANN layers).
 PARAM_KINDS = (
@@ -558,38 +560,46 @@ def analyze(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None
           "snapshots": [s.label for s in snapshots]}
 
 
+REQUIRED = {"workdir": "pass --workdir=DIR, the folder of a run made by experiments.train"}
+
+
+def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
+  """The run folder, where to write, which checkpoints and how large a probe batch."""
+  del argv
+  flags.DEFINE_string("workdir", None, "the run folder (--workdir of train)", flag_values=fv)
+  flags.DEFINE_string("out", None, "output folder (default WORKDIR/analysis)", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "test images in the fixed probe batch", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_list("steps", [], "checkpoint steps to use, comma-separated (default: all "
+                    "available)", flag_values=fv)
+  flags.DEFINE_bool("checkpoints", True, "use the checkpoints (--nocheckpoints: only the "
+                    "figures from metrics.jsonl, no dataset)", flag_values=fv)
+  flags.DEFINE_bool("init", True, "include the initial (E-I Init) parameters (--noinit: leave "
+                    "them out)", flag_values=fv)
+  flags.DEFINE_string("data_path", None, "dataset location if it moved since training "
+                      "(data.path)", flag_values=fv)
+  flags.DEFINE_integer("replica", 0, "which seed of a train.num_replicas > 1 run to show",
+                       lower_bound=0, flag_values=fv)
+
+
+def body(fv: flags.FlagValues, args: list[str]) -> None:
+  """Write the figures and the index; print where."""
+  if args:
+    raise ConfigError(f"unexpected arguments {' '.join(args)}: see --help")
+  try:
+    steps = [int(s) for s in fv.steps if s.strip()]
+  except ValueError:
+    raise ConfigError(f"--steps={','.join(fv.steps)}: give comma-separated integers") from None
+  result = analyze(fv.workdir, fv.out, batch_size=fv.batch_size, steps=steps or None,
+                   checkpoints=fv.checkpoints, include_init=fv.init, data_path=fv.data_path,
+                   replica=fv.replica)
+  print(f"wrote {len(result['figures'])} figures; index: {result['index']}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """CLI entry point; returns the exit status."""
-  from ei_snn_jax import errors
-  with errors.clean_errors():
-    parser = CliParser(prog="python -m experiments.analyze",
-                       description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="the run folder (--workdir of train)")
-    parser.add_argument("--out", default=None, help="output folder (default WORKDIR/analysis)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="test images in the fixed probe batch (default 64)")
-    parser.add_argument("--steps", default="",
-                        help="comma-separated checkpoint steps to use (default: all available)")
-    parser.add_argument("--no-checkpoints", action="store_true",
-                        help="only the figures from metrics.jsonl (no dataset, no checkpoints)")
-    parser.add_argument("--no-init", action="store_true",
-                        help="leave out the initial (E-I Init) parameters")
-    parser.add_argument("--data-path", default=None,
-                        help="dataset location if it moved since training (data.path)")
-    parser.add_argument("--replica", type=int, default=0,
-                        help="which seed of a train.num_replicas > 1 run to show (default 0)")
-    args = parser.parse_args(argv)
-    try:
-      steps = [int(s) for s in args.steps.split(",") if s.strip()]
-    except ValueError:
-      raise ConfigError(f"--steps {args.steps!r}: give comma-separated integers") from None
-    result = analyze(args.workdir, args.out, batch_size=args.batch_size, steps=steps or None,
-                     checkpoints=not args.no_checkpoints, include_init=not args.no_init,
-                     data_path=args.data_path, replica=args.replica)
-    print(f"wrote {len(result['figures'])} figures; index: {result['index']}", flush=True)
-  return errors.exit_status()
+  """Entry point (``argv`` without the program name); returns the exit status."""
+  return cli.main(define_flags, body, argv, REQUIRED, __doc__)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_app(main)

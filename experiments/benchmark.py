@@ -1,8 +1,8 @@
 r"""Training/evaluation throughput, compile time and peak memory of a model and its ANN ceiling.
 
-  python -m experiments.benchmark --config configs/ei_cifar10_vgg16.py --batch 8 --T 4 --steps 5
-  python -m experiments.benchmark --model resnet18 --variant ei --batch 128 --dtype bfloat16
-  python -m experiments.benchmark --model vgg16 --variant ei --replicas 4      # 4 seeds vmapped
+  python -m experiments.benchmark --config=configs/ei_cifar10_vgg16.py --batch=8 --T=4 --steps=5
+  python -m experiments.benchmark --model=resnet18 --variant=ei --batch=128 --dtype=bfloat16
+  python -m experiments.benchmark --model=vgg16 --variant=ei --replicas=4     # 4 seeds vmapped
   python -m experiments.benchmark --table experiments/results/benchmark_cpu.jsonl
 
 What is measured (each part in a fresh subprocess, so peak memory and compile time are its own):
@@ -30,7 +30,6 @@ ratio SNN/ANN, the exact command) to ``--out`` (default
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -45,6 +44,10 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from absl import flags
+
+from experiments import cli
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 PARTS = ("snn", "ann")
@@ -54,48 +57,55 @@ PARTS = ("snn", "ann")
 # Config
 # ---------------------------------------------------------------------------------------------
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  what = p.add_mutually_exclusive_group()
-  what.add_argument("--config", help="config file[:arg], e.g. configs/ei_cifar10_vgg16.py")
-  what.add_argument("--model", help="architecture (vgg8/11/16/19, resnet18); the CIFAR-10 "
-                    "config configs/<variant>_cifar10_<model>.py is used when it exists")
-  what.add_argument("--table", metavar="JSONL", nargs="+",
-                    help="print a Markdown table of results files")
-  p.add_argument("--variant", default="ei", choices=("ei", "bn", "dann"))
-  p.add_argument("--batch", type=int, help="per-step batch per replica (default: the config's)")
-  p.add_argument("--eval-batch", type=int, help="eval batch (default: --batch, else config's)")
-  p.add_argument("--T", type=int, help="time steps (default: the config's)")
-  p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
-  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compile (default 2)")
-  p.add_argument("--repeats", type=int, default=3,
-                 help="timed windows of --steps steps; the best is reported (default 3)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), help="convolution dtype")
-  p.add_argument("--replicas", type=int, default=1, help="train.num_replicas (vmapped seeds)")
-  p.add_argument("--devices", type=int, default=0, help="parallel.num_devices (0 = all)")
-  p.add_argument("--width", type=float, help="model.width_multiplier (default: the config's)")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="any other config override, e.g. --set model.scan_unroll=1")
-  p.add_argument("--eval-only", action="store_true", help="measure evaluation only")
-  p.add_argument("--no-ann", action="store_true", help="skip the ANN ceiling")
-  p.add_argument("--in-process", action="store_true",
-                 help="run the parts in this process (memory numbers then overlap)")
-  p.add_argument("--out", help="JSONL file to append to, or a directory (ending in /) for "
-                 "its benchmark_<device>.jsonl (default experiments/results/)")
-  p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
-  p.add_argument("--part-out", help=argparse.SUPPRESS)
-  args = p.parse_args(argv)
-  if not (args.config or args.model or args.table):
-    p.error("give --config FILE, --model NAME (with --variant) or --table JSONL")
-  for name in ("batch", "eval_batch", "T", "steps", "repeats", "replicas"):
-    value = getattr(args, name)
-    if value is not None and value < 1:
-      p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-  return args
+def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
+  """What to measure (--config or --model with --variant; or --table FILES) and how."""
+  del argv
+  f = dict(flag_values=fv)
+  flags.DEFINE_string("config", None, "config file[:arg], e.g. configs/ei_cifar10_vgg16.py", **f)
+  flags.DEFINE_enum("model", None, ["vgg8", "vgg11", "vgg16", "vgg19", "resnet18"],
+                    "architecture; the CIFAR-10 config configs/<variant>_cifar10_<model>.py is "
+                    "used when it exists", **f)
+  flags.DEFINE_bool("table", False, "print a Markdown table of the JSONL files given as "
+                    "positional arguments", **f)
+  flags.DEFINE_enum("variant", "ei", ["ei", "bn", "dann"], "model variant (with --model)", **f)
+  flags.DEFINE_integer("batch", None, "per-step batch per replica (default: the config's)",
+                       lower_bound=1, **f)
+  flags.DEFINE_integer("eval_batch", None, "eval batch (default: --batch, else the config's)",
+                       lower_bound=1, **f)
+  flags.DEFINE_integer("T", None, "time steps (default: the config's)", lower_bound=1, **f)
+  flags.DEFINE_integer("steps", 10, "timed steps", lower_bound=1, **f)
+  flags.DEFINE_integer("warmup", 2, "untimed steps after compile", lower_bound=0, **f)
+  flags.DEFINE_integer("repeats", 3, "timed windows of --steps steps; the best is reported",
+                       lower_bound=1, **f)
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "convolution dtype", **f)
+  flags.DEFINE_integer("replicas", 1, "train.num_replicas (vmapped seeds)", lower_bound=1, **f)
+  flags.DEFINE_integer("devices", 0, "parallel.num_devices (0 = all)", lower_bound=0, **f)
+  flags.DEFINE_float("width", None, "model.width_multiplier (default: the config's)", **f)
+  flags.DEFINE_multi_string("set", [], "any other config override KEY=VALUE, e.g. "
+                            "--set=model.scan_unroll=1", **f)
+  flags.DEFINE_bool("eval_only", False, "measure evaluation only", **f)
+  flags.DEFINE_bool("ann", True, "also measure the ANN ceiling (--noann: skip it)", **f)
+  flags.DEFINE_bool("in_process", False, "run the parts in this process (memory numbers then "
+                    "overlap)", **f)
+  flags.DEFINE_string("out", None, "JSONL file to append to, or a directory (ending in /) for "
+                      "its benchmark_<device>.jsonl (default experiments/results/)", **f)
+  flags.DEFINE_enum("part", None, list(PARTS), "internal: measure one part (child process)", **f)
+  flags.DEFINE_string("part_out", None, "internal: where the child writes its part", **f)
 
 
-def make_config(args: argparse.Namespace):
+def parse_args(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
+  """The parsed flags and the positional arguments (the --table files); ConfigError if wrong."""
+  from ei_snn_jax.training.config import ConfigError
+  fv, rest = cli.parse(define_flags, ["benchmark", *argv])
+  if sum(bool(x) for x in (fv.config, fv.model, fv.table)) != 1:
+    raise ConfigError("give one of --config=FILE, --model=NAME (with --variant) or --table "
+                      "FILES: see --help")
+  if rest and not fv.table:
+    raise ConfigError(f"unexpected arguments {' '.join(rest)}: see --help")
+  return fv, rest
+
+
+def make_config(args: flags.FlagValues):
   """The run's config with the benchmark's overrides (synthetic data, sizes, dtype, ...)."""
   from ei_snn_jax.training import config as config_lib
   if args.config:
@@ -234,7 +244,7 @@ def _rates(kind: str, t: dict[str, Any], images: int) -> dict[str, Any]:
           f"{kind}_cpu_ms_per_step": 1e3 * t["cpu"]}
 
 
-def measure(args: argparse.Namespace, part: str) -> dict[str, Any]:
+def measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
   """Compile and time the train and eval steps of ``part`` ("snn" or "ann")."""
   import jax
 
@@ -316,14 +326,14 @@ def _version(package: str) -> str | None:
     return None
 
 
-def _run_part(args: argparse.Namespace, argv: Sequence[str], part: str) -> dict[str, Any]:
+def _run_part(args: flags.FlagValues, argv: Sequence[str], part: str) -> dict[str, Any]:
   """``measure`` in a fresh Python process (its own peak memory and compile caches)."""
   if args.in_process:
     return measure(args, part)
   with tempfile.TemporaryDirectory() as tmp:
     result = pathlib.Path(tmp) / "part.json"
-    cmd = [sys.executable, "-m", "experiments.benchmark", *argv, "--part", part,
-           "--part-out", str(result)]
+    cmd = [sys.executable, "-m", "experiments.benchmark", *argv, f"--part={part}",
+           f"--part_out={result}"]
     proc = subprocess.run(cmd, cwd=REPO)
     if proc.returncode != 0:
       raise SystemExit(f"benchmark part {part!r} failed (exit {proc.returncode}): "
@@ -394,10 +404,18 @@ def markdown_table(records: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Entry point (``argv`` without the program name); returns the exit status."""
+  from ei_snn_jax import errors
   argv = list(sys.argv[1:] if argv is None else argv)
-  args = parse_args(argv)
+  if any(a in ("--help", "-h") for a in argv):
+    cli.print_help(define_flags, ["benchmark"], __doc__)
+    return 0
+  with errors.clean_errors():
+    args, files = parse_args(argv)
+  if errors.exit_status():
+    return errors.exit_status()
   if args.table:
-    records = [json.loads(l) for path in args.table
+    records = [json.loads(l) for path in files
                for l in pathlib.Path(path).read_text().splitlines() if l.strip()]
     print(markdown_table(records))
     return 0
@@ -407,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pathlib.Path(args.part_out).write_text(json.dumps(measure(args, args.part)))
     return 0
   parts = {}
-  for part in PARTS[:1] if args.no_ann else PARTS:
+  for part in PARTS if args.ann else PARTS[:1]:
     print(f"[benchmark] measuring {part} ...", file=sys.stderr, flush=True)
     parts[part] = _run_part(args, argv, part)
   record = make_record(args, argv, parts)

@@ -1,38 +1,47 @@
 """Evaluate a trained run on its test set.
 
-  python -m experiments.evaluate --workdir runs/default            # best checkpoint
-  python -m experiments.evaluate --workdir runs/default --which latest
+  python -m experiments.evaluate --workdir=runs/default                 # best checkpoint
+  python -m experiments.evaluate --workdir=runs/default --which=latest
+  python -m experiments.evaluate --workdir=runs/default --config.data.path=/data/cifar10.npz
 
 Reads the run's resolved ``config.json``, restores the checkpoint (Dale's projection re-applied)
-and prints the test loss and accuracy; ``--config.data.path=...`` style overrides change where
-the data is read from (e.g. the run was trained on another machine).
+and prints the test loss and accuracy as one JSON line. ``--config.KEY=VALUE`` overrides fields of
+the saved config, e.g. where the data is read from when the run was trained on another machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
-import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+REQUIRED = {"workdir": "pass --workdir=DIR, the folder of a run made by experiments.train"}
 
 
 def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
-                     overrides: tuple[str, ...] = ()) -> dict:
+                     overrides: dict | None = None) -> dict:
   """Restore ``which`` ("best" | "latest") checkpoint of ``workdir`` and evaluate it.
 
-  Returns {"step", "test_loss", "test_accuracy", "checkpoint"}.
+  ``overrides``: {dotted field: value} set on the saved config. Returns {"step", "checkpoint",
+  "test_loss", "test_accuracy"}.
   """
-  from ei_snn_jax import config as config_lib, dale, train
+  from ei_snn_jax.core import dale
+  from ei_snn_jax.training import checkpointing, config as config_lib, train
   workdir = pathlib.Path(workdir).expanduser()
   cfg_file = workdir / "config.json"
   if not cfg_file.exists():
     raise config_lib.ConfigError(f"{workdir} holds no run (no config.json): pass the --workdir "
                                  "of a run made by experiments.train")
   config = config_lib.config_from_saved(json.loads(cfg_file.read_text())["config"])
-  config_lib.apply_overrides(config, overrides)
+  for key, value in (overrides or {}).items():
+    config_lib.set_field(config, key, str(value))
   exp = train.build_experiment(config)
   template = train.init_state(exp)
-  ckpt = train.checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   restored = (ckpt.restore_best if which == "best" else ckpt.restore_latest)(
       template, exp.replicated)
   ckpt.close()
@@ -44,23 +53,30 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
   return {"step": int(state.step), "checkpoint": which, **result}
 
 
-def main(argv=None) -> int:
-  """CLI entry point; returns the exit status."""
-  from ei_snn_jax import errors
-  argv = list(sys.argv[1:] if argv is None else argv)
-  overrides = [a.split("--config.", 1)[1] for a in argv if a.startswith("--config.")]
-  with errors.clean_errors():
-    from ei_snn_jax.config import CliParser
-    parser = CliParser(prog="python -m experiments.evaluate", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="the run folder (--workdir of train)")
-    parser.add_argument("--which", choices=("best", "latest"), default="best",
-                        help="which checkpoint to evaluate (default: best)")
-    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
-    result = evaluate_workdir(args.workdir, args.which, tuple(overrides))
-    print(json.dumps(result), flush=True)
-  return errors.exit_status()
+def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
+  """--workdir, --which and --config.KEY=VALUE overrides of the saved config."""
+  from ei_snn_jax.training import config as config_lib
+  flags.DEFINE_string("workdir", None, "the run folder (--workdir of train)", flag_values=fv)
+  flags.DEFINE_enum("which", "best", ["best", "latest"], "which checkpoint to evaluate",
+                    flag_values=fv)
+  config_flags.DEFINE_config_dict("config", config_lib.base_config(), "overrides of the saved "
+                                  "config, e.g. --config.data.path=X", flag_values=fv,
+                                  sys_argv=argv, lock_config=True)
+
+
+def body(fv: flags.FlagValues, args: list[str]) -> None:
+  """Evaluate and print one JSON line."""
+  from ei_snn_jax.training import config as config_lib
+  if args:
+    raise config_lib.ConfigError(f"unexpected arguments {' '.join(args)}: see --help")
+  overrides = config_flags.get_override_values(fv["config"])
+  print(json.dumps(evaluate_workdir(fv.workdir, fv.which, overrides)), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point (``argv`` without the program name); returns the exit status."""
+  return cli.main(define_flags, body, argv, REQUIRED, __doc__)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_app(main)

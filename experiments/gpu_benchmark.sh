@@ -41,20 +41,20 @@ fi
 'optax', optax.__version__, jax.devices())"; } 2>&1 | tee -a "$LOG"
 
 # Eval batch 400: the configs' train.eval_batch_size (what the training loop evaluates with).
-C="--batch 128 --eval-batch 400 --T 4"
+C="--batch 128 --eval_batch 400 --T 4"
 RUNS=(
   # 1-3. The reference rows (float32), each with its ANN ceiling.
   "--config configs/ei_cifar10_vgg16.py $C --steps 20 --repeats 3 --warmup 3"
   "--config configs/ei_cifar10_resnet18.py $C --steps 20 --repeats 3 --warmup 3"
   "--config configs/bn_cifar10_vgg16.py $C --steps 20 --repeats 3 --warmup 3"
   # 4. Several seeds in one run: 4 vmapped replicas of E-I VGG-16 (img/s against run 1).
-  "--config configs/ei_cifar10_vgg16.py $C --replicas 4 --steps 10 --repeats 2 --warmup 2 --no-ann"
+  "--config configs/ei_cifar10_vgg16.py $C --replicas 4 --steps 10 --repeats 2 --warmup 2 --noann"
   # 5-6. bf16 convolutions (the E-I division stays float32).
   "--config configs/ei_cifar10_vgg16.py $C --dtype bfloat16 --steps 20 --repeats 3 --warmup 3"
-  "--config configs/ei_cifar10_resnet18.py $C --dtype bfloat16 --steps 20 --repeats 3 --warmup 3 --no-ann"
+  "--config configs/ei_cifar10_resnet18.py $C --dtype bfloat16 --steps 20 --repeats 3 --warmup 3 --noann"
   # 7-8. The small quick-start model alone and as 8 vmapped seeds (where replicas pay off).
-  "--config configs/default.py $C --steps 20 --repeats 3 --warmup 3 --no-ann"
-  "--config configs/default.py $C --replicas 8 --steps 10 --repeats 2 --warmup 2 --no-ann"
+  "--config configs/default.py $C --steps 20 --repeats 3 --warmup 3 --noann"
+  "--config configs/default.py $C --replicas 8 --steps 10 --repeats 2 --warmup 2 --noann"
 )
 
 for (( i = FIRST; i <= ${#RUNS[@]}; i++ )); do

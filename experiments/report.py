@@ -19,7 +19,6 @@ run, or of a run stopped by train.max_steps).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -29,8 +28,11 @@ import re
 import sys
 from typing import Any, Iterable, Sequence
 
+from absl import flags
+
 from ei_snn_jax.training import metrics as metrics_lib
-from ei_snn_jax.training.config import CliParser, ConfigError
+from ei_snn_jax.training.config import ConfigError
+from experiments import cli
 
 # Folders inside a run folder that never hold runs (not searched).
 _SKIP_DIRS = {"checkpoints", "best", "analysis", "tensorboard"}
@@ -316,33 +318,34 @@ def report(paths: Iterable[str | os.PathLike]) -> str:
       f"- README: {paper_results.README_SOURCE}.", ""])
 
 
+def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
+  """--output (the run folders are the positional arguments)."""
+  del argv
+  flags.DEFINE_string("output", None, "Markdown file to write (default: report.md in the runs' "
+                      "common parent folder)", flag_values=fv)
+
+
+def body(fv: flags.FlagValues, runs: list[str]) -> None:
+  """Print the report of the run folders ``runs`` and write it to --output."""
+  text = report(runs)
+  if fv.output:
+    out = pathlib.Path(fv.output).expanduser()
+  else:
+    folders = [str(pathlib.Path(p).expanduser().resolve()) for p in runs]
+    parent = pathlib.Path(os.path.commonpath(folders))
+    if is_run_folder(parent) or not parent.is_dir():
+      parent = parent.parent
+    out = parent / "report.md"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(text)
+  print(text)
+  print(f"wrote {out}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """CLI entry point: print the report and write it to --output; returns the exit status."""
-  from ei_snn_jax import errors
-  with errors.clean_errors():
-    parser = CliParser(prog="python -m experiments.report",
-                       description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", help="run folders, or folders holding run folders")
-    parser.add_argument("--output", default=None,
-                        help="Markdown file to write (default: report.md in the runs' common "
-                             "parent folder)")
-    args = parser.parse_args(argv)
-    text = report(args.runs)
-    if args.output:
-      out = pathlib.Path(args.output).expanduser()
-    else:
-      folders = [str(pathlib.Path(p).expanduser().resolve()) for p in args.runs]
-      parent = pathlib.Path(os.path.commonpath(folders))
-      if is_run_folder(parent) or not parent.is_dir():
-        parent = parent.parent
-      out = parent / "report.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"wrote {out}", file=sys.stderr)
-  return errors.exit_status()
+  """Entry point (``argv`` without the program name): the run folders, then flags."""
+  return cli.main(define_flags, body, argv, {}, __doc__)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_app(main)

@@ -1,36 +1,59 @@
 """Train a spiking network from a config file.
 
-  python -m experiments.train --config configs/default.py --workdir runs/default
-  python -m experiments.train --config configs/ei_cifar10_vgg16.py --workdir runs/vgg16 \
-      --config.data.path=/data/cifar10.npz --config.optim.lr=0.002
+  python -m experiments.train --config=configs/default.py --workdir=runs/default
+  python -m experiments.train --config=configs/ei_cifar10_vgg16.py:runlocal --workdir=/tmp/smoke
+  python -m experiments.train --config=configs/ei_cifar10_vgg16.py --workdir=runs/vgg16 \\
+      --config.data.path=/data/cifar10.npz --config.optim.lr=0.002 --config.model.T 8
 
-Rerunning the same command resumes from the latest checkpoint in --workdir. Bad configs, bad data
-and non-finite training steps end with one line naming the problem and the fix (exit status 2).
+Any config field is overridden with ``--config.KEY=VALUE`` (``ml_collections.config_flags``; the
+config is locked, so a misspelt key is an error, not a new field). The resolved config is printed
+and saved to WORKDIR/config.json. Rerunning the same command resumes from the latest checkpoint in
+--workdir. Bad configs, bad data and non-finite training steps end with one line naming the
+problem and the fix (exit status 2).
 """
 
 from __future__ import annotations
 
-import sys
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+REQUIRED = {
+    "config": cli.CONFIG_HINT,
+    "workdir": "pass --workdir=DIR (the run's checkpoints, metrics and config.json go there; an "
+               "existing one is resumed)",
+}
 
 
-def main(argv=None) -> int:
-  """CLI entry point; returns the exit status."""
-  from ei_snn_jax import errors
-  with errors.clean_errors():
-    from ei_snn_jax import config as config_lib
-    spec, workdir, overrides, extra = config_lib.parse_cli(argv)
-    if extra:
-      raise config_lib.ConfigError(f"unknown arguments {' '.join(extra)}: see --help")
-    config = config_lib.load_config(spec, overrides)
-    print(config_lib.config_to_json(config), flush=True)
-    from ei_snn_jax import train
-    summary = train.train_and_evaluate(config, workdir)
-    best, final = summary["best_test_accuracy"], summary.get("final_test_accuracy")
-    print(f"done: step {summary['step']}/{summary['total_steps']}, best test accuracy "
-          f"{best:.4f}, final {final if final is None else f'{final:.4f}'}, "
-          f"wall time {summary['wall_time']:.1f} s -> {workdir}/summary.json", flush=True)
-  return errors.exit_status()
+def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
+  """--config (a config file, locked) and --workdir."""
+  config_flags.DEFINE_config_file(
+      "config", None, "config file, optionally with its argument, e.g. "
+      "configs/ei_cifar10_vgg16.py:runlocal", flag_values=fv, sys_argv=argv, lock_config=True)
+  flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, config.json); "
+                      "resumed if present", flag_values=fv)
+
+
+def body(fv: flags.FlagValues, args: list[str]) -> None:
+  """Validate, print and train the config; print the summary line."""
+  from ei_snn_jax.training import config as config_lib, train
+  if args:
+    raise config_lib.ConfigError(f"unexpected arguments {' '.join(args)}: every setting is a "
+                                 f"flag (--config.KEY=VALUE); see --help")
+  config = fv.config
+  print(config_lib.config_to_json(config), flush=True)
+  summary = train.train_and_evaluate(config, fv.workdir)
+  best, final = summary["best_test_accuracy"], summary.get("final_test_accuracy")
+  print(f"done: step {summary['step']}/{summary['total_steps']}, best test accuracy "
+        f"{best:.4f}, final {final if final is None else f'{final:.4f}'}, "
+        f"wall time {summary['wall_time']:.1f} s -> {fv.workdir}/summary.json", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point (``argv`` without the program name); returns the exit status."""
+  return cli.main(define_flags, body, argv, REQUIRED, __doc__)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_app(main)

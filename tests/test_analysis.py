@@ -108,7 +108,7 @@ def test_analyze_cli_one_line_errors(tmp_path, capsys):
 
 def test_analyze_cli_log_only(tiny_run, tmp_path, capsys):
   assert analyze.main(["--workdir", str(tiny_run), "--out", str(tmp_path / "a"),
-                       "--no-checkpoints"]) == 0
+                       "--nocheckpoints"]) == 0
   assert {"curves.png", "firing_rates.png", "ei_balance.png", "index.html", "index.md"} <= {
       p.name for p in (tmp_path / "a").iterdir()}
   assert "index" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Config files, overrides, validation, fingerprints and the command line (ei_snn_jax/training/config.py).
+"""Config files, overrides, validation, fingerprints (ei_snn_jax/training/config.py) and the
+command-line parsing every tool shares (experiments/cli.py).
 
 Fast: nothing here builds a model or touches JAX.
 """
@@ -138,14 +139,14 @@ def test_sweeps_reference_existing_configs():
   for name, entries in sweeps.SWEEPS.items():
     assert entries, name
     for spec, seeds in entries:
-      path, _ = C.split_config_spec(spec)
+      path = spec.partition(":")[0]
       assert (REPO / path).is_file(), (name, spec)
       assert seeds and all(isinstance(s, int) for s in seeds)
       C.validate_config(C.load_config(str(REPO / spec)))
     runs = sweeps.runs(name)
     assert len({r["name"] for r in runs}) == len(runs)
     assert all(r["overrides"] == [f"seed={r['seed']}"] for r in runs)
-  listed = {C.split_config_spec(s)[0] for _, e in sweeps.SWEEPS.items() for s, _ in e}
+  listed = {s.partition(":")[0] for _, e in sweeps.SWEEPS.items() for s, _ in e}
   assert listed == set(CONFIG_FILES), "a config file is in no sweep (or vice versa)"
   with pytest.raises(KeyError, match="paper_cifar10"):
     sweeps.runs("paper")
@@ -189,10 +190,10 @@ def test_config_arg_pairs():
 
 
 def test_overrides_parse_by_field_type():
-  """Nested keys, int/float/bool/str, prefixes and quotes."""
-  c = _load("ei_cifar10_vgg16", "model.T=8", "config.optim.lr=1", "--config.optim.weight_decay=1e-3",
+  """Nested keys, int/float/bool/str and quotes."""
+  c = _load("ei_cifar10_vgg16", "model.T=8", "optim.lr=1", "optim.weight_decay=1e-3",
             "model.ei_init=false", "model.ei_ste=0", "train.progress_bar=TRUE",
-            "model.arch='resnet18'", "data.name=cifar100", "train.batch_size=64.0")
+            "model.arch='resnet18'", "data.name=cifar100", "train.batch_size=64")
   assert c.model.T == 8 and isinstance(c.model.T, int)
   assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
   assert c.optim.weight_decay == 1e-3
@@ -219,7 +220,7 @@ def test_overrides_placeholder_and_tuple():
     C.apply_overrides(d, ["widths=(1,2"])
   with pytest.raises(C.ConfigError, match="widths expects an int"):
     C.apply_overrides(d, ["widths=(1.5,2)"])
-  with pytest.raises(C.ConfigError, match="widths expects an int, got 'a'"):
+  with pytest.raises(C.ConfigError, match="widths expects an int per element, got .\(a,2\)."):
     C.apply_overrides(d, ["widths=(a,2)"])
 
 
@@ -231,16 +232,16 @@ def test_overrides_placeholder_and_tuple():
     ("optim.lr=fast", "optim.lr expects a float, got 'fast'"),
     ("model.ei_init=maybe", "model.ei_init expects a bool"),
     ("model=3", "model is a group of fields"),
-    ("model.T.x=3", "model.T is a value"),
+    ("model.T.x=3", "unknown config key 'model.T.x'"),
     ("model.T", "override 'model.T' has no value"),
-    ("model.arch=None", None),  # a non-placeholder str takes the text "None" (validation rejects it)
+    ("model.arch=None", None),  # a str field takes None (validation rejects it for a non-placeholder)
 ])
 def test_bad_overrides(override, message):
   """Unknown keys get suggestions, unparsable values name the key and the expected type."""
   cfg = _load("default")
   if message is None:
     C.apply_overrides(cfg, [override])
-    with pytest.raises(C.ConfigError, match="model.arch='None'"):
+    with pytest.raises(C.ConfigError, match="model.arch is None: give it a str"):
       C.validate_config(cfg)
     return
   with pytest.raises(C.ConfigError) as e:
@@ -352,11 +353,11 @@ def test_validate_lists_every_problem_and_accepts_good_device_counts():
 
 
 CONFIG_FILE_HEAD = """
-from configs import common
+from ei_snn_jax.training import config as config_lib
 
 
 def get_config(arg=None):
-  c = common.get_base_config()
+  c = config_lib.base_config()
 """
 
 
@@ -377,7 +378,7 @@ def test_typo_in_config_file(tmp_path, body, message):
 
 def test_load_config_errors(tmp_path):
   """Missing file (with a suggestion), no get_config, wrong return type; argless get_config."""
-  with pytest.raises(C.ConfigError, match="not found.*configs/ei_cifar10_vgg16.py"):
+  with pytest.raises(C.ConfigError, match="config file 'configs/ei_cifar10_vgg61.py' not found"):
     C.load_config("configs/ei_cifar10_vgg61.py")
   (tmp_path / "none.py").write_text("X = 1\n")
   with pytest.raises(C.ConfigError, match="no get_config"):
@@ -438,37 +439,57 @@ def test_fingerprint():
 # Command line.
 
 
-def test_parse_cli_forms():
-  """``=`` and space-separated values, --config=..., extra arguments, negative numbers."""
-  spec, workdir, overrides, extra = C.parse_cli([
-      "--config", "configs/x.py:runlocal", "--workdir", "runs/x", "--config.optim.lr=0.002",
-      "--config.model.T", "8", "--eval_only", "--config.optim.init_lr", "-1", "--config.data.path",
-      "a=b.npz"])
-  assert (spec, workdir) == ("configs/x.py:runlocal", "runs/x")
-  assert overrides == ["optim.lr=0.002", "model.T=8", "optim.init_lr=-1", "data.path=a=b.npz"]
-  assert extra == ["--eval_only"]
-  spec, workdir, overrides, extra = C.parse_cli(["--workdir=w", "--config=configs/y.py"])
-  assert (spec, workdir, overrides, extra) == ("configs/y.py", "w", [], [])
+def _parse(*argv: str):
+  """experiments.train's flags parsed from ``argv`` (the config and the workdir)."""
+  from experiments import cli, train
+  fv, rest = cli.parse(train.define_flags, ["train", *argv], train.REQUIRED)
+  return fv.config, fv.workdir, rest
 
 
-def test_parse_cli_then_load(tmp_path):
-  """parse_cli's output feeds load_config."""
-  spec, _, overrides, _ = C.parse_cli(["--config", str(REPO / "configs/default.py") + ":runlocal",
-                                       "--workdir", str(tmp_path), "--config.model.T", "2"])
-  cfg = C.validate_config(C.load_config(spec, overrides))
-  assert cfg.model.T == 2 and cfg.train.max_steps == 4
+def test_cli_forms():
+  """``=`` and space-separated values, the :ARG, negative numbers, values holding ``=``."""
+  cfg, workdir, rest = _parse(
+      "--config", str(REPO / "configs/default.py") + ":runlocal", "--workdir", "runs/x",
+      "--config.optim.lr=0.002", "--config.model.T", "8", "--config.optim.init_lr", "-1",
+      "--config.data.path", "a=b.npz", "--config.data.augment=false")
+  assert workdir == "runs/x" and rest == []
+  assert (cfg.optim.lr, cfg.model.T, cfg.optim.init_lr) == (0.002, 8, -1.0)
+  assert (cfg.data.path, cfg.data.augment, cfg.train.max_steps) == ("a=b.npz", False, 4)
+  cfg, workdir, _ = _parse("--workdir=w", f"--config={REPO}/configs/ei_cifar10_vgg8.py:T=2")
+  assert (workdir, cfg.model.T, cfg.train.max_steps) == ("w", 2, 0)
+  with pytest.raises(AttributeError):     # locked: a typo cannot add a field
+    cfg.optim.learning_rate = 0.1
+
+
+def test_cli_then_validate():
+  """The parsed config validates and fingerprints like the same config loaded from Python."""
+  cfg, _, _ = _parse("--config", str(REPO / "configs/default.py") + ":runlocal", "--workdir", "w",
+                     "--config.model.T", "2")
+  assert C.validate_config(cfg).model.T == 2
+  loaded = C.load_config(str(REPO / "configs/default.py") + ":runlocal", ["model.T=2"])
+  assert C.config_to_json(cfg) == C.config_to_json(loaded)
+  assert C.config_fingerprint(cfg) == C.config_fingerprint(loaded)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--workdir", "w"], "missing --config"),
-    (["--config", "c.py"], "missing --workdir"),
+    (["--workdir", "w"], "missing --config: pass --config=configs/NAME.py"),
+    (["--config", "configs/default.py"], "missing --workdir: pass --workdir=DIR"),
     ([], "missing --config"),
-    (["--config", "c.py", "--workdir", "w", "--config.model.T"], "--config.model.T needs a value"),
-    (["--config", "c.py", "--workdir", "w", "--config.model.T", "--x"], "needs a value"),
-    (["--config", "c.py", "--workdir"], "--workdir"),
+    (["--config", "configs/default.py", "--workdir", "w", "--config.model.T"],
+     "--config.model.T needs a value: write --config.model.T=VALUE"),
+    (["--config", "configs/default.py", "--workdir", "w", "--config.model.T", "--x"],
+     "needs a value"),
+    (["--config", "configs/default.py", "--workdir"], "missing --workdir"),
+    (["--config", "configs/default.py", "--workdir", "w", "--config.optim.lrr=1"],
+     "unknown config key 'optim.lrr': did you mean optim.lr"),
+    (["--config", "configs/default.py", "--workdir", "w", "--config.data.augment=maybe"],
+     "data.augment expects a bool (true/false/1/0), got 'maybe'"),
+    (["--config", "configs/default.py:runlokal", "--workdir", "w"],
+     "unknown config argument 'runlokal'"),
 ])
-def test_parse_cli_errors(argv, message):
-  """Missing required flags and valueless overrides raise ConfigError naming the fix."""
+def test_cli_errors(argv, message, monkeypatch):
+  """Missing required flags, valueless overrides, typos: one ConfigError line with the fix."""
+  monkeypatch.chdir(REPO)
   with pytest.raises(C.ConfigError) as e:
-    C.parse_cli(argv)
-  assert message in str(e.value)
+    _parse(*argv)
+  assert message in str(e.value) and "\n" not in str(e.value)

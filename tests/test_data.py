@@ -17,12 +17,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import common
+from ei_snn_jax.training import config as config_lib
 from ei_snn_jax import data
 
 
 def _cfg(**overrides) -> ml_collections.ConfigDict:
-  c = common.get_base_config().data
+  c = config_lib.base_config().data
   for k, v in overrides.items():
     c[k] = v
   return c

@@ -190,7 +190,7 @@ def test_benchmark_runs_on_cpu_at_small_batch(tmp_path):
   tfds_before = "tensorflow_datasets" in sys.modules
   out = tmp_path / "bench.jsonl"
   argv = ["--model", "vgg8", "--variant", "ei", "--width", "0.125", "--batch", "8", "--T", "2",
-          "--steps", "2", "--repeats", "1", "--warmup", "1", "--devices", "1", "--in-process",
+          "--steps", "2", "--repeats", "1", "--warmup", "1", "--devices", "1", "--in_process",
           "--out", str(out)]
   assert benchmark.main(argv) == 0
   record = json.loads(out.read_text())

@@ -18,14 +18,14 @@ from __future__ import annotations
 import ml_collections
 
 from configs import ei_cifar10_vgg16
-from ei_snn_jax.config import apply_config_arg
+from ei_snn_jax.training import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """ei_cifar10_vgg16 with model.ei_ste = False (differentiate through the stabilised denominator).
 
-  ``arg``: see ``ei_snn_jax.config.apply_config_arg`` (e.g. "runlocal").
+  ``arg``: see ``ei_snn_jax.training.config.apply_config_arg`` (e.g. "runlocal").
   """
   c = ei_cifar10_vgg16.get_config()
   c.model.ei_ste = False
-  return apply_config_arg(c, arg)
+  return config_lib.apply_config_arg(c, arg)

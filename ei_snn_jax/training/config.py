@@ -1,48 +1,43 @@
-"""Loading, overriding, validating and fingerprinting experiment configs (configs/*.py).
+"""The experiment config: its schema, the ``:ARG`` of config files, validation and fingerprints.
 
-A run is described by one config file whose ``get_config(arg=None)`` builds on
-``configs/common.get_base_config()``; the command line picks the file and overrides fields:
+A run is one config file ``configs/NAME.py`` whose ``get_config(arg=None)`` starts from
+``base_config()`` (the schema below, with the paper's E-I CIFAR-10 recipe as defaults) and
+overrides what differs. The command-line tools read it with ``ml_collections.config_flags``
+(``--config=configs/NAME.py:ARG --config.optim.lr=0.002``, see ``experiments/cli.py``); this
+module owns only what the config itself must:
 
-  python -m experiments.train --config configs/ei_cifar10_vgg16.py[:ARG] --workdir runs/x \\
-      --config.optim.lr=0.002 --config.model.T 8
-
-* ``load_config("configs/x.py:ARG", overrides)``: import the file by path, call ``get_config``,
-  apply the overrides.
+* ``base_config()``: every field, its type and default (the schema every run config matches).
 * ``apply_config_arg(cfg, "runlocal,model.T=8")``: the big_vision-style ``ARG`` every config file
   accepts: the flag ``runlocal`` (a tiny run for debugging) and ``key=value`` pairs.
-* ``apply_overrides(cfg, ["model.T=8"])``: values parsed by the type of the existing field.
-* ``validate_config(cfg, num_devices)``: every field against the schema of ``get_base_config()``
-  (unknown / missing keys, value types) and every value against its allowed range.
-* ``config_to_json`` / ``config_fingerprint``: the resolved config for the workdir, and a hash of
-  the fields that define the run (to refuse resuming a workdir that holds another run).
-* ``parse_cli(argv)``: ``--config``, ``--workdir`` and the ``--config.KEY[=| ]VALUE`` overrides.
+* ``validate_config(cfg, num_devices)``: unknown / missing fields, value types, allowed values and
+  ranges, cross-field rules; one ``ConfigError`` line naming every problem and its fix.
+* ``load_config("configs/x.py:ARG", ["model.T=8"])`` / ``apply_overrides``: a config file and
+  ``key=value`` overrides from Python (tests, notebooks, the benchmark).
+* ``config_to_json`` / ``config_from_saved`` / ``config_fingerprint``: the resolved config a run
+  saves to its workdir, read back, and a hash of the fields that define the run.
 
-Every problem raises ``ConfigError`` with a one-line message that names the field and the fix.
-This module imports no JAX, so that config handling and its tests stay fast.
+This module imports no JAX and nothing of ``configs/``, so config handling stays fast and the
+library is installable on its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
+import contextlib
 import difflib
 import hashlib
-import importlib
 import importlib.util
 import inspect
 import json
 import math
 import numbers
 import pathlib
-import re
-import sys
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import ml_collections
+from ml_collections import config_dict
 
 from ei_snn_jax import errors
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 ARCHS = ("vgg8", "vgg11", "vgg16", "vgg19", "resnet18")
 VARIANTS = ("ei", "bn", "dann")
@@ -83,7 +78,6 @@ FINGERPRINT_EXCLUDE = (
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 _NONE = ("none", "null")
-_BUILTINS = {"bool": bool, "int": int, "float": float, "str": str, "tuple": tuple, "list": list}
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -91,290 +85,200 @@ class ConfigError(errors.UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------------
-# Loading.
-
-
-def _ensure_repo_importable() -> None:
-  """Put the repository root on ``sys.path`` so that config files can ``from configs import ..``."""
-  root = str(REPO_ROOT)
-  if root not in sys.path:
-    sys.path.insert(0, root)
+# The schema.
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """A fresh ``configs.common.get_base_config()``: the schema every run config must match."""
-  _ensure_repo_importable()
-  try:
-    common = importlib.import_module("configs.common")
-  except ImportError as e:
-    raise ConfigError(f"cannot import configs/common.py ({e}): run from a checkout of the "
-                      f"repository (expected it under {REPO_ROOT})") from e
-  return common.get_base_config()
+  """Every config field with its default: the paper's E-I CIFAR-10 recipe (VGG-16 values, spec §5-7).
 
+  Run configs override arch / lr / warmup. Fields:
 
-def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """The ConfigDict of a run from its saved ``config.json`` "config" dict, on the current schema.
-
-  Fields this version no longer has are skipped; lists become tuples (JSON has no tuples).
+    seed                         master seed; init, data order, augmentation and dropout use
+                                 named streams split from it (``training.train.rng_streams``).
+    data.name                    "cifar10" | "cifar100" | "synthetic".
+    data.source                  "auto" (data.path if set, else the cached arrays, else TFDS if
+                                 installed, else the official archive) | "arrays" | "tfds" |
+                                 "download" | "synthetic".
+    data.path                    .npz (x_train, y_train, x_test, y_test) or a directory of arrays.
+    data.cache_dir               where downloads and converted arrays are cached.
+    data.train_subset/test_subset  use only the first N examples (0 = all).
+    data.augment / cutout_fill   random crop + Cutout + flip; Cutout fill "red" (the reference's)
+                                 or "grey".
+    model.arch / variant         "vgg8|vgg11|vgg16|vgg19|resnet18" / "ei|bn|dann".
+    model.T                      time steps (direct encoding: the image repeated T times).
+    model.width_multiplier       scales every channel count (1.0 = the paper's models).
+    model.ei_*                   E-I method switches (ablations); see ``layers.EIOptions``.
+    model.conv_dtype             "float32" | "bfloat16" (the E-I division stays float32).
+    optim.*                      SGD momentum 0.9, coupled L2 weight decay, warmup + cosine (§7).
+    train.*                      epochs, batch size, logging, evaluation and checkpoint cadence.
+    parallel.*                   device mesh and multi-host settings.
   """
-  cfg = base_config()
+  c = ml_collections.ConfigDict()
+  c.seed = 2025
 
-  def assign(node, values):
-    for k, v in values.items():
-      if k not in node:
-        continue
-      if isinstance(v, dict):
-        assign(node[k], v)
-      else:
-        with node.ignore_type():
-          node[k] = tuple(v) if isinstance(v, list) else v
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "cifar10"
+  c.data.source = "auto"
+  c.data.path = config_dict.placeholder(str)
+  c.data.tfds_data_dir = config_dict.placeholder(str)
+  c.data.cache_dir = "~/.cache/ei_snn_jax"
+  c.data.train_subset = 0
+  c.data.test_subset = 0
+  c.data.augment = True
+  c.data.cutout_fill = "red"
+  c.data.synthetic_train_size = 512
+  c.data.synthetic_test_size = 256
 
-  assign(cfg, saved)
-  return cfg
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = "vgg16"
+  c.model.variant = "ei"
+  c.model.T = 4
+  c.model.width_multiplier = 1.0
+  c.model.dropout = 0.0
+  c.model.ei_ratio = 4
+  c.model.ei_init = True
+  c.model.ei_stabilization = "adaptive"
+  c.model.ei_ste = True
+  c.model.ei_scale_wei_grad = True
+  c.model.tau = 2.0
+  c.model.threshold = 1.0
+  c.model.surrogate = "sigmoid"
+  c.model.surrogate_alpha = 4.0
+  c.model.conv_dtype = "float32"
+  c.model.scan_unroll = 0           # 0 = fully unrolled (fast for the paper's small T)
+  c.model.static_input_once = True  # compute the first layer once for repeated static images
 
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 0.001
+  c.optim.init_lr = 1e-7            # warmup start
+  c.optim.warmup_epochs = 30
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 5e-4
 
-def split_config_spec(spec: str) -> tuple[str, str | None]:
-  """``"configs/x.py:arg"`` -> ``("configs/x.py", "arg")``; no ``:`` after ``.py`` -> arg None."""
-  path, sep, arg = spec.partition(".py:")
-  if sep:
-    return path + ".py", arg
-  return spec, None
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 300
+  c.train.batch_size = 128
+  c.train.eval_batch_size = 400     # divides 10000 test images and 1/2/4/8/16 devices
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 1000
+  c.train.keep_checkpoints = 2
+  c.train.max_steps = 0             # stop early after this many steps (0 = full schedule)
+  c.train.progress_bar = True
+  c.train.num_replicas = 1          # >1: vmap independent seeds in one run (seed, seed+1, ...)
 
-
-def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """Build the config of ``spec`` (``path/to/config.py`` or ``path/to/config.py:arg``).
-
-  The file is imported by path and its ``get_config(arg)`` called (``get_config()`` when it takes
-  no argument; an ``arg`` is then applied with ``apply_config_arg``). The ``overrides``
-  (``key.path=value``) are applied last. The result is not validated: call ``validate_config``.
-  """
-  path_str, arg = split_config_spec(spec)
-  path = pathlib.Path(path_str).expanduser()
-  if not path.is_file():
-    hint = ""
-    candidates = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "configs").rglob("*.py")
-                        if p.name not in ("__init__.py", "common.py", "sweeps.py"))
-    close = difflib.get_close_matches(path_str, candidates, n=3)
-    if close:
-      hint = f" (did you mean {', '.join(close)}?)"
-    raise ConfigError(f"config file {path_str!r} not found{hint}: pass --config "
-                      f"configs/NAME.py[:ARG], relative to the current directory")
-  _ensure_repo_importable()
-  module_name = "_ei_snn_config_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-  module_spec = importlib.util.spec_from_file_location(module_name, path)
-  if module_spec is None or module_spec.loader is None:
-    raise ConfigError(f"cannot import {path_str!r} as Python: pass a .py config file")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  get_config = getattr(module, "get_config", None)
-  if not callable(get_config):
-    raise ConfigError(f"{path_str} defines no get_config(): add `def get_config(arg=None)` "
-                      f"returning an ml_collections.ConfigDict")
-  takes_arg = bool(inspect.signature(get_config).parameters)
-  try:
-    cfg = get_config(arg) if takes_arg else get_config()
-  except (TypeError, AttributeError, KeyError) as e:
-    msg = " ".join(str(e).split())
-    clash = re.search(r"override field '(\w+)' \(reference\)\. (.*) is of original type "
-                      r"<class '(\w+)'> and cannot be casted to type <class '(\w+)'>", msg)
-    if clash:
-      field, value, got, want = clash.groups()
-      msg = f"field {field} expects {_type_name(_BUILTINS.get(want, object))}, got {got} {value}"
-    raise ConfigError(f"{path_str}: get_config() failed: {msg}: fix the config file (fields "
-                      f"and types are those of configs/common.py)") from e
-  if isinstance(cfg, Mapping) and not isinstance(cfg, ml_collections.ConfigDict):
-    cfg = ml_collections.ConfigDict(cfg)
-  if not isinstance(cfg, ml_collections.ConfigDict):
-    raise ConfigError(f"{path_str}: get_config() returned {type(cfg).__name__}: return an "
-                      f"ml_collections.ConfigDict (start from common.get_base_config())")
-  if arg and not takes_arg:
-    cfg = apply_config_arg(cfg, arg)
-  return apply_overrides(cfg, overrides)
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.num_devices = 0        # 0 = every local device
+  c.parallel.distributed = False    # call jax.distributed.initialize() (multi-host)
+  c.parallel.coordinator_address = config_dict.placeholder(str)  # "host:port"; unset = auto
+  c.parallel.num_processes = 1      # with coordinator_address: processes in the job
+  c.parallel.process_id = 0         # with coordinator_address: this process's rank
+  return c
 
 
-# ------------------------------------------------------------------------------------------------
-# Overrides.
-
-
-def _leaf_paths(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+def leaf_paths(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
   """Every non-group field of ``cfg`` as a dotted path, in insertion order."""
   out = []
   for key, value in cfg.items():
     if isinstance(value, ml_collections.ConfigDict):
-      out.extend(_leaf_paths(value, f"{prefix}{key}."))
+      out.extend(leaf_paths(value, f"{prefix}{key}."))
     else:
       out.append(prefix + key)
   return out
 
 
-def _suggest(key: str, cfg: ml_collections.ConfigDict) -> str:
-  """'did you mean a or b?' from close matches on the full path and on the last component."""
-  paths = _leaf_paths(cfg)
+def unknown_key_error(key: str, cfg: ml_collections.ConfigDict | None = None) -> ConfigError:
+  """The error for a field ``key`` that ``cfg`` (default the schema) lacks, with close matches."""
+  paths = leaf_paths(cfg if cfg is not None else base_config())
   close = difflib.get_close_matches(key, paths, n=3, cutoff=0.6)
-  last = key.rsplit(".", 1)[-1]
   by_leaf = {p.rsplit(".", 1)[-1]: p for p in paths}
-  for leaf in difflib.get_close_matches(last, list(by_leaf), n=3, cutoff=0.75):
+  for leaf in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_leaf), n=3, cutoff=0.75):
     if by_leaf[leaf] not in close:
       close.append(by_leaf[leaf])
-  return f"did you mean {' or '.join(close[:3])}?" if close else "no such field"
+  hint = f"did you mean {' or '.join(close[:3])}?" if close else "no such field"
+  return ConfigError(f"unknown config key {key!r}: {hint} (every field is listed in "
+                     f"ei_snn_jax.training.config.base_config)")
 
 
-def _resolve(cfg: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
-  """The ConfigDict holding ``key`` (dotted) and the last component; ConfigError if unknown."""
-  parts = key.split(".")
-  node = cfg
-  for i, part in enumerate(parts):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      if not isinstance(node, ml_collections.ConfigDict):
-        where = ".".join(parts[:i])
-        raise ConfigError(f"unknown config key {key!r}: {where} is a value, not a group of "
-                          f"fields; set {where}=VALUE")
-      raise ConfigError(f"unknown config key {key!r}: {_suggest(key, cfg)} (every field is "
-                        f"listed in configs/common.py)")
-    if i == len(parts) - 1:
-      return node, part
-    node = node[part]
-  raise ConfigError(f"empty config key {key!r}: write key.path=value")  # pragma: no cover
-
-
-def _strip_quotes(text: str) -> str:
-  """Remove one pair of matching surrounding quotes."""
-  if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-    return text[1:-1]
-  return text
-
-
-def _type_name(t: type) -> str:
+def type_name(t: type) -> str:
   """'an int', 'a float', ... for messages."""
   name = {bool: "bool (true/false/1/0)", int: "int", float: "float", str: "str",
           tuple: "tuple like (32,64)", list: "list like [32,64]"}.get(t, t.__name__)
   return ("an " if name[0] in "aeiou" else "a ") + name
 
 
-def _parse_scalar(key: str, text: str, t: type) -> Any:
-  """Parse ``text`` as type ``t`` (bool/int/float/str); ConfigError naming ``key`` otherwise."""
-  text = text.strip()
-  if t is bool:
-    low = text.lower()
-    if low in _TRUE:
-      return True
-    if low in _FALSE:
-      return False
-  elif t is int:
-    try:
-      return int(text)
-    except ValueError:
-      try:
-        f = float(text)
-      except ValueError:
-        f = math.nan
-      if math.isfinite(f) and f.is_integer():
-        return int(f)
-  elif t is float:
-    try:
-      return float(text)
-    except ValueError:
-      pass
-  elif t is str:
-    return _strip_quotes(text)
-  else:
-    try:
-      return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      return _strip_quotes(text)
-  raise ConfigError(f"{key} expects {_type_name(t)}, got {text!r}")
+# ------------------------------------------------------------------------------------------------
+# Setting fields from text: the ``:ARG`` of a config file and ``load_config``'s overrides.
 
 
-def _parse_sequence(key: str, text: str, t: type, current: Sequence[Any] | None) -> Any:
-  """Parse "(32,64)", "[32,64]", "32,64", "(a,b)" or "32" into a tuple/list like ``current``.
-
-  Python literals are read with ``ast.literal_eval``; anything else is split on commas (so bare
-  strings need no quotes). Elements are converted to the type of ``current``'s first element.
-  """
-  text = text.strip()
-  try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    inner = text
-    if len(inner) >= 2 and (inner[0], inner[-1]) in (("(", ")"), ("[", "]")):
-      inner = inner[1:-1]
-    value = [_strip_quotes(v.strip()) for v in inner.split(",") if v.strip()]
-  if not isinstance(value, (tuple, list)):
-    value = (value,)
-  elem_t = type(current[0]) if current else None
-  if elem_t in (bool, int, float, str):
-    value = [v if isinstance(v, elem_t) and not (elem_t is int and isinstance(v, bool))
-             else _parse_scalar(key, v if isinstance(v, str) else repr(v), elem_t)
-             for v in value]
-  return t(value)
-
-
-def _is_placeholder(key: str) -> bool:
-  """Whether ``key`` is a None-by-default (placeholder) field of the base config."""
-  node = base_config()
-  for part in key.split("."):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      return False
-    node = node[part]
-  return node is None
+def _field(cfg: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+  """The ConfigDict holding the dotted field ``key`` and its last component."""
+  *parents, leaf = key.split(".")
+  node = cfg
+  for part in parents:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise unknown_key_error(key, cfg)
+  if isinstance(node[leaf], ml_collections.ConfigDict):
+    raise ConfigError(f"{key} is a group of fields, not a value: set one of its fields, e.g. "
+                      f"{key}.{next(iter(node[leaf].keys()), 'FIELD')}=VALUE")
+  return node, leaf
 
 
 def parse_value(cfg: ml_collections.ConfigDict, key: str, text: str) -> Any:
-  """``text`` parsed by the type of the existing field ``key`` of ``cfg`` (see apply_overrides)."""
-  node, leaf = _resolve(cfg, key)
-  current = node[leaf]
-  t = node.get_type(leaf)
-  if isinstance(current, ml_collections.ConfigDict) or t is ml_collections.ConfigDict:
-    raise ConfigError(f"{key} is a group of fields, not a value: set one of its fields, e.g. "
-                      f"{key}.{next(iter(current.keys()), 'FIELD')}=VALUE")
-  if text.strip().lower() in _NONE and (current is None or _is_placeholder(key)):
+  """``text`` read as the type of field ``key``: bool words, int, float, str, tuple, or None
+  for a placeholder; ConfigError naming the field and the expected type otherwise."""
+  node, leaf = _field(cfg, key)
+  t, text = node.get_type(leaf), text.strip()
+  if text.lower() in _NONE and (node[leaf] is None or t is str):
     return None
-  if t is type(None):
-    return _parse_scalar(key, text, object)
-  if t in (tuple, list):
-    return _parse_sequence(key, text, t, current)
-  if t in (bool, int, float, str):
-    return _parse_scalar(key, text, t)
-  return _parse_scalar(key, text, object)
-
-
-def _normalize_key(key: str) -> str:
-  """Drop a leading ``--config.`` / ``config.`` / ``--`` from an override key."""
-  key = key.strip()
-  for prefix in ("--config.", "-config.", "config."):
-    if key.startswith(prefix):
-      return key[len(prefix):]
-  return key.lstrip("-")
-
-
-def _set(cfg: ml_collections.ConfigDict, key: str, value: Any) -> None:
-  """Assign ``value`` to the existing field ``key``; ConfigError on a type clash."""
-  node, leaf = _resolve(cfg, key)
   try:
+    if t is bool:
+      if text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    elif t is int:
+      return int(text)
+    elif t is float:
+      return float(text)
+    elif t is str:
+      quoted = len(text) > 1 and text[0] == text[-1] and text[0] in "'\""
+      return text[1:-1] if quoted else text
+    elif t in (tuple, list):
+      return t(_parse_sequence(key, text, node[leaf]))
+    else:
+      return ast.literal_eval(text)
+  except ConfigError:
+    raise
+  except (ValueError, SyntaxError):
+    pass
+  raise ConfigError(f"{key} expects {type_name(t)}, got {text!r}")
+
+
+def _parse_sequence(key: str, text: str, current: Sequence[Any] | None) -> list[Any]:
+  """"(32,64)", "[32,64]", "32,64", "(a,b)" or "32" as a list whose elements have the type of
+  ``current``'s first element (bare strings need no quotes)."""
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    inner = text[1:-1] if text[:1] + text[-1:] in ("()", "[]") else text
+    value = [v.strip().strip("'\"") for v in inner.split(",") if v.strip()]
+  value = list(value) if isinstance(value, (tuple, list)) else [value]
+  elem = type(current[0]) if current else None
+  if elem in (int, float, str):
+    try:
+      if elem is int and any(isinstance(v, float) for v in value):
+        raise ValueError(text)
+      value = [v if isinstance(v, elem) else elem(v) for v in value]
+    except ValueError:
+      raise ConfigError(f"{key} expects {type_name(elem)} per element, got {text!r}") from None
+  return value
+
+
+def set_field(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
+  """Assign the field ``key`` of ``cfg`` from its text form (see ``parse_value``)."""
+  node, leaf = _field(cfg, key)
+  value = parse_value(cfg, key, text)
+  with node.ignore_type() if value is None else contextlib.nullcontext():
     setattr(node, leaf, value)
-  except TypeError as e:
-    t = node.get_type(leaf)
-    raise ConfigError(f"{key} expects {_type_name(t)}, got {value!r}") from e
-
-
-def apply_overrides(cfg: ml_collections.ConfigDict,
-                    overrides: Iterable[str]) -> ml_collections.ConfigDict:
-  """Apply ``key.path=value`` overrides in place (a leading ``config.``/``--config.`` is allowed).
-
-  Values are parsed by the type of the existing field: int, float (ints accepted), bool
-  (true/false/1/0/yes/no), str (quotes optional), tuple/list ("(32,64)"); a placeholder field
-  (value None) also accepts "None". Unknown keys and unparsable values raise ConfigError.
-  Returns ``cfg``.
-  """
-  if isinstance(overrides, str):
-    overrides = [overrides]
-  for item in overrides:
-    key, sep, text = str(item).partition("=")
-    key = _normalize_key(key)
-    if not sep or not key:
-      raise ConfigError(f"override {item!r} has no value: write {key or 'key.path'}=VALUE")
-    _set(cfg, key, parse_value(cfg, key, text))
-  return cfg
 
 
 def _split_arg(arg: str) -> list[str]:
@@ -398,16 +302,14 @@ def _split_arg(arg: str) -> list[str]:
 
 def _expand_short_key(cfg: ml_collections.ConfigDict, key: str) -> str:
   """A unique last component ("T", "lr") -> its full path; anything else unchanged."""
-  paths = _leaf_paths(cfg)
+  paths = leaf_paths(cfg)
   if key in paths:
     return key
   matches = [p for p in paths if p.rsplit(".", 1)[-1] == key]
-  if len(matches) == 1:
-    return matches[0]
   if len(matches) > 1:
     raise ConfigError(f"config argument key {key!r} is ambiguous: write one of "
                       f"{', '.join(matches)}")
-  return key
+  return matches[0] if matches else key
 
 
 def apply_config_arg(cfg: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
@@ -415,24 +317,69 @@ def apply_config_arg(cfg: ml_collections.ConfigDict, arg: str | None) -> ml_coll
 
   Flags: ``runlocal`` (or ``runlocal=true``): a tiny debugging run (``RUNLOCAL``: 1 epoch, 4
   steps, 256 train / 256 test images of the real dataset, batch 16, width 1/8, no warmup).
-  Pairs: ``model.T=8`` or, for a unique field name, ``T=8``; parsed like ``apply_overrides`` and
-  applied after the flags, so they win. Returns ``cfg``.
+  Pairs: ``model.T=8`` or, for a unique field name, ``T=8``, applied after the flags so they win.
+  Returns ``cfg``.
   """
-  if not arg:
-    return cfg
   pairs = []
-  for item in _split_arg(arg):
-    key, sep, text = item.partition("=")
-    key = key.strip()
+  for item in _split_arg(arg or ""):
+    key, sep, text = (s.strip() for s in item.partition("="))
     if key == "runlocal":
-      if not sep or _parse_scalar("runlocal", text, bool):
-        apply_overrides(cfg, [f"{k}={v}" for k, v in RUNLOCAL.items()])
+      if not sep or text.lower() in _TRUE:
+        for k, v in RUNLOCAL.items():
+          set_field(cfg, k, str(v))
+      elif text.lower() not in _FALSE:
+        raise ConfigError(f"runlocal expects a bool (true/false/1/0), got {text!r}")
       continue
     if not sep:
       raise ConfigError(f"unknown config argument {item!r}: use the flag runlocal or "
                         f"key=value pairs, e.g. configs/x.py:runlocal,model.T=8")
-    pairs.append(f"{_expand_short_key(cfg, key)}={text}")
-  return apply_overrides(cfg, pairs)
+    pairs.append((_expand_short_key(cfg, key), text))
+  for key, text in pairs:
+    set_field(cfg, key, text)
+  return cfg
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config of ``spec`` (``path/to/config.py`` or ``path/to/config.py:ARG``) from Python.
+
+  The file's ``get_config(ARG)`` is called, then ``overrides`` (``"key.path=value"``) are set.
+  The command-line tools read configs through ``config_flags`` instead; this is for tests and
+  notebooks. The result is not validated: call ``validate_config``.
+  """
+  path_str, sep, arg = spec.partition(".py:")
+  path = pathlib.Path(path_str + ".py" if sep else spec).expanduser()
+  if not path.is_file():
+    raise ConfigError(f"config file {str(path)!r} not found: pass configs/NAME.py[:ARG]")
+  module_spec = importlib.util.spec_from_file_location(
+      "_ei_snn_config_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise ConfigError(f"{path} defines no get_config(): add `def get_config(arg=None)` "
+                      f"returning an ml_collections.ConfigDict")
+  try:
+    cfg = get_config(arg or None) if inspect.signature(get_config).parameters else get_config()
+  except (TypeError, AttributeError, KeyError) as e:
+    raise ConfigError(f"{path}: get_config() failed: {' '.join(str(e).split())}: fix the config "
+                      f"file (fields and types are those of config.base_config())") from e
+  if not isinstance(cfg, ml_collections.ConfigDict):
+    raise ConfigError(f"{path}: get_config() returned {type(cfg).__name__}: return an "
+                      f"ml_collections.ConfigDict (start from config.base_config())")
+  if arg and not inspect.signature(get_config).parameters:
+    apply_config_arg(cfg, arg)
+  return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict,
+                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """Set ``"key.path=value"`` overrides on ``cfg`` in order (see ``parse_value``); returns it."""
+  for item in overrides:
+    key, eq, text = str(item).partition("=")
+    if not eq:
+      raise ConfigError(f"override {item!r} has no value: write {key}=VALUE")
+    set_field(cfg, key.strip(), text)
+  return cfg
 
 
 # ------------------------------------------------------------------------------------------------
@@ -447,13 +394,13 @@ def _check_schema(cfg: Any, base: ml_collections.ConfigDict, prefix: str,
     if key not in base:
       close = difflib.get_close_matches(key, list(base.keys()), n=1, cutoff=0.6)
       hint = f"did you mean {prefix}{close[0]}?" if close else "remove it"
-      problems.append(f"unknown config field {path} (not in configs/common.py): {hint} (a "
-                      f"genuinely new field must be added to get_base_config() first)")
+      problems.append(f"unknown config field {path} (not in the schema, training.config.base_config): {hint} (a "
+                      f"genuinely new field must be added to base_config() first)")
   for key in base.keys():
     path = prefix + key
     if key not in cfg:
       problems.append(f"config lacks the field {path}: build the config on "
-                      f"common.get_base_config() and override values, do not delete fields")
+                      f"config.base_config() and override values, do not delete fields")
       continue
     ref, value = base[key], cfg[key]
     if isinstance(ref, ml_collections.ConfigDict):
@@ -466,7 +413,7 @@ def _check_schema(cfg: Any, base: ml_collections.ConfigDict, prefix: str,
     t = base.get_type(key)
     if value is None:
       if ref is not None:
-        problems.append(f"{path} is None: give it {_type_name(t)} (default {ref!r})")
+        problems.append(f"{path} is None: give it {type_name(t)} (default {ref!r})")
       continue
     ok = {bool: lambda v: isinstance(v, bool),
           int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
@@ -475,7 +422,7 @@ def _check_schema(cfg: Any, base: ml_collections.ConfigDict, prefix: str,
           tuple: lambda v: isinstance(v, (tuple, list)),
           list: lambda v: isinstance(v, (tuple, list))}.get(t, lambda v: True)
     if not ok(value):
-      problems.append(f"{path} must be {_type_name(t)}, got {type(value).__name__} {value!r}: "
+      problems.append(f"{path} must be {type_name(t)}, got {type(value).__name__} {value!r}: "
                       f"write e.g. {path} = {ref!r}")
     elif t is float and not math.isfinite(float(value)):
       problems.append(f"{path}={value!r} is not finite: give a finite number")
@@ -592,7 +539,7 @@ def validate_config(cfg: ml_collections.ConfigDict,
                     num_devices: int | None = None) -> ml_collections.ConfigDict:
   """Check ``cfg`` completely; raise ConfigError listing every problem (one line), else return it.
 
-  Checks: every key exists in ``configs/common.get_base_config()`` and none is missing; every
+  Checks: every key exists in ``base_config()`` and none is missing; every
   value has the schema's type (ints accepted for floats, None only for placeholders); enumerated
   values (arch, variant, dataset, source, surrogate, stabilization, conv dtype, cutout fill);
   ranges (T, batch sizes, lr, init_lr, weight decay, momentum, epochs, warmup < epochs, ei_ratio,
@@ -687,59 +634,22 @@ def config_fingerprint(cfg: ml_collections.ConfigDict | Mapping[str, Any]) -> st
   return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------
-# Command line.
+def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """The ConfigDict of a run from its saved ``config.json`` "config" dict, on the current schema.
 
-
-class CliParser(argparse.ArgumentParser):
-  """ArgumentParser whose errors raise ConfigError (with the fix) instead of exiting; the
-  experiments' command-line tools all use it, so a usage mistake is one ``error:`` line."""
-
-  def error(self, message: str):
-    """Raise ConfigError with a hint for the common mistakes."""
-    if "--config" in message and "required" in message:
-      raise ConfigError("missing --config: pass --config configs/NAME.py[:ARG], e.g. --config "
-                        "configs/default.py")
-    if "--workdir" in message and "required" in message:
-      raise ConfigError("missing --workdir: pass --workdir DIR (the run's checkpoints, metrics "
-                        "and config.json go there; an existing one is resumed)")
-    raise ConfigError(f"{message} (see {self.prog} --help)")
-
-
-def parse_cli(argv: Sequence[str] | None = None) -> tuple[str, str, list[str], list[str]]:
-  """Parse ``--config FILE[:ARG] --workdir DIR [--config.KEY=VALUE | --config.KEY VALUE]...``.
-
-  ``argv`` is the argument list without the program name (default ``sys.argv[1:]``). Returns
-  ``(config_spec, workdir, overrides, extra)``: overrides as ``"key.path=value"`` strings in
-  command-line order, ``extra`` the arguments not understood here (for the caller to parse).
-  Raises ConfigError for a missing --config/--workdir or an override without a value.
+  Fields this version no longer has are skipped; lists become tuples (JSON has no tuples).
   """
-  argv = list(sys.argv[1:] if argv is None else argv)
-  overrides, rest = [], []
-  i = 0
-  while i < len(argv):
-    token = argv[i]
-    if token.startswith("--config."):
-      key, sep, value = token[len("--config."):].partition("=")
-      if not sep:
-        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-          raise ConfigError(f"{token} needs a value: write {token}=VALUE")
-        value = argv[i + 1]
-        i += 1
-      if not key:
-        raise ConfigError(f"{token!r} names no field: write --config.key.path=VALUE")
-      overrides.append(f"{key}={value}")
-    else:
-      rest.append(token)
-    i += 1
-  parser = CliParser(prog="python -m experiments.train", allow_abbrev=False,
-                   description="Train an E-I / BN / DANN spiking network from a config file.",
-                   epilog="Override any config field with --config.KEY=VALUE or --config.KEY VALUE "
-                          "(e.g. --config.optim.lr=0.002 --config.model.T 8).")
-  parser.add_argument("--config", required=True, metavar="FILE[:ARG]",
-                      help="config file, optionally with its argument, e.g. "
-                           "configs/ei_cifar10_vgg16.py:runlocal")
-  parser.add_argument("--workdir", required=True, metavar="DIR",
-                      help="run directory (checkpoints, metrics, config.json); resumed if present")
-  args, extra = parser.parse_known_args(rest)
-  return args.config, args.workdir, overrides, list(extra)
+  cfg = base_config()
+
+  def assign(node, values):
+    for k, v in values.items():
+      if k not in node:
+        continue
+      if isinstance(v, dict):
+        assign(node[k], v)
+      else:
+        with node.ignore_type():
+          node[k] = tuple(v) if isinstance(v, list) else v
+
+  assign(cfg, saved)
+  return cfg

@@ -1,0 +1,87 @@
+"""The command-line tools end to end on a tiny run: train -> evaluate (with a --config override
+of the saved config) -> sweep --print, and --help for each (absl flags, experiments/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shlex
+
+import pytest
+
+from experiments import analyze, benchmark, cli, evaluate, report, sweep, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config.data.source=synthetic", "--config.data.name=synthetic",
+        "--config.data.synthetic_train_size=32", "--config.data.synthetic_test_size=16",
+        "--config.data.train_subset=0", "--config.data.test_subset=0",
+        "--config.model.T=2", "--config.train.batch_size=16", "--config.train.eval_batch_size=16",
+        "--config.train.progress_bar=False", "--config.parallel.num_devices=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory):
+  """A finished 2-step run made by the train CLI."""
+  workdir = tmp_path_factory.mktemp("cli") / "run"
+  status = train.main([f"--config={REPO}/configs/default.py:runlocal", f"--workdir={workdir}",
+                       "--config.train.max_steps=2", *TINY])
+  assert status == 0
+  return workdir
+
+
+def test_train_saves_the_resolved_config(tiny_workdir):
+  saved = json.loads((tiny_workdir / "config.json").read_text())["config"]
+  assert (saved["model"]["T"], saved["train"]["max_steps"], saved["data"]["name"]) == (
+      2, 2, "synthetic")
+
+
+def test_evaluate_applies_overrides_to_the_saved_config(tiny_workdir, capsys):
+  assert evaluate.main([f"--workdir={tiny_workdir}", "--which=latest"]) == 0
+  plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert plain["step"] == 2 and plain["checkpoint"] == "latest"
+  # An override reaches the saved config: pointing it at a missing data file is what fails.
+  assert evaluate.main([f"--workdir={tiny_workdir}", "--config.data.name=cifar10",
+                        "--config.data.source=arrays", "--config.data.path=/nonexistent.npz"]) == 2
+  assert "/nonexistent.npz does not exist" in capsys.readouterr().err
+  assert evaluate.main([f"--workdir={tiny_workdir}", "--config.data.pth=/x.npz"]) == 2
+  assert "unknown config key 'data.pth': did you mean data.path" in capsys.readouterr().err
+
+
+def test_evaluate_errors_are_one_line(tmp_path, capsys):
+  assert evaluate.main([f"--workdir={tmp_path}"]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"error: {tmp_path} holds no run (no config.json): pass the --workdir of a run made by "
+      "experiments.train")
+  assert evaluate.main(["--which=best"]) == 2
+  assert "missing --workdir: pass --workdir=DIR" in capsys.readouterr().err
+  assert evaluate.main([f"--workdir={tmp_path}", "--which=worst"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and "worst" in err and "\n" not in err
+
+
+def test_sweep_prints_train_commands_that_parse(capsys):
+  assert sweep.main(["ablations", "--root=/tmp/r", "--print", "--",
+                     "--config.data.path=/d.npz"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 5
+  for line in lines:
+    words = shlex.split(line)
+    assert words[1:3] == ["-m", "experiments.train"] and words[-1] == "--config.data.path=/d.npz"
+    fv, rest = cli.parse(train.define_flags, ["train", *words[3:]], train.REQUIRED)
+    assert fv.workdir.startswith("/tmp/r/") and fv.config.data.path == "/d.npz" and not rest
+  assert sweep.main(["paper"]) == 2
+  assert "unknown sweep 'paper'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool", [train, evaluate, sweep, analyze, report, benchmark])
+def test_help_lists_the_flags(tool, capsys):
+  assert tool.main(["--help"]) == 0
+  out = capsys.readouterr().out
+  assert tool.__doc__.strip().splitlines()[0] in out
+  assert "flags:" in out and "--" in out.split("flags:", 1)[1]
+
+
+def test_analyze_rejects_a_bad_batch_size(tiny_workdir, capsys):
+  assert analyze.main([f"--workdir={tiny_workdir}", "--batch_size=0"]) == 2
+  err = capsys.readouterr().err
+  assert err.strip() == "error: flag --batch_size=0: 0 is not a positive integer (see --help)"
