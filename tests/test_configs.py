@@ -220,7 +220,7 @@ def test_overrides_placeholder_and_tuple():
     C.apply_overrides(d, ["widths=(1,2"])
   with pytest.raises(C.ConfigError, match="widths expects an int"):
     C.apply_overrides(d, ["widths=(1.5,2)"])
-  with pytest.raises(C.ConfigError, match="widths expects an int per element, got .\(a,2\)."):
+  with pytest.raises(C.ConfigError, match=r"widths expects an int per element, got .\(a,2\)."):
     C.apply_overrides(d, ["widths=(a,2)"])
 
 
