@@ -19,12 +19,18 @@ _status = 0
 
 
 class UserError(Exception):
-  """A problem the user can fix (config, data, workdir, ...); its message is one line with the fix."""
+  """A problem the user can fix (config, data, workdir, ...); its message is one line with the fix.
+
+  ``exit_code`` is the status a command-line tool ends with (2; a subclass may set another, e.g.
+  128 + signal number for a run stopped by a signal).
+  """
+
+  exit_code = 2
 
 
 @contextlib.contextmanager
 def clean_errors():
-  """Print a ``UserError`` as one line on stderr and record exit status 2 (see ``exit_status``)."""
+  """Print a ``UserError`` as one line on stderr and record its exit status (see ``exit_status``)."""
   global _status
   _status = 0
   try:
@@ -32,9 +38,9 @@ def clean_errors():
   except UserError as e:
     message = " ".join(str(e).split())
     print(f"error: {message}", file=sys.stderr, flush=True)
-    _status = 2
+    _status = e.exit_code
 
 
 def exit_status() -> int:
-  """Status of the last ``clean_errors`` block: 0, or 2 after a user error."""
+  """Status of the last ``clean_errors`` block: 0, or the user error's ``exit_code`` (2)."""
   return _status

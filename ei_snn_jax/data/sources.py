@@ -62,10 +62,9 @@ DOWNLOAD_TIMEOUT_S = 60.0
 
 _SHARED_DATA_HINT = (
     "for CIFAR-10 offline run `python ../shared/data/rebuild_cifar10.py "
-    "../shared/data/cifar10_compact.npz <out>.npz` and set data.source=arrays data.path=<out>.npz")
+    "../shared/data/cifar10_compact.npz <out>.npz` and pass --config.data.source=arrays "
+    "--config.data.path=<out>.npz")
 
-# Third SeedSequence word of the data order, so default_rng([seed, epoch]) used elsewhere (and
-# default_rng(seed) == default_rng([seed, 0])) never yields the same stream.
 
 
 class DataError(errors.UserError, ValueError):
@@ -466,6 +465,17 @@ def _is_arrays_npz(path: pathlib.Path) -> bool:
     return False
 
 
+def shared_compact_cifar10() -> pathlib.Path | None:
+  """The project's offline CIFAR-10 (``shared/data/cifar10_compact.npz`` beside the checkout:
+  next to the current directory or to the repository holding this package), or None."""
+  here = pathlib.Path(__file__).resolve().parents[2]
+  for root in (pathlib.Path.cwd(), here):
+    candidate = root.parent / "shared" / "data" / "cifar10_compact.npz"
+    if candidate.is_file() and (candidate.parent / "rebuild_cifar10.py").is_file():
+      return candidate
+  return None
+
+
 def rebuild_cifar10_from_compact(compact_path: str | os.PathLike,
                                  out_path: str | os.PathLike) -> pathlib.Path:
   """Rebuild ``cifar10.npz`` from the compact file with its ``rebuild_cifar10.py`` (spec §7.4).
@@ -559,12 +569,21 @@ def load_dataset(data_cfg: Any, seed: int = 0) -> Dataset:
       source = "synthetic"
     elif (cache_dir / f"{name}.npz").is_file():
       source, path = "arrays", str(cache_dir / f"{name}.npz")
+    elif name == "cifar10" and shared_compact_cifar10() is not None:
+      compact = shared_compact_cifar10()
+      print(f"data: rebuilding CIFAR-10 from {compact} into {cache_dir / 'cifar10.npz'} (once)",
+            flush=True)
+      source = "arrays"
+      path = str(rebuild_cifar10_from_compact(compact, cache_dir / "cifar10.npz"))
     elif _module_available("tensorflow_datasets") and _module_available("tensorflow"):
       source = "tfds"
     else:
       source = "download"
     log.info("data.source=auto resolved to %s", source)
 
+  if source in ("arrays", "synthetic"):
+    what = f"synthetic {name}" if source == "synthetic" else str(pathlib.Path(path).expanduser())
+    print(f"data: {name} from {what}", flush=True)
   if source == "synthetic":
     arrays = synthetic_arrays(num_classes, int(_get(data_cfg, "synthetic_train_size", 512)),
                               int(_get(data_cfg, "synthetic_test_size", 256)), seed=seed)

@@ -9,12 +9,21 @@ such leftovers when it opens the folder (``cleanup_unfinished``).
 Restore safety: before reading any array, the checkpoint's tree of array shapes and dtypes
 (orbax metadata) is compared with the restore target, so that a checkpoint of another
 architecture or optimizer raises ``CheckpointMismatchError`` naming the first differing array,
-instead of failing half-way through an asynchronous read.
+instead of failing half-way through an asynchronous read. A checkpoint whose files are damaged
+(unreadable metadata, truncated arrays, broken JSON) is *not* a mismatch: ``restore_latest``
+says which one and why, and falls back to the newest readable one.
+
+Latest and best stay consistent under a kill at any point (``reconcile``): the metadata of every
+checkpoint names the best step (``best_step``); a best checkpoint newer than the restored step
+(from a run killed before its latest checkpoint of that step was committed) is dropped, and a
+best checkpoint that was never written (a kill between the two saves) is written from the
+restored state, which is that best state.
 """
 
 from __future__ import annotations
 
 import pathlib
+import sys
 from typing import Any
 
 import jax
@@ -26,6 +35,10 @@ from ei_snn_jax import errors
 
 class CheckpointMismatchError(errors.UserError, ValueError):
   """The checkpoint does not fit the model/optimizer being restored (another architecture?)."""
+
+
+class CheckpointCorruptError(errors.UserError, ValueError):
+  """A checkpoint's files cannot be read (truncated, missing or damaged)."""
 
 
 def _manager(path: pathlib.Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:
@@ -109,28 +122,34 @@ def restore_from(manager: ocp.CheckpointManager, step: int, template: Any, shard
   """Restore (state, meta) at ``step``.
 
   A checkpoint whose arrays (names, shapes, dtypes) differ from ``template`` raises
-  ``CheckpointMismatchError`` before anything is read; so does any structure error of the
-  restore itself.
+  ``CheckpointMismatchError`` before anything is read. One whose files cannot be read (no
+  readable metadata, or a restore that fails although the metadata matched) raises
+  ``CheckpointCorruptError``.
   """
   hint = ("It was written by another architecture or config: use a fresh --workdir (or the "
           "config that wrote it).")
   saved = _saved_table(manager, step)
-  if saved is not None:
-    problem = describe_mismatch(saved, array_table(template))
-    if problem:
-      raise CheckpointMismatchError(
-          f"checkpoint {where} (step {step}) does not match this model/optimizer: {problem}. "
-          f"{hint}")
+  if saved is None:
+    raise CheckpointCorruptError(f"checkpoint {where}/{step} is damaged (its array metadata "
+                                 f"cannot be read)")
+  problem = describe_mismatch(saved, array_table(template))
+  if problem:
+    raise CheckpointMismatchError(
+        f"checkpoint {where} (step {step}) does not match this model/optimizer: {problem}. "
+        f"{hint}")
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_like(template, sharding)),
         meta=ocp.args.JsonRestore()))
-  except (ValueError, KeyError, TypeError) as e:
-    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-    raise CheckpointMismatchError(
-        f"checkpoint {where} (step {step}) does not match this model/optimizer ({first}). "
-        f"{hint}") from None
-  return restored["state"], dict(restored["meta"])
+  except Exception as e:  # noqa: BLE001 - the metadata matched: the files are damaged
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    raise CheckpointCorruptError(f"checkpoint {where}/{step} is damaged ({type(e).__name__}: "
+                                 f"{first})") from None
+  meta = restored["meta"]
+  if not isinstance(meta, dict):
+    raise CheckpointCorruptError(f"checkpoint {where}/{step} is damaged (its metadata is not a "
+                                 f"JSON object)")
+  return restored["state"], dict(meta)
 
 
 class Checkpointer:
@@ -170,11 +189,29 @@ class Checkpointer:
     return self.latest.latest_step()
 
   def restore_latest(self, template: Any, sharding) -> tuple[Any, dict] | None:
-    """(state, meta) of the latest complete checkpoint, or None if there is none."""
-    step = self.latest.latest_step()
-    if step is None:
-      return None
-    return restore_from(self.latest, step, template, sharding, str(self.latest.directory))
+    """(state, meta) of the newest readable checkpoint, or None if there is none.
+
+    A damaged checkpoint is skipped with a warning naming it and why, falling back to the
+    previous one; when every checkpoint is damaged, ``CheckpointCorruptError``.
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    damaged = []
+    for step in steps:
+      try:
+        restored = restore_from(self.latest, step, template, sharding,
+                                str(self.latest.directory))
+      except CheckpointCorruptError as e:
+        damaged.append(str(e))
+        continue
+      for message in damaged:
+        print(f"warning: {message}; restoring step {step} instead", file=sys.stderr, flush=True)
+      return restored
+    if damaged:
+      raise CheckpointCorruptError(
+          f"no readable checkpoint in {self.latest.directory}: {damaged[0]}"
+          f"{f' (and {len(damaged) - 1} more)' if len(damaged) > 1 else ''}; move the folder "
+          f"away to start the run over")
+    return None
 
   def restore_best(self, template: Any, sharding) -> tuple[Any, dict] | None:
     """(state, meta) of the best checkpoint, or None."""
@@ -182,6 +219,21 @@ class Checkpointer:
     if step is None:
       return None
     return restore_from(self.best, step, template, sharding, str(self.best.directory))
+
+  def reconcile(self, step: int, state: Any, meta: dict) -> None:
+    """Make ``best/`` agree with the run restored at ``step`` (``meta`` its metadata).
+
+    Best checkpoints newer than ``step`` belong to an abandoned continuation and are deleted; if
+    ``meta["best_step"] == step`` but ``best/`` lacks that step (a kill between the latest and
+    the best save), the restored state is saved as the best.
+    """
+    for stale in [s for s in self.best.all_steps() if s > step]:
+      self.best.delete(stale)
+    if step and meta.get("best_step") == step and self.best.latest_step() != step:
+      self.best.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(jax.tree.map(_host_copy, state)),
+          meta=ocp.args.JsonSave(dict(meta))), force=True)
+      self.best.wait_until_finished()
 
   def wait(self) -> None:
     """Block until pending asynchronous saves are complete."""

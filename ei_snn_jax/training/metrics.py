@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import sys
 from typing import Any
 
 import numpy as np
 
-from ei_snn_jax.training import config as config_lib
+from ei_snn_jax.training import config as config_lib, runfolder
 
 
 def mean_metrics(window: list[dict]) -> dict[str, float]:
@@ -38,39 +39,67 @@ def describe_difference(old: dict, new: dict, prefix: str = "") -> str:
 
 
 class MetricsLogger:
-  """Writes config.json, metrics.jsonl and (if tensorboardX is installed) TensorBoard events."""
+  """Writes config.json, metrics.jsonl and (if tensorboardX is installed) TensorBoard events.
+
+  ``metrics.jsonl`` is the record of truth: on resume ``truncate_after(step)`` rewrites it
+  atomically with the records up to the restored step and rebuilds the TensorBoard events from
+  them, so an interrupted run never shows a record twice.
+  """
 
   def __init__(self, workdir: pathlib.Path, fingerprint: str, config, enabled: bool = True):
-    """Check (and on first use write) ``config.json``; open the metrics streams.
+    """Check (and on first use write, atomically) ``config.json``.
 
     ``enabled=False`` (the non-primary processes of a multi-host run) checks the config but
-    writes nothing; ``last`` then answers from the records given to ``write``.
+    writes nothing; ``last`` then answers from the records given to ``write``. The metric files
+    are opened on the first ``write`` (after ``truncate_after`` on resume).
     """
     self.workdir = pathlib.Path(workdir)
     self.enabled = enabled
     self._last: dict[str, dict] = {}
     self._file = self._tb = None
     cfg_path = self.workdir / "config.json"
+    saved = None
     if cfg_path.exists():
-      saved = json.loads(cfg_path.read_text())
+      try:
+        saved = json.loads(cfg_path.read_text())
+      except (json.JSONDecodeError, UnicodeDecodeError):
+        if any((self.workdir / d).is_dir() and any((self.workdir / d).iterdir())
+               for d in ("checkpoints", "best")):
+          raise config_lib.ConfigError(
+              f"{cfg_path} is unreadable (not written completely) but the run has checkpoints: "
+              f"delete config.json and rerun with the run's original config to continue") from None
+    if saved is not None:
       if saved.get("fingerprint") != fingerprint:
         changed = describe_difference(saved.get("config", {}), config.to_dict())
         raise config_lib.ConfigError(
             f"workdir {self.workdir} holds a run of another config ({changed}): use a new "
             "--workdir, or delete that one to start over")
     elif enabled:
-      self.workdir.mkdir(parents=True, exist_ok=True)
-      cfg_path.write_text(json.dumps({"fingerprint": fingerprint, "config": config.to_dict()},
-                                     indent=2, default=str))
+      runfolder.write_atomic(cfg_path, json.dumps(
+          {"fingerprint": fingerprint, "config": config.to_dict()}, indent=2, default=str))
     self.path = self.workdir / "metrics.jsonl"
-    if not enabled:
+
+  def _open(self) -> None:
+    """Open metrics.jsonl for appending and the TensorBoard writer (once)."""
+    if self._file is not None or not self.enabled:
       return
-    self._file = open(self.path, "a")
+    try:
+      self._file = open(self.path, "a")
+    except OSError as e:
+      raise runfolder.WorkdirError(runfolder.describe_os_error(e, self.path)) from e
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
     except ImportError:
       pass
+
+  def _add_scalars(self, record: dict) -> None:
+    """A record's numbers to TensorBoard as ``kind/name`` at its step."""
+    if self._tb is None:
+      return
+    for k, v in record.items():
+      if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch"):
+        self._tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
 
   def write(self, kind: str, record: dict) -> None:
     """Append one record; numbers go to TensorBoard as ``kind/name``."""
@@ -78,23 +107,34 @@ class MetricsLogger:
     self._last[kind] = record
     if not self.enabled:
       return
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
-    if self._tb is not None:
-      for k, v in record.items():
-        if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-          self._tb.add_scalar(f"{kind}/{k}", v, record["step"])
+    self._open()
+    try:
+      self._file.write(json.dumps(record) + "\n")
+      self._file.flush()
+    except OSError as e:
+      raise runfolder.WorkdirError(runfolder.describe_os_error(e, self.path)) from e
+    self._add_scalars(record)
 
   def truncate_after(self, step: int) -> None:
-    """Drop records written after ``step`` (by a run that stopped before its next checkpoint),
-    and a last line torn by a kill in the middle of a write."""
+    """Keep only the records up to ``step`` (the restored checkpoint's; 0 when none), dropping
+    those of a run that stopped before its next checkpoint and a line torn by a kill.
+
+    The file is replaced atomically, and the TensorBoard events are rebuilt from the kept
+    records (so no (tag, step) is ever written twice).
+    """
     if not self.enabled:
       return
-    self._file.close()
+    self.close()
     lines = self.path.read_text().splitlines() if self.path.exists() else []
-    kept = [line for line, record in _parse_lines(lines) if record.get("step", 0) <= step]
-    self.path.write_text("".join(l + "\n" for l in kept))
-    self._file = open(self.path, "a")
+    kept = [(line, r) for line, r in _parse_lines(lines) if r.get("step", 0) <= step]
+    if len(kept) != len(lines):
+      runfolder.write_atomic(self.path, "".join(line + "\n" for line, _ in kept))
+    tensorboard = self.workdir / "tensorboard"
+    if tensorboard.is_dir() and len(kept) != len(lines):
+      shutil.rmtree(tensorboard)
+      self._open()
+      for _, record in kept:
+        self._add_scalars(record)
 
   def last(self, kind: str) -> dict | None:
     """The last record of ``kind``: written by this process, else the last in the file."""
@@ -104,11 +144,12 @@ class MetricsLogger:
     return found[-1] if found else None
 
   def close(self) -> None:
-    """Close the streams."""
+    """Close the streams (a later ``write`` opens them again)."""
     if self._file is not None:
       self._file.close()
     if self._tb is not None:
       self._tb.close()
+    self._file = self._tb = None
 
 
 def _parse_lines(lines) -> list[tuple[str, dict]]:

@@ -16,12 +16,14 @@ state gets a leading replica axis and the step is vmapped over it (``replicas.py
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import pathlib
+import signal
 import time
 from typing import Any
 
@@ -38,7 +40,7 @@ from ei_snn_jax.analysis import probes
 from ei_snn_jax.core import dale
 from ei_snn_jax.data import augment
 from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
-from ei_snn_jax.training import replicas
+from ei_snn_jax.training import replicas, runfolder
 
 Array = jax.Array
 
@@ -394,8 +396,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """
   workdir = pathlib.Path(workdir).expanduser()
   exp = build_experiment(config)
-  c = exp.config
   primary = jax.process_index() == 0   # on several hosts only process 0 writes records
+  lock = runfolder.WorkdirLock(workdir) if primary else contextlib.nullcontext()
+  with lock, runfolder.StopSignals() as stop:
+    return _train(exp, workdir, primary, stop, stop_after_steps)
+
+
+def _window_to_json(window: list[Any]) -> list[Any]:
+  """Host step metrics of an unfinished logging window as JSON (saved with a checkpoint)."""
+  return [jax.tree.map(lambda a: {"dtype": np.asarray(a).dtype.name,
+                                  "value": np.asarray(a).tolist()}, m) for m in window]
+
+
+def _window_from_json(window: list[Any]) -> list[Any]:
+  """Inverse of ``_window_to_json``."""
+  is_leaf = lambda x: isinstance(x, dict) and set(x) == {"dtype", "value"}
+  return [jax.tree.map(lambda a: np.asarray(a["value"], a["dtype"]), m, is_leaf=is_leaf)
+          for m in window]
+
+
+def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolder.StopSignals,
+           stop_after_steps: int | None) -> dict[str, Any]:
+  """The body of ``train_and_evaluate`` (the workdir is locked and signals are caught)."""
+  c = exp.config
   logger = metrics_lib.MetricsLogger(workdir, config_lib.config_fingerprint(c), c,
                                      enabled=primary)
   ckpt = checkpointing.Checkpointer(workdir, keep=c.train.keep_checkpoints,
@@ -405,14 +428,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   all_loggers = loggers if R == 1 else [logger, *loggers]
 
   state = init_state(exp)
-  meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "wall_time": 0.0}
+  meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "best_step": -1, "wall_time": 0.0}
   restored = ckpt.restore_latest(state, exp.replicated)
   if restored is not None:
     state, meta = restored
     state = state.replace(params=dale.project_nonnegative(state.params))  # spec §4, after restore
+    print(f"resumed from step {int(state.step)} in {workdir}")
+  if primary:   # records after the restored step (or all, with no checkpoint) are redone
+    ckpt.reconcile(int(state.step), state, meta)
     for log in all_loggers:
       log.truncate_after(int(state.step))
-    print(f"resumed from step {int(state.step)} in {workdir}")
   train_step, eval_step = make_train_step(exp), make_eval_step(exp)
 
   spe, n_train = exp.steps_per_epoch, len(exp.dataset.x_train)
@@ -423,7 +448,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   start_step = int(state.step)
   progress = metrics_lib.Progress(limit, start_step, enabled=c.train.progress_bar and primary)
   t_start = time.time() - meta["wall_time"]
-  pending, window = None, []
+  pending, window = None, _window_from_json(meta.pop("window", []))
+  saved_step = int(state.step)
 
   def check(step_metrics, step):
     if not bool(step_metrics["finite"]):
@@ -475,11 +501,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       progress.message(f"epoch {step // spe}: test acc {record['test_accuracy']:.4f} "
                        f"(best {meta['best_test_accuracy']:.4f}), train loss "
                        f"{record['train_loss']:.4f}")
+      if is_best:
+        meta["best_step"] = step
       meta["wall_time"] = time.time() - t_start
       ckpt.save(step, state, meta, best=is_best)
+      saved_step = step
     elif step % c.train.checkpoint_every_steps == 0 or step == limit:
       meta["wall_time"] = time.time() - t_start
       ckpt.save(step, state, meta)
+      saved_step = step
+    if stop.received and step < limit:
+      if pending is not None:
+        check(*pending)
+        pending = None
+      if saved_step != step:   # the unfinished logging window travels with the checkpoint
+        meta["wall_time"] = time.time() - t_start
+        ckpt.save(step, state, {**meta, "window": _window_to_json(jax.device_get(window))})
+      ckpt.wait()
+      progress.close()
+      for log in all_loggers:
+        log.close()
+      ckpt.close()
+      name = signal.Signals(stop.received).name
+      raise runfolder.TrainingInterrupted(
+          f"stopped by {name} at step {step}/{limit}: checkpoint saved in {workdir}; rerun the "
+          f"same command to continue", stop.received)
   if pending is not None:
     check(*pending)
   if c.train.max_steps and step == c.train.max_steps and step % spe:
