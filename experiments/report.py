@@ -34,6 +34,10 @@ from ei_snn_jax.training import metrics as metrics_lib
 from ei_snn_jax.training.config import ConfigError
 from experiments import cli
 
+# The first line of every report this tool writes: a default --output that exists without it
+# is somebody else's file and is never overwritten.
+MARKER = "<!-- written by python -m experiments.report -->"
+
 # Folders inside a run folder that never hold runs (not searched).
 _SKIP_DIRS = {"checkpoints", "best", "analysis", "tensorboard"}
 
@@ -304,10 +308,18 @@ def report(paths: Iterable[str | os.PathLike]) -> str:
   ``paths``."""
   from ei_snn_jax.analysis import paper_results
 
-  runs = [load_run(p) for p in find_runs(paths)]
+  runs, skipped = [], []
+  for path in find_runs(paths):
+    try:
+      runs.append(load_run(path))
+    except ConfigError as e:   # one unreadable run folder does not abort the report
+      skipped.append(str(e))
+      print(f"warning: skipped {path}: {e}", file=sys.stderr, flush=True)
+  if not runs:
+    raise ConfigError(f"no readable run among {len(skipped)} folder(s): {skipped[0]}")
   table = markdown_table(table_rows(runs))
   return "\n".join([
-      "# Results", "",
+      MARKER, "# Results", "",
       f"{len(runs)} run(s). Accuracies in percent: mean ± sample std over seeds; best = best "
       "test accuracy over the evaluated epochs (as the paper and the reference report), final = "
       "last evaluation. Published numbers are matched by (dataset, arch, variant, T); † = the "
@@ -336,6 +348,9 @@ def body(fv: flags.FlagValues, runs: list[str]) -> None:
     if is_run_folder(parent) or not parent.is_dir():
       parent = parent.parent
     out = parent / "report.md"
+    if out.exists() and not out.read_text(errors="replace").startswith(MARKER):
+      raise ConfigError(f"{out} exists and was not written by this tool: pass --output=FILE "
+                        f"to choose where the report goes")
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(text)
   print(text)

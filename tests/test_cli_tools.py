@@ -85,3 +85,26 @@ def test_analyze_rejects_a_bad_batch_size(tiny_workdir, capsys):
   assert analyze.main([f"--workdir={tiny_workdir}", "--batch_size=0"]) == 2
   err = capsys.readouterr().err
   assert err.strip() == "error: flag --batch_size=0: 0 is not a positive integer (see --help)"
+
+
+def test_report_skips_an_unreadable_run_and_never_overwrites_a_foreign_file(tiny_workdir,
+                                                                             tmp_path, capsys):
+  runs = tmp_path / "runs"
+  runs.mkdir()
+  import shutil
+  shutil.copytree(tiny_workdir, runs / "good")
+  (runs / "broken").mkdir()
+  (runs / "broken" / "config.json").write_text("{not json")
+  (runs / "broken" / "metrics.jsonl").write_text("")
+  assert report.main([str(runs)]) == 0
+  captured = capsys.readouterr()
+  assert "warning: skipped" in captured.err and "broken" in captured.err
+  assert (runs / "report.md").read_text().startswith(report.MARKER)
+  assert report.main([str(runs)]) == 0            # its own file: rewritten
+  foreign = tmp_path / "notes"
+  foreign.mkdir()
+  shutil.copytree(tiny_workdir, foreign / "run")
+  (foreign / "report.md").write_text("my notes\n")
+  assert report.main([str(foreign / "run")]) == 2
+  assert "was not written by this tool: pass --output=FILE" in capsys.readouterr().err
+  assert (foreign / "report.md").read_text() == "my notes\n"

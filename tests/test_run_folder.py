@@ -282,3 +282,34 @@ def test_auto_source_rebuilds_the_shared_compact_cifar10(tmp_path, monkeypatch, 
   assert f"cifar10 from {tmp_path / 'cache' / 'cifar10.npz'}" in out
   assert dataset.x_train.shape == (64, 32, 32, 3) and dataset.num_classes == 10
   assert (tmp_path / "cache" / "cifar10.npz").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Smaller promises.
+# ---------------------------------------------------------------------------------------------
+
+def test_checkpoints_of_another_config_are_refused_without_config_json(tmp_path):
+  run = tmp_path / "run"
+  train.train_and_evaluate(tiny_config("train.max_steps=3"), run)
+  (run / "config.json").unlink()
+  with pytest.raises(train.config_lib.ConfigError,
+                     match="written by another config .*rerun with the original config"):
+    train.train_and_evaluate(tiny_config("optim.lr=0.05"), run)
+
+
+def test_a_continued_max_steps_run_reports_its_final_accuracy(tmp_path):
+  run = tmp_path / "run"
+  train.train_and_evaluate(tiny_config("train.max_steps=5"), run)
+  summary = train.train_and_evaluate(tiny_config(), run)
+  last_epoch = metrics.read_metrics(run, "epoch")[-1]
+  assert summary["finished"] and summary["final_test_accuracy"] == last_epoch["test_accuracy"]
+
+
+def test_evaluate_a_multi_host_run_on_one_machine(finished_run, tmp_path):
+  run = copy_run(finished_run, tmp_path / "run")
+  saved = json.loads((run / "config.json").read_text())
+  saved["config"]["parallel"].update(distributed=True, coordinator_address="10.0.0.1:1234",
+                                     num_processes=2, process_id=1)
+  (run / "config.json").write_text(json.dumps(saved))
+  result = evaluate_cli.evaluate_workdir(run, "latest")
+  assert result["step"] == TOTAL_STEPS

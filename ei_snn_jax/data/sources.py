@@ -192,6 +192,12 @@ def _compact_error(path: pathlib.Path) -> DataError:
 def _load_npz(path: pathlib.Path, num_classes: int) -> tuple[np.ndarray, ...]:
   """Read and validate an arrays .npz (x_train, y_train, x_test, y_test)."""
   desc = f"data.path {path}"
+  with open(path, "rb") as f:
+    head = f.read(6)
+  if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
+    raise DataError(f"{desc} is not a NumPy .npz archive (it starts with bytes {head!r}): save "
+                    f"the arrays with np.savez(path, x_train=..., y_train=..., x_test=..., "
+                    f"y_test=...)")
   try:
     z = np.load(path, allow_pickle=False)
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -581,9 +587,6 @@ def load_dataset(data_cfg: Any, seed: int = 0) -> Dataset:
       source = "download"
     log.info("data.source=auto resolved to %s", source)
 
-  if source in ("arrays", "synthetic"):
-    what = f"synthetic {name}" if source == "synthetic" else str(pathlib.Path(path).expanduser())
-    print(f"data: {name} from {what}", flush=True)
   if source == "synthetic":
     arrays = synthetic_arrays(num_classes, int(_get(data_cfg, "synthetic_train_size", 512)),
                               int(_get(data_cfg, "synthetic_test_size", 256)), seed=seed)
@@ -592,6 +595,7 @@ def load_dataset(data_cfg: Any, seed: int = 0) -> Dataset:
       raise DataError("data.source=arrays needs data.path: set it to an .npz (x_train, y_train, "
                       f"x_test, y_test) or a directory of .npy arrays ({_SHARED_DATA_HINT})")
     arrays = load_arrays(path, num_classes)
+    print(f"data: {name} from {pathlib.Path(path).expanduser()}", flush=True)
   elif name == "synthetic":
     raise DataError(f"data.name=synthetic cannot use data.source={source}: set data.source to "
                     f"synthetic (or auto), or data.name to cifar10/cifar100")

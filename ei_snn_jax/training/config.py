@@ -637,9 +637,12 @@ def config_fingerprint(cfg: ml_collections.ConfigDict | Mapping[str, Any]) -> st
 def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """The ConfigDict of a run from its saved ``config.json`` "config" dict, on the current schema.
 
-  Fields this version no longer has are skipped; lists become tuples (JSON has no tuples).
+  Fields this version no longer has are skipped; lists become tuples (JSON has no tuples). The
+  ``parallel`` settings keep their defaults (every local device, one process): a saved run is
+  evaluated or analysed on this machine, whatever the (multi-host) setup that trained it.
   """
   cfg = base_config()
+  saved = {k: v for k, v in saved.items() if k != "parallel"}
 
   def assign(node, values):
     for k, v in values.items():

@@ -428,10 +428,16 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
   all_loggers = loggers if R == 1 else [logger, *loggers]
 
   state = init_state(exp)
-  meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "best_step": -1, "wall_time": 0.0}
+  fingerprint = config_lib.config_fingerprint(c)
+  meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "best_step": -1, "wall_time": 0.0,
+          "fingerprint": fingerprint}
   restored = ckpt.restore_latest(state, exp.replicated)
   if restored is not None:
     state, meta = restored
+    if meta.setdefault("fingerprint", fingerprint) != fingerprint:
+      raise config_lib.ConfigError(
+          f"the checkpoints in {workdir} were written by another config (its config.json is "
+          f"gone): rerun with the original config, or use a new --workdir")
     state = state.replace(params=dale.project_nonnegative(state.params))  # spec §4, after restore
     print(f"resumed from step {int(state.step)} in {workdir}")
   if primary:   # records after the restored step (or all, with no checkpoint) are redone
@@ -456,6 +462,9 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
       ckpt.wait()
       _raise_nonfinite(exp, state, jax.device_get(step_metrics), step)
 
+  if primary and start_step < limit:
+    print(f"compiling the training step ({c.model.arch}, T={c.model.T}, batch "
+          f"{c.train.batch_size}); the first step waits for it", flush=True)
   step = start_step
   while step < limit:
     epoch, in_epoch = divmod(step, spe)
@@ -541,7 +550,8 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
              "best_test_accuracy": meta["best_test_accuracy"], "best_epoch": meta["best_epoch"],
              "wall_time": time.time() - t_start, "devices": exp.mesh.devices.size,
              "device_kind": jax.devices()[0].device_kind, "config": c.to_dict()}
-  last_eval = logger.last("eval") or logger.last("epoch")
+  evals = [r for r in (logger.last("eval"), logger.last("epoch")) if r is not None]
+  last_eval = max(evals, key=lambda r: r["step"]) if evals else None
   if last_eval is not None and last_eval["step"] == step:
     summary["final_test_accuracy"] = last_eval["test_accuracy"]
     if summary["best_test_accuracy"] < 0:
