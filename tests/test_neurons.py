@@ -87,3 +87,35 @@ def test_split_and_merge_time_are_t_major():
   np.testing.assert_array_equal(neurons.merge_time(s), x)
   with pytest.raises(ValueError, match="not divisible"):
     neurons.split_time(x, 4)
+
+
+def test_scan_returns_the_final_state_and_streams_exactly():
+  """Chunks of a stream continued from the returned state equal one scan over the whole."""
+  x = jax.random.normal(jax.random.key(3), (6, 5)) * 1.5
+  v_end, whole = neurons.lif_scan(neurons.lif_initial_state(x[0]), x)
+  v, first = neurons.lif_scan(neurons.lif_initial_state(x[0]), x[:2])
+  v, second = neurons.lif_scan(v, x[2:])
+  np.testing.assert_array_equal(np.concatenate([first, second]), whole)
+  np.testing.assert_array_equal(v, v_end)
+  v, steps = neurons.lif_initial_state(x[0]), []
+  for t in range(6):
+    v, s = neurons.lif_step(v, x[t])
+    steps.append(s)
+  np.testing.assert_array_equal(np.stack(steps), whole)
+
+
+def test_any_callable_surrogate_and_learnable_tau_and_threshold():
+  laplace = lambda u, a: a / 2 * jnp.exp(-a * jnp.abs(u))
+  spike = neurons.make_spike_fn(laplace, 2.0)
+  u = jnp.array([-1.0, 0.0, 0.5])
+  np.testing.assert_array_equal(spike(u), [0.0, 1.0, 1.0])
+  np.testing.assert_allclose(jax.grad(lambda u: spike(u).sum())(u), laplace(u, 2.0), rtol=1e-6)
+  with pytest.raises(ValueError, match="or pass a function"):
+    neurons.make_spike_fn("laplace")
+  x = jnp.full((4, 3), 0.6)
+
+  def loss(tau, threshold):
+    return neurons.lif_multistep(x, tau=tau, threshold=threshold, spike_fn=spike).sum()
+
+  g_tau, g_theta = jax.grad(loss, argnums=(0, 1))(jnp.float32(2.0), jnp.float32(1.0))
+  assert np.isfinite(g_tau) and g_tau != 0 and np.isfinite(g_theta) and g_theta < 0

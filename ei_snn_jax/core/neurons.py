@@ -7,9 +7,12 @@ soft reset with the reset detached, V_0 = 0) is written here as pure functions:
     fire:    S_t = Theta(H_t - theta)            (Theta(u) = 1 if u >= 0)
     reset:   V_t = H_t - theta * sg(S_t)
 
-``lif_step`` advances one time step (streaming use), ``lif_multistep`` scans it over a leading
-T axis with ``jax.lax.scan``; both give identical outputs. Spikes are produced by a
-``jax.custom_vjp`` Heaviside whose backward pass is a surrogate derivative.
+The membrane potential V is explicit state: ``lif_initial_state`` gives V_0, ``lif_step`` maps
+(V_{t-1}, x_t) to (V_t, S_t) (streaming, one time step at a time), ``lif_scan`` runs it over a
+leading T axis with ``jax.lax.scan`` and returns the final V_T with the spikes, and
+``lif_multistep`` returns the spikes alone; all give identical outputs. Spikes are produced by
+a ``jax.custom_vjp`` Heaviside whose backward pass is a surrogate derivative: a named one of
+``SURROGATES`` or any function (u, alpha) -> dS/du.
 """
 
 from __future__ import annotations
@@ -58,19 +61,27 @@ SURROGATES: dict[str, Callable[[Array, float], Array]] = {
 
 
 @functools.lru_cache(maxsize=None)
-def make_spike_fn(surrogate: str = "sigmoid", alpha: float = 4.0) -> Callable[[Array], Array]:
-  """Heaviside spike S = Theta(u) (u >= 0 fires) with the named surrogate gradient (spec §5).
+def make_spike_fn(surrogate: str | Callable[[Array, float], Array] = "sigmoid",
+                  alpha: float = 4.0) -> Callable[[Array], Array]:
+  """Heaviside spike S = Theta(u) (u >= 0 fires) with a surrogate gradient (spec §5).
 
   Args:
-    surrogate: one of ``SURROGATES`` ("sigmoid" is the reference's, with alpha = 4).
-    alpha: surrogate sharpness.
+    surrogate: one of ``SURROGATES`` ("sigmoid" is the reference's, with alpha = 4), or any
+      callable ``(u, alpha) -> dS/du`` (an array shaped like u), e.g.
+      ``lambda u, a: a * jnp.exp(-a * jnp.abs(u))``. Pass the same function object each time
+      to reuse the compiled spike function.
+    alpha: surrogate sharpness, passed to the derivative.
 
   Returns:
     A ``custom_vjp`` function u -> spikes (same dtype as u, values exactly 0 or 1).
   """
-  if surrogate not in SURROGATES:
-    raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {sorted(SURROGATES)}")
-  derivative = SURROGATES[surrogate]
+  if callable(surrogate):
+    derivative = surrogate
+  elif surrogate in SURROGATES:
+    derivative = SURROGATES[surrogate]
+  else:
+    raise ValueError(f"unknown surrogate {surrogate!r}: choose one of {sorted(SURROGATES)} or "
+                     f"pass a function (u, alpha) -> dS/du")
   alpha = float(alpha)
 
   @jax.custom_vjp
@@ -87,7 +98,7 @@ def make_spike_fn(surrogate: str = "sigmoid", alpha: float = 4.0) -> Callable[[A
   return spike
 
 
-def lif_step(v: Array, x: Array, *, tau: float = 2.0, threshold: float = 1.0,
+def lif_step(v: Array, x: Array, *, tau: float | Array = 2.0, threshold: float | Array = 1.0,
              spike_fn: Callable[[Array], Array] | None = None) -> tuple[Array, Array]:
   """One LIF step (spec §5): returns (V_t, S_t) from V_{t-1} and the input x_t.
 
@@ -100,10 +111,32 @@ def lif_step(v: Array, x: Array, *, tau: float = 2.0, threshold: float = 1.0,
   return v_next, s
 
 
-def lif_multistep(x: Array, *, tau: float = 2.0, threshold: float = 1.0,
+def lif_initial_state(x_t: Array) -> Array:
+  """The membrane potential before the first step, V_0 = 0, shaped like one step's input x_t."""
+  return jnp.zeros_like(x_t)
+
+
+def lif_scan(v0: Array, x: Array, *, tau: float | Array = 2.0, threshold: float | Array = 1.0,
+             spike_fn: Callable[[Array], Array] | None = None,
+             unroll: int | bool = True) -> tuple[Array, Array]:
+  """Run ``lif_step`` from ``v0`` over the leading time axis of x (T, ...) with ``lax.scan``.
+
+  Returns ``(V_T, spikes)``: the final membrane potential (the state to continue from, e.g.
+  the next chunk of a stream) and the spikes, shape (T, ...). ``tau`` and ``threshold`` may be
+  traced arrays (learnable, as in a parametric LIF). ``unroll`` as in ``lif_multistep``.
+  """
+  spike_fn = spike_fn or make_spike_fn()
+
+  def body(v, x_t):
+    return lif_step(v, x_t, tau=tau, threshold=threshold, spike_fn=spike_fn)
+
+  return jax.lax.scan(body, v0, x, unroll=unroll)
+
+
+def lif_multistep(x: Array, *, tau: float | Array = 2.0, threshold: float | Array = 1.0,
                   spike_fn: Callable[[Array], Array] | None = None,
                   unroll: int | bool = True, v0: Array | None = None) -> Array:
-  """Run ``lif_step`` over the leading time axis of x (T, ...) with ``lax.scan`` (V_0 = 0).
+  """Spikes of ``lif_scan`` over x (T, ...) from V_0 = 0 (or ``v0``).
 
   Args:
     x: input currents, shape (T, ...).
@@ -114,14 +147,8 @@ def lif_multistep(x: Array, *, tau: float = 2.0, threshold: float = 1.0,
   Returns:
     Spikes of shape (T, ...), dtype of x.
   """
-  spike_fn = spike_fn or make_spike_fn()
-  v = jnp.zeros_like(x[0]) if v0 is None else v0
-
-  def body(v, x_t):
-    return lif_step(v, x_t, tau=tau, threshold=threshold, spike_fn=spike_fn)
-
-  _, spikes = jax.lax.scan(body, v, x, unroll=unroll)
-  return spikes
+  v = lif_initial_state(x[0]) if v0 is None else v0
+  return lif_scan(v, x, tau=tau, threshold=threshold, spike_fn=spike_fn, unroll=unroll)[1]
 
 
 def split_time(x: Array, T: int) -> Array:
