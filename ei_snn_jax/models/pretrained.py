@@ -394,10 +394,10 @@ def reference_layout(reference_config: Mapping[str, Any],
 
 
 def describe(reference_config: Mapping[str, Any]) -> str:
-  """'E-I VGG-16 for CIFAR10 (T=4)': a released model in words, for messages."""
+  """'E-I VGG-16 for CIFAR10, T=4': a released model in words, for messages."""
   kind = {"EI-SNN": "E-I", "BN-SNN": "BN"}.get(reference_config.get("type"), "?")
   return (f"{kind} {reference_config.get('arch')}-{reference_config.get('num_layers')} for "
-          f"{reference_config.get('dataset')} (T={reference_config.get('T')})")
+          f"{reference_config.get('dataset')}, T={reference_config.get('T')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,12 +437,12 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
   buffers: dict[str, np.ndarray] = {}
   for t in layout:
     if t.key not in state_dict:
-      raise PretrainedError(f"{source}: missing key {t.key} (expected shape {_fmt(t.torch_shape)})"
-                            f" of the {what} that config.json describes")
+      raise PretrainedError(f"{source}: missing key {t.key} (expected shape {_fmt(t.torch_shape)};"
+                            f" config.json: {what})")
     array = np.asarray(state_dict[t.key])
     if tuple(array.shape) != t.torch_shape:
       raise PretrainedError(f"{source}: {t.key} has shape {_fmt(array.shape)}, expected "
-                            f"{_fmt(t.torch_shape)} for the {what} that config.json describes")
+                            f"{_fmt(t.torch_shape)} (config.json: {what})")
     if t.collection is None:
       if not np.issubdtype(array.dtype, np.integer):
         raise PretrainedError(f"{source}: {t.key} has dtype {array.dtype}, expected an integer")
@@ -456,8 +456,8 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
   for key in state_dict:
     if key not in expected:
       shape = _fmt(np.shape(state_dict[key]))
-      raise PretrainedError(f"{source}: unexpected key {key} (shape {shape}): the {what} that "
-                            f"config.json describes has no such entry ({len(layout)} keys)")
+      raise PretrainedError(f"{source}: unexpected key {key} (shape {shape}): no such entry in "
+                            f"the {len(layout)} keys of the model (config.json: {what})")
   return variables, buffers
 
 
@@ -481,11 +481,11 @@ def variables_to_state_dict(variables: Mapping[str, Any], reference_config: Mapp
     leaf = _get_leaf(variables.get(t.collection, {}), t.path)
     name = "/".join((t.collection,) + t.path)
     if leaf is None:
-      raise PretrainedError(f"the variables lack {name} (expected shape {_fmt(t.flax_shape)}) of "
-                            f"the {what}, needed for {t.key}")
+      raise PretrainedError(f"the variables lack {name} (expected shape {_fmt(t.flax_shape)}), "
+                            f"needed for {t.key} ({what})")
     if tuple(np.shape(leaf)) != t.flax_shape:
       raise PretrainedError(f"{name} has shape {_fmt(np.shape(leaf))}, expected "
-                            f"{_fmt(t.flax_shape)} for {t.key} of the {what}")
+                            f"{_fmt(t.flax_shape)} for {t.key} ({what})")
     out[t.key] = t.to_torch(leaf)
   return out
 
