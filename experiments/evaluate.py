@@ -63,9 +63,10 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
 def evaluate_pretrained(name_or_dir: str | pathlib.Path, overrides: dict | None = None) -> dict:
   """Import a released model (folder or Hub name) and evaluate it on its test set.
 
-  ``overrides``: {dotted field: value} set on its config (``training.pretrained.pretrained_config``),
-  e.g. {"data.path": "/data/cifar10.npz"}. Returns {"pretrained", "test_loss", "test_accuracy"}
-  and, for a model card of the reference README, "reported_test_accuracy" (spec §8.2).
+  ``overrides``: {dotted field: value} set on its config
+  (``training.pretrained.pretrained_config``), e.g. {"data.path": "/data/cifar10.npz"}. Returns
+  {"pretrained", "test_loss", "test_accuracy"} and, for a model card of the reference README,
+  "reported_test_accuracy" (spec §8.2).
   """
   from ei_snn_jax.models import pretrained as pretrained_lib
   from ei_snn_jax.training import config as config_lib, pretrained as released_lib, train

@@ -246,6 +246,39 @@ def test_layouts_are_converted_torch_to_flax(tmp_path):
   assert set(released.variables) == {"params"} and released.buffers == {}
 
 
+def torch_conv(x, w):
+  """PyTorch Conv2d(stride 1, padding k//2, no bias) in numpy: NCHW input, OIHW weight."""
+  k = w.shape[-1]
+  xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+  h, v = x.shape[2], x.shape[3]
+  return sum(np.einsum("oi,nihw->nohw", w[:, :, a, b], xp[:, :, a:a + h, b:b + v])
+             for a in range(k) for b in range(k))
+
+
+def test_imported_layers_compute_the_reference_currents(tmp_path):
+  """An E-I conv and the output layer on the imported parameters give the currents of the
+  reference's EiConv2d + EiNorm2d and EiLinear + EiNorm1d (spec §1.2-1.3), computed here in
+  numpy from the file's tensors in PyTorch layouts."""
+  from ei_snn_jax import layers
+  sd = random_state_dict(CASES["ei_vgg8"][1])
+  p = pretrained.load_pretrained(write_released(tmp_path / "m", "ei_vgg8", state_dict=sd))
+  p = p.variables["params"]
+  x = np.random.default_rng(2).uniform(size=(2, 3, 8, 8)).astype(np.float64)   # NCHW
+  i_ee = torch_conv(x, sd["layers.2.conv_ee.weight"])
+  i_ie = torch_conv(x, sd["layers.2.conv_ie.weight"])
+  w_ei = sd["layers.3.weight_ei"]
+  i_bal = i_ee - np.einsum("ei,nihw->nehw", w_ei, i_ie)
+  i_shunt = np.einsum("ei,nihw->nehw", w_ei, sd["layers.3.gain_i"] * i_ie)
+  want = sd["layers.3.gain_e"] * i_bal / i_shunt + sd["layers.3.bias"]
+  got = layers.EIConv(64).apply({"params": p["conv0"]["ei"]}, x.transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=2e-4, atol=1e-5)
+  h = np.random.default_rng(3).integers(0, 2, size=(2, 512)).astype(np.float64)  # spikes
+  i_ie = h @ sd["layers.38.weight_ie"].T
+  want = h @ sd["layers.38.weight_ee"].T - i_ie @ sd["layers.39.weight_ei"].T
+  got = layers.EIHead(10).apply({"params": p["head"]["ei"]}, h)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=1e-5)
+
+
 def test_batchnorm_statistics_go_to_batch_stats(tmp_path):
   sd = random_state_dict(CASES["bn_resnet18"][1])
   released = pretrained.load_pretrained(write_released(tmp_path / "m", "bn_resnet18",
@@ -506,7 +539,8 @@ import numpy as np
 from ei_snn_jax.models import pretrained
 from ei_snn_jax.training.pretrained import pretrained_config
 
-released = pretrained.load_pretrained("checkpoints/CIFAR10-VGG8")  # or "vwOvOwv/DeepEISNN/CIFAR10-VGG8"
+# A folder, or a Hub name like "vwOvOwv/DeepEISNN/CIFAR10-VGG8" (needs huggingface_hub, online).
+released = pretrained.load_pretrained("checkpoints/CIFAR10-VGG8")
 config = pretrained_config(released)   # this project's config: vgg8, variant "ei", T=4, the recipe
 print(released.name, config.model.arch, config.model.T, released.reported_top1)
 images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)  # NHWC, [0, 1]
@@ -519,7 +553,8 @@ Evaluate one on its test set (`--config.KEY=VALUE` overrides its config, e.g. wh
 it prints one JSON line with the test loss and accuracy and the accuracy the README reports:
 
 ```bash
-python -m experiments.evaluate --pretrained=checkpoints/CIFAR10-VGG8 --config.data.path=/data/cifar10.npz
+python -m experiments.evaluate --pretrained=checkpoints/CIFAR10-VGG8 \\
+    --config.data.path=/data/cifar10.npz
 ```
 
 DVS and Tiny-ImageNet models import and `predict` (DVS inputs are event frames (T, B, 48, 48, 2))
@@ -555,7 +590,7 @@ def test_readme_command_parses():
 
   from experiments import cli, evaluate
   (block,) = readme_blocks("bash")
-  words = shlex.split(block.strip())
+  words = shlex.split(block.replace("\\\n", " ").strip())
   assert words[:3] == ["python", "-m", "experiments.evaluate"]
   fv, rest = cli.parse(evaluate.define_flags, ["evaluate", *words[3:]])
   assert fv.pretrained == "checkpoints/CIFAR10-VGG8" and fv.config.data.path and rest == []
