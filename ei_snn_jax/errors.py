@@ -3,7 +3,8 @@
 ``UserError`` is the base of the project's own error types, each defined where it arises (a bad
 config: ``training.config.ConfigError``; bad data: ``data.DataError``; E-I Init on an all-zero
 input: ``core.ei_init.EIInitError``; a checkpoint of another model:
-``training.checkpointing.CheckpointMismatchError``; a non-finite training step:
+``training.checkpointing.CheckpointMismatchError``; a released checkpoint that does not fit its
+model: ``models.pretrained.PretrainedError``; a non-finite training step:
 ``training.train.NonFiniteError``). ``clean_errors`` is the context manager the command-line tools
 wrap their work in: a ``UserError`` is printed as ``error: <message>`` on stderr with exit status
 2 instead of a traceback from deep inside JAX. Anything else propagates unchanged: that is a bug

@@ -1,12 +1,17 @@
-"""Evaluate a trained run on its test set.
+"""Evaluate a trained run, or one of the authors' released models, on its test set.
 
   python -m experiments.evaluate --workdir=runs/default                 # best checkpoint
   python -m experiments.evaluate --workdir=runs/default --which=latest
   python -m experiments.evaluate --workdir=runs/default --config.data.path=/data/cifar10.npz
+  python -m experiments.evaluate --pretrained=checkpoints/CIFAR10-VGG16 \
+      --config.data.path=/data/cifar10.npz          # a released model (folder or Hub name)
 
-Reads the run's resolved ``config.json``, restores the checkpoint (Dale's projection re-applied)
-and prints the test loss and accuracy as one JSON line. ``--config.KEY=VALUE`` overrides fields of
-the saved config, e.g. where the data is read from when the run was trained on another machine.
+With --workdir: reads the run's resolved ``config.json``, restores the checkpoint (Dale's
+projection re-applied). With --pretrained: imports a released model (``model.safetensors`` +
+``config.json``, a folder or a Hugging Face Hub name such as vwOvOwv/DeepEISNN/CIFAR10-VGG16,
+see ``ei_snn_jax.models.pretrained``) and its config. Prints the test loss and accuracy as one
+JSON line. ``--config.KEY=VALUE`` overrides fields of that config, e.g. where the data is read
+from.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from ml_collections import config_flags
 
 from experiments import cli
 
-REQUIRED = {"workdir": "pass --workdir=DIR, the folder of a run made by experiments.train"}
+MISSING = ("missing --workdir: pass --workdir=DIR, the folder of a run made by experiments.train, "
+           "or --pretrained=DIR_OR_NAME, a released model (a folder with model.safetensors + "
+           "config.json, or a Hub name like vwOvOwv/DeepEISNN/CIFAR10-VGG16)")
 
 
 def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
@@ -53,10 +60,36 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
   return {"step": int(state.step), "checkpoint": which, **result}
 
 
+def evaluate_pretrained(name_or_dir: str | pathlib.Path, overrides: dict | None = None) -> dict:
+  """Import a released model (folder or Hub name) and evaluate it on its test set.
+
+  ``overrides``: {dotted field: value} set on its config
+  (``training.pretrained.pretrained_config``), e.g. {"data.path": "/data/cifar10.npz"}. Returns
+  {"pretrained", "test_loss", "test_accuracy"} and, for a model card of the reference README,
+  "reported_test_accuracy" (spec §8.2).
+  """
+  from ei_snn_jax.models import pretrained as pretrained_lib
+  from ei_snn_jax.training import config as config_lib, pretrained as released_lib, train
+  released = pretrained_lib.load_pretrained(name_or_dir)
+  config = released_lib.pretrained_config(released)
+  for key, value in (overrides or {}).items():
+    config_lib.set_field(config, key, str(value))
+  released_lib.check_data(config, released)
+  exp = train.build_experiment(config)
+  result = train.evaluate(exp, released_lib.evaluation_state(exp, released))
+  out = {"pretrained": released.name, **result}
+  if released.reported_top1 is not None:
+    out["reported_test_accuracy"] = released.reported_top1 / 100
+  return out
+
+
 def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
-  """--workdir, --which and --config.KEY=VALUE overrides of the saved config."""
+  """--workdir or --pretrained, --which and --config.KEY=VALUE overrides of the config."""
   from ei_snn_jax.training import config as config_lib
   flags.DEFINE_string("workdir", None, "the run folder (--workdir of train)", flag_values=fv)
+  flags.DEFINE_string("pretrained", None, "instead of --workdir: a released model, a folder with "
+                      "model.safetensors + config.json or a Hugging Face Hub name like "
+                      "vwOvOwv/DeepEISNN/CIFAR10-VGG16", flag_values=fv)
   flags.DEFINE_enum("which", "best", ["best", "latest"], "which checkpoint to evaluate",
                     flag_values=fv)
   config_flags.DEFINE_config_dict("config", config_lib.base_config(), "overrides of the saved "
@@ -70,12 +103,23 @@ def body(fv: flags.FlagValues, args: list[str]) -> None:
   if args:
     raise config_lib.ConfigError(f"unexpected arguments {' '.join(args)}: see --help")
   overrides = config_flags.get_override_values(fv["config"])
+  if fv.workdir and fv.pretrained:
+    raise config_lib.ConfigError("pass either --workdir (a run of experiments.train) or "
+                                 "--pretrained (a released model), not both")
+  if fv.pretrained:
+    if fv["which"].present:
+      raise config_lib.ConfigError("--which picks a checkpoint of a --workdir run: a "
+                                   "--pretrained model has one, drop --which")
+    print(json.dumps(evaluate_pretrained(fv.pretrained, overrides)), flush=True)
+    return
+  if not fv.workdir:
+    raise config_lib.ConfigError(MISSING)
   print(json.dumps(evaluate_workdir(fv.workdir, fv.which, overrides)), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
   """Entry point (``argv`` without the program name); returns the exit status."""
-  return cli.main(define_flags, body, argv, REQUIRED, __doc__)
+  return cli.main(define_flags, body, argv, doc=__doc__)
 
 
 if __name__ == "__main__":
