@@ -517,53 +517,9 @@ def test_evaluate_pretrained_errors_are_one_line(tmp_path, capsys):
 # The README section "Use the released checkpoints" runs as written (its text is kept here until
 # it is pasted into README.md; then read it from there).
 
-README_SECTION = """\
-## Use the released checkpoints
-
-The authors publish their trained E-I models (spec §8.2: CIFAR-10 VGG-8/11/16/19 and ResNet-18,
-CIFAR-100 VGG-16/19, CIFAR10-DVS VGG-8/11, DVS128-Gesture VGG-8, Tiny-ImageNet ResNet-18) on the
-Hugging Face Hub in `vwOvOwv/DeepEISNN`, one folder per model (`CIFAR10-VGG16`, ...) holding
-`model.safetensors` (a PyTorch state_dict) and `config.json` (its training config).
-`ei_snn_jax.models.pretrained` imports such a folder into this project's parameters (conv kernels
-OIHW -> HWIO, linear weights (out, in) -> (in, out), gains and biases -> (n,); no E-I Init runs)
-and its config, and exports back to the same two files (import -> export is the identity on the
-state dict). Every key of the file must be used and every parameter filled with its shape; the
-first that does not fit is one error line naming the key, the expected and the found shape. E-I
-and BN VGG-8/11/16/19 and SEW-ResNet-18 are covered, static and DVS inputs. Fetch a folder with
-`huggingface-cli download vwOvOwv/DeepEISNN --include "CIFAR10-VGG8/*" --local-dir checkpoints`,
-or pass the Hub name (`vwOvOwv/DeepEISNN/CIFAR10-VGG8`) when `huggingface_hub` is installed and
-online. Needs `safetensors` (in `requirements.txt`; extra `pretrained`).
-
-```python
-import numpy as np
-from ei_snn_jax.models import pretrained
-from ei_snn_jax.training.pretrained import pretrained_config
-
-# A folder, or a Hub name like "vwOvOwv/DeepEISNN/CIFAR10-VGG8" (needs huggingface_hub, online).
-released = pretrained.load_pretrained("checkpoints/CIFAR10-VGG8")
-config = pretrained_config(released)   # this project's config: vgg8, variant "ei", T=4, the recipe
-print(released.name, config.model.arch, config.model.T, released.reported_top1)
-images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)  # NHWC, [0, 1]
-logits = released.predict(images)      # (2, 10): the output layer's mean over T
-print(logits.argmax(axis=-1))
-pretrained.save_pretrained("exported/CIFAR10-VGG8", released)  # the same two files back
-```
-
-Evaluate one on its test set (`--config.KEY=VALUE` overrides its config, e.g. where the data is);
-it prints one JSON line with the test loss and accuracy and the accuracy the README reports:
-
-```bash
-python -m experiments.evaluate --pretrained=checkpoints/CIFAR10-VGG8 \\
-    --config.data.path=/data/cifar10.npz
-```
-
-DVS and Tiny-ImageNet models import and `predict` (DVS inputs are event frames (T, B, 48, 48, 2))
-but are evaluated on their test sets only where this project reads those datasets. A run of this
-project exports to the same format with `ei_snn_jax.training.pretrained.pretrained_from_run(config,
-variables)` and `pretrained.save_pretrained(folder, ...)`. The real files could not be downloaded
-on the machines of this project: the import is tested on state dicts with the reference's key names
-and shapes (`tests/test_pretrained.py`), not yet on the released weights.
-"""
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README_SECTION = README.read_text().split("## Use the released checkpoints", 1)[1].split(
+    "\n## ", 1)[0]
 
 
 def readme_blocks(language: str) -> list[str]:
