@@ -58,8 +58,6 @@ PARAM_KINDS = (
     ("g_i", "g_I", ("g_i",)),
     ("g_e", "g_E", ("g_e", "g")),
 )
-# Parameters the head has but never uses (spec §1.3): not plotted.
-_UNUSED_HEAD = ("g_i", "g_e", "g", "alpha", "bias")
 _DPI = 90
 
 
@@ -324,18 +322,18 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
 
 
 def _param_layers(params, names: Sequence[str]) -> dict[str, np.ndarray]:
-  """{layer path: values} of the leaves named in ``names`` (head's unused ones left out)."""
+  """{layer path: values} of the leaves named in ``names`` (the head's unused parameters, spec
+  §1.3, left out)."""
   import jax
+  from ei_snn_jax import tree as tree_lib
+  from ei_snn_jax.training import optim
 
   out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    keys = [str(getattr(k, "key", k)) for k in path]
-    if keys[-1] not in names:
+  unused = jax.tree.leaves(optim.unused_parameter_mask(params))
+  for (path, leaf), dead in zip(jax.tree_util.tree_flatten_with_path(params)[0], unused):
+    if dead or tree_lib.leaf_name(path) not in names:
       continue
-    layer = ".".join(k for k in keys[:-1] if k not in ("ei", "dann"))
-    if layer.startswith("head") and keys[-1] in _UNUSED_HEAD:
-      continue
-    out[layer] = np.asarray(leaf, np.float32).reshape(-1)
+    out[tree_lib.layer_path(path[:-1])] = np.asarray(leaf, np.float32).reshape(-1)
   return dict(sorted(out.items(), key=lambda kv: probes_lib.layer_sort_key(kv[0])))
 
 

@@ -34,12 +34,12 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from ei_snn_jax import tree as tree_lib
+
 # Currents an E-I layer records (spec §1.2), in circuit order.
 CURRENTS = ("excitatory", "inhibitory", "balanced", "shunting", "integrated")
 # Prefix of the raw integrated-current samples in ``probe``'s result.
 VALUES_STAT = "integrated_values"
-# Wrapper module names left out of layer paths (CurrentLayer/Head wrap the E-I/DANN layer).
-_WRAPPERS = ("ei", "dann")
 
 
 def probe_summary(probes: Any) -> dict[str, Any]:
@@ -58,8 +58,7 @@ def probe_summary(probes: Any) -> dict[str, Any]:
         walk(v, path + (k,))
       else:
         value = v[-1] if isinstance(v, tuple) else v
-        layer = ".".join(p for p in path if p not in _WRAPPERS)
-        out[f"{k}/{layer}"] = value
+        out[f"{k}/{tree_lib.layer_path(path)}"] = value
 
   walk(probes, ())
   return out

@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from ei_snn_jax import layers
+from ei_snn_jax import layers, tree as tree_lib
 from ei_snn_jax.models.common import ModelOptions, VARIANTS
 from ei_snn_jax.models.resnet import SEWBasicBlock, SEWResNet, resnet18_widths
 from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG, scaled_layers
@@ -60,12 +60,12 @@ def check_ei_init(variables: Any) -> None:
 
   stats = variables.get("ei_init_stats", {})
   for path, leaf in jax.tree_util.tree_flatten_with_path(stats)[0]:
-    names = [str(getattr(k, "key", k)) for k in path]
+    names = tree_lib.path_names(path)        # (..., "ei", "input", "mean")
     if names[-1] != "mean":
       continue
-    layer = ".".join(n for n in names[:-2] if n not in ("ei",))
     node = stats
     for n in names[:-1]:
       node = node[n]
     ei_init.check_statistics(ei_init.InputStatistics(
-        np.asarray(node["mean"]), np.asarray(node["var"]), np.asarray(node["mean_sq"])), layer)
+        np.asarray(node["mean"]), np.asarray(node["var"]), np.asarray(node["mean_sq"])),
+        tree_lib.layer_path(names[:-2]))

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ei_snn_jax import errors
+from ei_snn_jax import errors, tree as tree_lib
 
 
 class CheckpointMismatchError(errors.UserError, ValueError):
@@ -39,14 +39,6 @@ def abstract_like(tree: Any, sharding) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def _key_name(key: Any) -> str:
-  """One path component as text: dict key, attribute / namedtuple field, or sequence index."""
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
 def array_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
   """{"params.conv0.ei.w_ee": (shape, dtype name)} for every array leaf of ``tree``.
 
@@ -58,7 +50,7 @@ def array_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
       continue
-    table[".".join(_key_name(k) for k in path)] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+    table[".".join(tree_lib.path_names(path))] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
   return table
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ei_snn_jax import data as data_lib, errors, models
+from ei_snn_jax import data as data_lib, errors, models, tree as tree_lib
 from ei_snn_jax.analysis import probes
 from ei_snn_jax.core import dale
 from ei_snn_jax.data import augment
@@ -327,7 +327,7 @@ def _forward_layer_order(exp: Experiment) -> list[str]:
         if hasattr(v, "items"):
           walk(v, path + (k,))
         else:
-          layer = ".".join(p for p in path if p not in ("ei", "dann"))
+          layer = tree_lib.layer_path(path)
           if layer not in order:
             order.append(layer)
 
