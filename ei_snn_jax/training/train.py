@@ -3,8 +3,10 @@
 1. Validate the config; build the device mesh (batch sharded over every device, params
    replicated; multi-host via ``jax.distributed.initialize``).
 2. Load the dataset to the devices as uint8; the per-epoch order comes from (seed, epoch) and the
-   augmentation key from (seed, step), so a resumed run sees exactly the same batches.
-3. E-I Init: ``model.init`` on the first augmented training batch, then Dale's projection.
+   augmentation and dropout keys from (seed, step) through named PRNG streams (``rng.py``), so a
+   resumed run sees exactly the same batches.
+3. E-I Init: ``model.init`` (key: the ``init`` stream) on the first augmented training batch, then
+   Dale's projection.
 4. Resume from the latest complete orbax checkpoint in the workdir, if any.
 5. Loop: jitted step (gather + augment on device, loss on T-averaged logits, SGD, projection),
    metrics summed on device, a NaN/Inf guard that stops within one step, JSONL/TensorBoard logs,
@@ -38,7 +40,7 @@ from ei_snn_jax.analysis import probes
 from ei_snn_jax.core import dale
 from ei_snn_jax.data import augment
 from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
-from ei_snn_jax.training import replicas
+from ei_snn_jax.training import replicas, rng
 
 Array = jax.Array
 
@@ -163,10 +165,6 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                     put(dataset.x_test), put(dataset.y_test.astype(np.int32)))
 
 
-def _augment_key(seed: int, step) -> Array:
-  return jax.random.fold_in(jax.random.key(seed), step)
-
-
 def first_training_batch(exp: Experiment, seed: int | None = None) -> Array:
   """The first augmented training batch (epoch 0, step 0): the batch E-I Init sees (spec §2.1).
 
@@ -177,22 +175,23 @@ def first_training_batch(exp: Experiment, seed: int | None = None) -> Array:
   idx, _ = data_lib.batch_indices(seed, 0, len(exp.dataset.x_train), c.train.batch_size, 0)
   images = jnp.asarray(exp.dataset.x_train[idx])
   if c.data.augment:
-    return augment.augment_batch(_augment_key(seed, 0), images, c.data.cutout_fill)
+    key = rng.step_key(rng.rng_streams(seed)["augment"], 0)
+    return augment.augment_batch(key, images, c.data.cutout_fill)
   return augment.to_float(images)
 
 
 def init_state(exp: Experiment) -> TrainState:
   """E-I Init on the first augmented batch, Dale's projection, fresh optimizer state.
 
-  With ``train.num_replicas`` = N > 1: replica r is initialised from seed ``config.seed + r`` on
-  its own first batch; the N states are stacked on a leading axis (``step`` is shared).
+  The init key is the ``init`` stream of the run's seed (``rng.rng_streams``). With
+  ``train.num_replicas`` = N > 1: replica r is initialised from seed ``config.seed + r`` on its
+  own first batch; the N states are stacked on a leading axis (``step`` is shared).
   """
   init = jax.jit(lambda k, x: exp.model.init(k, x, train=False), out_shardings=exp.replicated)
 
   def one(seed):
     x0 = host_to_global(first_training_batch(exp, seed), exp.batch_sharded)
-    init_key = jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
-    variables = init(init_key, x0)
+    variables = init(rng.rng_streams(seed)["init"], x0)
     models.check_ei_init(variables)
     params = dale.project_nonnegative(variables["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -228,8 +227,11 @@ def make_train_step(exp: Experiment):
   def step_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
     images = train_x[idx]
     labels = train_y[idx]
-    key = _augment_key(seed, state.step)
-    x = augment.augment_batch(key, images, fill) if do_augment else augment.to_float(images)
+    streams = rng.rng_streams(seed)
+    augment_key = rng.step_key(streams["augment"], state.step)
+    dropout_key = rng.step_key(streams["dropout"], state.step)
+    x = (augment.augment_batch(augment_key, images, fill) if do_augment
+         else augment.to_float(images))
     x = jax.lax.with_sharding_constraint(x, exp.batch_sharded)
     weights = mask.astype(jnp.float32)
 
@@ -240,7 +242,7 @@ def make_train_step(exp: Experiment):
         variables["batch_stats"] = state.batch_stats
         mutable.append("batch_stats")
       logits, new_vars = model.apply(variables, x, train=True, mutable=mutable,
-                                     rngs={"dropout": jax.random.fold_in(key, 1)})
+                                     rngs={"dropout": dropout_key})
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
       loss = jnp.sum(ce * weights) / jnp.sum(weights)
       return loss, (logits, new_vars)
