@@ -145,7 +145,7 @@ class _EILayer(nn.Module):
     i_shunt = circuit.shunting_current(i_ie, w_ei, g_i)
     i_int = circuit.integrated_current(i_bal, i_shunt, g_e, b_e,
                                        stabilization=opts.stabilization, ste=opts.ste)
-    _record_currents(self, dict(excitatory=i_ee, inhibitory=i_ei, balanced=i_bal,
+    _record_currents(self, dict(excitatory=i_ee, lateral_inhibition=i_ei, balanced=i_bal,
                                 shunting=i_shunt, integrated=i_int))
     return _tile_time(i_int, self.time_repeats)
 
@@ -304,7 +304,7 @@ class _DANNLayer(nn.Module):
       return _tile_time(z_hat, self.time_repeats)
     gamma = circuit.shunting_current(z_i, w_ei, jnp.exp(alpha))
     z = circuit.integrated_current(z_hat, gamma, g, b, stabilization="epsilon")
-    _record_currents(self, dict(excitatory=z_e, inhibitory=z_e - z_hat, balanced=z_hat,
+    _record_currents(self, dict(excitatory=z_e, lateral_inhibition=z_e - z_hat, balanced=z_hat,
                                 shunting=gamma, integrated=z))
     return _tile_time(z, self.time_repeats)
 

@@ -12,8 +12,9 @@ an index page (index.html and index.md) into ``workdir/analysis`` (or --out):
   learning rate and gradient norm.
 * firing_rates.png: each LIF layer's firing rate over training, and the per-layer profile at a
   few points of training.
-* ei_balance.png: mean and std of each E-I layer's excitatory (I_EE), inhibitory (W_EI I_IE),
-  balanced (I_bal), shunting (I_shunt) and integrated (I_int) current over training.
+* ei_balance.png: mean and std of each E-I layer's excitatory (I_EE), lateral inhibition
+  (I_EI = W_EI I_IE), balanced (I_bal), shunting (I_shunt) and integrated (I_int) current over
+  training.
 * hist_<param>.png (W_EE, W_IE, W_EI, g_I, g_E) and hist_integrated.png: per layer, the
   distribution at initialisation (E-I Init recomputed from the run's config) and at every
   available checkpoint; I_int from ``probes.probe`` on a fixed test batch (the first
@@ -188,12 +189,14 @@ def plot_firing_rates(records: list[dict], path: pathlib.Path, title: str = "") 
 
 def plot_ei_balance(records: list[dict], path: pathlib.Path, title: str = "") -> pathlib.Path:
   """Mean (left) and std (right) of each E-I layer's currents over training (spec §1.2):
-  excitatory I_EE, inhibitory W_EI I_IE, balanced I_bal, shunting I_shunt, integrated I_int."""
+  excitatory I_EE, lateral inhibition I_EI = W_EI I_IE, balanced I_bal, shunting I_shunt,
+  integrated I_int."""
   train = [r for r in records if r.get("kind") == "train"]
   keys = set().union(*(r.keys() for r in train)) if train else set()
   layers = probes_lib.layer_names(keys, "integrated_mean")
   currents = [c for c in probes_lib.CURRENTS if any(f"{c}_mean/{l}" in keys for l in layers)]
-  labels = {"excitatory": "excitatory  I_EE", "inhibitory": "inhibitory  W_EI I_IE",
+  labels = {"excitatory": "excitatory  I_EE",
+            "lateral_inhibition": "lateral inhibition  I_EI = W_EI I_IE",
             "balanced": "balanced  I_EE - W_EI I_IE", "shunting": "shunting  W_EI (g_I I_IE)",
             "integrated": "integrated  I_int (LIF input)"}
   fig, axes = plt.subplots(len(currents), 2, figsize=(11, 2.3 * len(currents) + 0.6),

@@ -341,9 +341,6 @@ def _forward_layer_order(exp: Experiment) -> list[str]:
   return order
 
 
-_CIRCUIT_ORDER = ("excitatory", "inhibitory", "lateral", "balanced", "shunting", "integrated")
-
-
 def _first_nonfinite_layer(exp: Experiment, metrics: dict, replica: int) -> str | None:
   """'layer conv2 (its excitatory, balanced currents)': the first layer in forward order whose
   recorded currents (the probe statistics among the step's metrics) are non-finite, or None."""
@@ -362,7 +359,8 @@ def _first_nonfinite_layer(exp: Experiment, metrics: dict, replica: int) -> str 
   except Exception:  # noqa: BLE001 - only a diagnostic; fall back to name order
     order = []
   first = min(bad, key=lambda layer: (order.index(layer) if layer in order else len(order), layer))
-  rank = lambda s: (_CIRCUIT_ORDER.index(s) if s in _CIRCUIT_ORDER else len(_CIRCUIT_ORDER), s)
+  circuit_order = probes.CURRENTS
+  rank = lambda s: (circuit_order.index(s) if s in circuit_order else len(circuit_order), s)
   return f"layer {first} (its {', '.join(sorted(bad[first], key=rank))} currents)"
 
 
