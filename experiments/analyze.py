@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import html
 import json
-import logging
 import os
 import pathlib
 import sys
@@ -233,40 +232,6 @@ class Snapshot:
   stats: dict[str, Any]
 
 
-def list_checkpoints(workdir: pathlib.Path) -> dict[int, list[str]]:
-  """{step: [sources]} of the complete checkpoints in workdir/checkpoints ("latest") and
-  workdir/best ("best"). Orbax renames a checkpoint folder to its step only when complete."""
-  out: dict[int, list[str]] = {}
-  for sub, tag in (("checkpoints", "latest"), ("best", "best")):
-    folder = workdir / sub
-    if folder.is_dir():
-      for p in folder.iterdir():
-        if p.is_dir() and p.name.isdigit():
-          out.setdefault(int(p.name), []).append(tag)
-  return dict(sorted(out.items()))
-
-
-def _restore_params(workdir: pathlib.Path, sources: list[str], step: int, template, sharding):
-  import orbax.checkpoint as ocp
-  from ei_snn_jax.training import checkpointing
-
-  sub = "checkpoints" if "latest" in sources else "best"
-  path = (workdir / sub).absolute()
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)   # orbax warns that a read-only manager cannot save
-  try:
-    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
-        read_only=True, create=False, save_interval_steps=0))
-    try:
-      state, _ = checkpointing.restore_from(manager, step, template, sharding, str(path))
-    finally:
-      manager.close()
-  finally:
-    absl_logger.setLevel(level)
-  return state.params, state.batch_stats
-
-
 def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: int = 64,
                       steps: Sequence[int] | None = None, include_init: bool = True,
                       data_path: str | None = None, replica: int = 0,
@@ -280,7 +245,7 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   """
   import jax
   from ei_snn_jax.data import augment
-  from ei_snn_jax.training import train
+  from ei_snn_jax.training import checkpointing, train
 
   cfg = restore_config(saved_config, data_path)
   exp = train.build_experiment(cfg)
@@ -305,20 +270,25 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   out = []
   if include_init:
     out.append(snapshot("init", 0, state.params))
-  available = list_checkpoints(workdir)
-  wanted = list(available) if not steps else [s for s in steps if s in available]
-  missing = [s for s in (steps or ()) if s not in available]
-  if missing:
-    log(f"analyze: no checkpoint at step(s) {missing}; available: {list(available)}")
-  for step in wanted:
-    sources = available[step]
-    try:
-      params, batch_stats = _restore_params(workdir, sources, step, state, exp.replicated)
-    except FileNotFoundError:
-      log(f"analyze: checkpoint {step} disappeared while reading (run still training?)")
-      continue
-    label = f"step {step}" + (" (best)" if "best" in sources else "")
-    out.append(snapshot(label, step, params, batch_stats))
+  ckpt = checkpointing.Checkpointer(workdir, read_only=True)
+  try:
+    available = ckpt.steps()
+    wanted = list(available) if not steps else [s for s in steps if s in available]
+    missing = [s for s in (steps or ()) if s not in available]
+    if missing:
+      log(f"analyze: no checkpoint at step(s) {missing}; available: {list(available)}")
+    for step in wanted:
+      sources = available[step]
+      try:
+        restored, _ = ckpt.restore(step, state, exp.replicated,
+                                   "latest" if "latest" in sources else "best")
+      except FileNotFoundError:
+        log(f"analyze: checkpoint {step} disappeared while reading (run still training?)")
+        continue
+      label = f"step {step}" + (" (best)" if "best" in sources else "")
+      out.append(snapshot(label, step, restored.params, restored.batch_stats))
+  finally:
+    ckpt.close()
   info = {"batch": f"first {n} test images of {cfg.data.name}", "batch_size": n,
           "steps_per_epoch": exp.steps_per_epoch, "num_replicas": n_rep}
   return out, info
