@@ -15,10 +15,10 @@ them mutable (so the training step's program is unchanged unless it asks for the
 
 Flat statistics are named ``"<stat>/<layer>"`` (e.g. ``firing_rate/lif0``,
 ``integrated_std/conv3``, ``balanced_mean/stage1_block0.conv1``), the layer path joining module
-names with "." and leaving out the wrapper names "ei" and "dann" (``tree.layer_path``). The training step logs exactly these
-keys to ``metrics.jsonl`` (via ``probe_summary``); ``probe`` computes them for any batch and any
-parameters (e.g. a restored checkpoint), optionally with the raw samples
-(``integrated_values/<layer>``).
+names with "." and leaving out the wrapper names "ei" and "dann" (``tree.layer_path``). The
+training step logs exactly these keys to ``metrics.jsonl`` (via ``probe_summary``); ``probe``
+computes them for any batch and any parameters (e.g. a restored checkpoint), optionally with
+the raw samples (``integrated_values/<layer>``).
 
   from ei_snn_jax.analysis import probes
   stats = probes.probe(model, {"params": params}, images, values=True)
