@@ -6,9 +6,14 @@ Every layer maps its input to the *pre-spike current* of one layer on the merged
 * ``EIConv`` / ``EIDense``: EiConv/EiLinear + EiNorm of the paper: returns I_int (spec §1.2).
 * ``EIHead``: the output layer, returns I_bal (spec §1.3).
 * ``LIF``: multi-step LIF over the merged batch (spec §5).
-* ``BNConv`` / ``BNDense``: BN-SNN baseline, conv/linear without bias + BatchNorm over the merged
-  T*B(*H*W) axis (spec §6.2).
+* ``BNConv``: BN-SNN baseline, conv without bias + BatchNorm over the merged T*B*H*W axis
+  (spec §6.2); ``TorchDense``: its classifier, a Linear with PyTorch's default init.
 * ``DANNConv`` / ``DANNDense`` / ``DANNHead``: the spiking DANN baseline (spec §9).
+
+E-I and DANN layers are one circuit with different parameters (``_CircuitLayer``): feed-forward
+currents to E and I units, lateral inhibition, subtractive and divisive normalisation
+(``circuit.inhibition_currents``). A layer is dense unless it mixes in ``_ConvGeometry``, and an
+output layer (``output_layer=True``, the heads) returns the balanced current.
 
 Input conventions: conv layers take NHWC, dense layers (N, d). ``time_repeats = T > 1`` tells a
 layer that its input is a static image batch (B, ...) that stands for T identical time steps:
@@ -16,7 +21,8 @@ the layer computes its current once and tiles it to (T*B, ...), which is exactly
 the tiled input (every op before the LIF is per sample), and E-I Init counts the samples T times.
 
 Observability: when the ``probes`` collection is mutable (``model.apply(..., mutable=['probes'])``)
-each E-I layer records mean/std of its currents and each LIF its firing rate (``probes.py``).
+each E-I or DANN layer records mean/std of its currents and each LIF its firing rate
+(``analysis/probes.py``).
 """
 
 from __future__ import annotations
@@ -86,18 +92,86 @@ def _record_currents(module: nn.Module, currents: dict[str, Array]) -> None:
                reduce_fn=lambda _, b: b)
 
 
-class _EILayer(nn.Module):
-  """Shared body of EIConv / EIDense / EIHead (one E-I layer, spec §1-3)."""
+class _CircuitLayer(nn.Module):
+  """What every E-I and DANN layer shares (spec §1.2-1.3, §9): n_E = ``features`` excitatory
+  units, feed-forward kernels from the input (dense here; ``_ConvGeometry`` makes them
+  convolutions), the inhibition circuit on their currents, and the output-layer switch.
+
+  Attributes:
+    features: n_E, excitatory output units/channels.
+    time_repeats: see the module docstring (the current is tiled over T).
+    output_layer: return I_bal (the logits, spec §1.3) instead of I_int.
+  """
   features: int
-  options: EIOptions = EIOptions()
   time_repeats: int = 1
   output_layer: bool = False
 
   def _kernel_shape(self, c_in: int, n: int) -> tuple[int, ...]:
-    raise NotImplementedError
+    """Shape of the kernel from ``c_in`` input features to ``n`` units: (d, n), dense."""
+    return (c_in, n)
 
   def _conv_kwargs(self) -> dict[str, Any]:
+    """Keyword arguments of ``circuit.feedforward`` beyond the kernel (none for dense)."""
     return {}
+
+  def _fan_in(self, c_in: int) -> int:
+    """d, the inputs of one unit: c_in for a dense layer, k*k*c_in for a convolution."""
+    return math.prod(self._kernel_shape(c_in, 1)[:-1])
+
+  def _feedforward(self, x: Array, kernel: Array, dtype=None) -> Array:
+    """W * x with this layer's geometry (``circuit.feedforward``)."""
+    return circuit.feedforward(x, kernel, dtype=dtype, **self._conv_kwargs())
+
+  def _weights(self, names: tuple[str, str], scale, c_in: int, n_e: int,
+               n_i: int) -> tuple[Array, Array, Array]:
+    """(W_E, W_I, W_EI): the feed-forward kernels to the n_E and n_I units, i.i.d. Exp(scale),
+    and W_EI = 1/n_I (spec §2, §9), created in this order under ``names`` + "w_ei"."""
+    exp_init = lambda key, shape: ei_init.exponential(key, shape, scale)
+    w_e = self.param(names[0], exp_init, self._kernel_shape(c_in, n_e))
+    w_i = self.param(names[1], exp_init, self._kernel_shape(c_in, n_i))
+    w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i))
+    return w_e, w_i, w_ei
+
+  def _inhibit(self, i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
+               b_e: Array, *, stabilization: str, ste: bool = True) -> Array:
+    """The layer's output from its feed-forward currents, tiled over T: I_bal for an output
+    layer (spec §1.3), else I_int (spec §1.2), with its currents recorded for the probes."""
+    if self.output_layer:
+      return _tile_time(circuit.output_current(i_ee, i_ie, w_ei), self.time_repeats)
+    currents = circuit.inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
+                                           stabilization=stabilization, ste=ste)
+    _record_currents(self, dict(excitatory=i_ee, **currents))
+    return _tile_time(currents["integrated"], self.time_repeats)
+
+
+class _ConvGeometry(nn.Module):
+  """Mixed into a ``_CircuitLayer``: its kernels become k x k convolutions (padding k//2 with
+  zeros, no bias), as the conv they replace.
+
+  Attributes:
+    kernel_size: k; strides: the convolution's stride.
+  """
+  kernel_size: int = 3
+  strides: int = 1
+
+  def _kernel_shape(self, c_in: int, n: int) -> tuple[int, ...]:
+    """HWIO kernel shape (k, k, c_in, n)."""
+    return (self.kernel_size, self.kernel_size, c_in, n)
+
+  def _conv_kwargs(self) -> dict[str, Any]:
+    """The convolution's strides."""
+    return dict(strides=(self.strides, self.strides))
+
+
+class _EILayer(_CircuitLayer):
+  """One E-I layer (spec §1-3): parameters W_EE, W_IE, W_EI, g_I, g_E, b_E (``bias``), E-I
+  Init from the layer's input at ``model.init`` (spec §2), E-I Prop's W_EI gradient scaling and
+  stabilisation (spec §3).
+
+  Attributes:
+    options: ``EIOptions``.
+  """
+  options: EIOptions = EIOptions()
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -108,7 +182,7 @@ class _EILayer(nn.Module):
       raise ValueError(f"{self.name}: features={n_e} // ei_ratio={opts.ei_ratio} leaves no "
                        "inhibitory unit; use more features or a smaller ei_ratio")
     c_in = x.shape[-1]
-    fan_in = math.prod(self._kernel_shape(c_in, 1)[:-1])
+    fan_in = self._fan_in(c_in)
 
     # Flax also calls initialisers abstractly (shape check) in ``apply``: placeholders then.
     scale = g_i0 = 1.0
@@ -120,10 +194,7 @@ class _EILayer(nn.Module):
         self.sow("ei_init_stats", "input", stats._asdict(), reduce_fn=lambda _, b: b)
       scale, g_i0 = ei_init.ei_init_values(stats, fan_in)
 
-    exp_init = lambda key, shape: ei_init.exponential(key, shape, scale)
-    w_ee = self.param("w_ee", exp_init, self._kernel_shape(c_in, n_e))
-    w_ie = self.param("w_ie", exp_init, self._kernel_shape(c_in, n_i))
-    w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i))
+    w_ee, w_ie, w_ei = self._weights(("w_ee", "w_ie"), scale, c_in, n_e, n_i)
     g_i = self.param("g_i", lambda key, shape: jnp.full(shape, g_i0, jnp.float32), (n_i,))
     g_e = self.param("g_e", nn.initializers.ones, (n_e,))
     b_e = self.param("bias", nn.initializers.zeros, (n_e,))
@@ -133,24 +204,13 @@ class _EILayer(nn.Module):
 
     # E and I feed-forward currents from one fused convolution/matmul (same values as two).
     kernel = jnp.concatenate([w_ee, w_ie], axis=-1)
-    i_both = circuit.feedforward(x, kernel, dtype=opts.conv_dtype,
-                                 **self._conv_kwargs()).astype(jnp.float32)
+    i_both = self._feedforward(x, kernel, dtype=opts.conv_dtype).astype(jnp.float32)
     i_ee, i_ie = i_both[..., :n_e], i_both[..., n_e:]
-    if self.output_layer:
-      out = circuit.output_current(i_ee, i_ie, w_ei)
-      return _tile_time(out, self.time_repeats)
-
-    i_ei = circuit.lateral_inhibition(i_ie, w_ei)
-    i_bal = i_ee - i_ei
-    i_shunt = circuit.shunting_current(i_ie, w_ei, g_i)
-    i_int = circuit.integrated_current(i_bal, i_shunt, g_e, b_e,
-                                       stabilization=opts.stabilization, ste=opts.ste)
-    _record_currents(self, dict(excitatory=i_ee, inhibitory=i_ei, balanced=i_bal,
-                                shunting=i_shunt, integrated=i_int))
-    return _tile_time(i_int, self.time_repeats)
+    return self._inhibit(i_ee, i_ie, w_ei, g_i, g_e, b_e, stabilization=opts.stabilization,
+                         ste=opts.ste)
 
 
-class EIConv(_EILayer):
+class EIConv(_ConvGeometry, _EILayer):
   """E-I convolution (EiConv + EiNorm2d): NHWC input -> integrated current I_int (spec §1.2).
 
   Attributes:
@@ -158,21 +218,10 @@ class EIConv(_EILayer):
     kernel_size, strides: as the conv it replaces (padding k//2, zeros, no bias).
     options: ``EIOptions``; time_repeats: see the module docstring.
   """
-  kernel_size: int = 3
-  strides: int = 1
-
-  def _kernel_shape(self, c_in, n):
-    return (self.kernel_size, self.kernel_size, c_in, n)
-
-  def _conv_kwargs(self):
-    return dict(strides=(self.strides, self.strides))
 
 
 class EIDense(_EILayer):
   """E-I dense layer (EiLinear + EiNorm1d): (N, d) -> integrated current I_int (spec §1.2)."""
-
-  def _kernel_shape(self, c_in, n):
-    return (c_in, n)
 
 
 class EIHead(EIDense):
@@ -258,37 +307,30 @@ class TorchDense(nn.Module):
 # Spiking DANN baseline (spec §9; Cornford et al. 2021)
 # ------------------------------------------------------------------------------------------
 
-class _DANNLayer(nn.Module):
+class _DANNLayer(_CircuitLayer):
   """z_E = W_EX x, z_I = W_IX x, z_hat = z_E - W_EI z_I, gamma = W_EI (exp(alpha) z_I) + eps,
   z = g z_hat / gamma + b (spec §9). Gradient corrections (DANN's cSGD): W_EI / d,
   W_IX / sqrt(n_E), alpha / (sqrt(n_E) d). Init: W ~ Exp(sigma*), sigma* = sqrt(2 pi/(d(2 pi-1)))
   (sqrt(1/(2d)) for the first layer), W_EI = 1/n_I, g = 1, b = 0, exp(alpha) = sqrt((2 pi-1)/d).
+
+  Attributes:
+    ei_ratio: n_I = max(n_E // ei_ratio, 1).
+    first_layer: the first layer's init scale sqrt(1/(2d)).
+    correct_gradients: DANN's gradient corrections (above).
   """
-  features: int
   ei_ratio: int = 4
   first_layer: bool = False
-  time_repeats: int = 1
-  output_layer: bool = False
   correct_gradients: bool = True
-
-  def _kernel_shape(self, c_in, n):
-    raise NotImplementedError
-
-  def _conv_kwargs(self):
-    return {}
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     n_e = self.features
     n_i = max(n_e // self.ei_ratio, 1)
     c_in = x.shape[-1]
-    d = math.prod(self._kernel_shape(c_in, 1)[:-1])
+    d = self._fan_in(c_in)
     sigma = (math.sqrt(1.0 / (2 * d)) if self.first_layer
              else math.sqrt(2 * math.pi / (d * (2 * math.pi - 1))))
-    exp_init = lambda key, shape: ei_init.exponential(key, shape, sigma)
-    w_ex = self.param("w_ex", exp_init, self._kernel_shape(c_in, n_e))
-    w_ix = self.param("w_ix", exp_init, self._kernel_shape(c_in, n_i))
-    w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i))
+    w_ex, w_ix, w_ei = self._weights(("w_ex", "w_ix"), sigma, c_in, n_e, n_i)
     alpha = self.param("alpha", nn.initializers.constant(0.5 * math.log((2 * math.pi - 1) / d)),
                        (n_i,))
     g = self.param("g", nn.initializers.ones, (n_e,))
@@ -297,35 +339,17 @@ class _DANNLayer(nn.Module):
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / d)
       w_ix = ei_prop.scale_gradient(w_ix, 1.0 / math.sqrt(n_e))
       alpha = ei_prop.scale_gradient(alpha, 1.0 / (math.sqrt(n_e) * d))
-    z_e = circuit.feedforward(x, w_ex, **self._conv_kwargs())
-    z_i = circuit.feedforward(x, w_ix, **self._conv_kwargs())
-    z_hat = circuit.balanced_current(z_e, z_i, w_ei)
-    if self.output_layer:
-      return _tile_time(z_hat, self.time_repeats)
-    gamma = circuit.shunting_current(z_i, w_ei, jnp.exp(alpha))
-    z = circuit.integrated_current(z_hat, gamma, g, b, stabilization="epsilon")
-    _record_currents(self, dict(excitatory=z_e, inhibitory=z_e - z_hat, balanced=z_hat,
-                                shunting=gamma, integrated=z))
-    return _tile_time(z, self.time_repeats)
+    z_e = self._feedforward(x, w_ex)
+    z_i = self._feedforward(x, w_ix)
+    return self._inhibit(z_e, z_i, w_ei, jnp.exp(alpha), g, b, stabilization="epsilon")
 
 
-class DANNConv(_DANNLayer):
+class DANNConv(_ConvGeometry, _DANNLayer):
   """Spiking-DANN convolution (spec §9): NHWC input -> pre-spike current."""
-  kernel_size: int = 3
-  strides: int = 1
-
-  def _kernel_shape(self, c_in, n):
-    return (self.kernel_size, self.kernel_size, c_in, n)
-
-  def _conv_kwargs(self):
-    return dict(strides=(self.strides, self.strides))
 
 
 class DANNDense(_DANNLayer):
   """Spiking-DANN dense layer (spec §9): (N, d) -> pre-spike current."""
-
-  def _kernel_shape(self, c_in, n):
-    return (c_in, n)
 
 
 class DANNHead(DANNDense):

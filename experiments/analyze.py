@@ -12,8 +12,9 @@ an index page (index.html and index.md) into ``workdir/analysis`` (or --out):
   learning rate and gradient norm.
 * firing_rates.png: each LIF layer's firing rate over training, and the per-layer profile at a
   few points of training.
-* ei_balance.png: mean and std of each E-I layer's excitatory (I_EE), inhibitory (W_EI I_IE),
-  balanced (I_bal), shunting (I_shunt) and integrated (I_int) current over training.
+* ei_balance.png: mean and std of each E-I layer's excitatory (I_EE), lateral inhibition
+  (I_EI = W_EI I_IE), balanced (I_bal), shunting (I_shunt) and integrated (I_int) current over
+  training.
 * hist_<param>.png (W_EE, W_IE, W_EI, g_I, g_E) and hist_integrated.png: per layer, the
   distribution at initialisation (E-I Init recomputed from the run's config) and at every
   available checkpoint; I_int from ``probes.probe`` on a fixed test batch (the first
@@ -30,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import logging
 import os
 import pathlib
 import sys
@@ -60,8 +60,6 @@ PARAM_KINDS = (
     ("g_i", "g_I", ("g_i",)),
     ("g_e", "g_E", ("g_e", "g")),
 )
-# Parameters the head has but never uses (spec §1.3): not plotted.
-_UNUSED_HEAD = ("g_i", "g_e", "g", "alpha", "bias")
 _DPI = 90
 
 
@@ -192,12 +190,14 @@ def plot_firing_rates(records: list[dict], path: pathlib.Path, title: str = "") 
 
 def plot_ei_balance(records: list[dict], path: pathlib.Path, title: str = "") -> pathlib.Path:
   """Mean (left) and std (right) of each E-I layer's currents over training (spec §1.2):
-  excitatory I_EE, inhibitory W_EI I_IE, balanced I_bal, shunting I_shunt, integrated I_int."""
+  excitatory I_EE, lateral inhibition I_EI = W_EI I_IE, balanced I_bal, shunting I_shunt,
+  integrated I_int."""
   train = [r for r in records if r.get("kind") == "train"]
   keys = set().union(*(r.keys() for r in train)) if train else set()
   layers = probes_lib.layer_names(keys, "integrated_mean")
   currents = [c for c in probes_lib.CURRENTS if any(f"{c}_mean/{l}" in keys for l in layers)]
-  labels = {"excitatory": "excitatory  I_EE", "inhibitory": "inhibitory  W_EI I_IE",
+  labels = {"excitatory": "excitatory  I_EE",
+            "lateral_inhibition": "lateral inhibition  I_EI = W_EI I_IE",
             "balanced": "balanced  I_EE - W_EI I_IE", "shunting": "shunting  W_EI (g_I I_IE)",
             "integrated": "integrated  I_int (LIF input)"}
   fig, axes = plt.subplots(len(currents), 2, figsize=(11, 2.3 * len(currents) + 0.6),
@@ -234,40 +234,6 @@ class Snapshot:
   stats: dict[str, Any]
 
 
-def list_checkpoints(workdir: pathlib.Path) -> dict[int, list[str]]:
-  """{step: [sources]} of the complete checkpoints in workdir/checkpoints ("latest") and
-  workdir/best ("best"). Orbax renames a checkpoint folder to its step only when complete."""
-  out: dict[int, list[str]] = {}
-  for sub, tag in (("checkpoints", "latest"), ("best", "best")):
-    folder = workdir / sub
-    if folder.is_dir():
-      for p in folder.iterdir():
-        if p.is_dir() and p.name.isdigit():
-          out.setdefault(int(p.name), []).append(tag)
-  return dict(sorted(out.items()))
-
-
-def _restore_params(workdir: pathlib.Path, sources: list[str], step: int, template, sharding):
-  import orbax.checkpoint as ocp
-  from ei_snn_jax.training import checkpointing
-
-  sub = "checkpoints" if "latest" in sources else "best"
-  path = (workdir / sub).absolute()
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)   # orbax warns that a read-only manager cannot save
-  try:
-    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(
-        read_only=True, create=False, save_interval_steps=0))
-    try:
-      state, _ = checkpointing.restore_from(manager, step, template, sharding, str(path))
-    finally:
-      manager.close()
-  finally:
-    absl_logger.setLevel(level)
-  return state.params, state.batch_stats
-
-
 def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: int = 64,
                       steps: Sequence[int] | None = None, include_init: bool = True,
                       data_path: str | None = None, replica: int = 0,
@@ -281,7 +247,7 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   """
   import jax
   from ei_snn_jax.data import augment
-  from ei_snn_jax.training import train
+  from ei_snn_jax.training import checkpointing, train
 
   cfg = restore_config(saved_config, data_path)
   exp = train.build_experiment(cfg)
@@ -306,38 +272,43 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   out = []
   if include_init:
     out.append(snapshot("init", 0, state.params))
-  available = list_checkpoints(workdir)
-  wanted = list(available) if not steps else [s for s in steps if s in available]
-  missing = [s for s in (steps or ()) if s not in available]
-  if missing:
-    log(f"analyze: no checkpoint at step(s) {missing}; available: {list(available)}")
-  for step in wanted:
-    sources = available[step]
-    try:
-      params, batch_stats = _restore_params(workdir, sources, step, state, exp.replicated)
-    except FileNotFoundError:
-      log(f"analyze: checkpoint {step} disappeared while reading (run still training?)")
-      continue
-    label = f"step {step}" + (" (best)" if "best" in sources else "")
-    out.append(snapshot(label, step, params, batch_stats))
+  ckpt = checkpointing.Checkpointer(workdir, read_only=True)
+  try:
+    available = ckpt.steps()
+    wanted = list(available) if not steps else [s for s in steps if s in available]
+    missing = [s for s in (steps or ()) if s not in available]
+    if missing:
+      log(f"analyze: no checkpoint at step(s) {missing}; available: {list(available)}")
+    for step in wanted:
+      sources = available[step]
+      try:
+        restored, _ = ckpt.restore(step, state, exp.replicated,
+                                   "latest" if "latest" in sources else "best")
+      except FileNotFoundError:
+        log(f"analyze: checkpoint {step} disappeared while reading (run still training?)")
+        continue
+      label = f"step {step}" + (" (best)" if "best" in sources else "")
+      out.append(snapshot(label, step, restored.params, restored.batch_stats))
+  finally:
+    ckpt.close()
   info = {"batch": f"first {n} test images of {cfg.data.name}", "batch_size": n,
           "steps_per_epoch": exp.steps_per_epoch, "num_replicas": n_rep}
   return out, info
 
 
 def _param_layers(params, names: Sequence[str]) -> dict[str, np.ndarray]:
-  """{layer path: values} of the leaves named in ``names`` (head's unused ones left out)."""
+  """{layer path: values} of the leaves named in ``names`` (the head's unused parameters, spec
+  §1.3, left out)."""
   import jax
+  from ei_snn_jax import tree as tree_lib
+  from ei_snn_jax.training import optim
 
   out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    keys = [str(getattr(k, "key", k)) for k in path]
-    if keys[-1] not in names:
+  unused = jax.tree.leaves(optim.unused_parameter_mask(params))
+  for (path, leaf), dead in zip(jax.tree_util.tree_flatten_with_path(params)[0], unused):
+    if dead or tree_lib.leaf_name(path) not in names:
       continue
-    layer = ".".join(k for k in keys[:-1] if k not in ("ei", "dann"))
-    if layer.startswith("head") and keys[-1] in _UNUSED_HEAD:
-      continue
-    out[layer] = np.asarray(leaf, np.float32).reshape(-1)
+    out[tree_lib.layer_path(path[:-1])] = np.asarray(leaf, np.float32).reshape(-1)
   return dict(sorted(out.items(), key=lambda kv: probes_lib.layer_sort_key(kv[0])))
 
 

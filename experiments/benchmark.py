@@ -143,7 +143,9 @@ def make_config(args: flags.FlagValues):
 # ---------------------------------------------------------------------------------------------
 
 def ann_ceiling(model_cfg, num_classes: int):
-  """The model's conv stack as a ReLU ANN on the merged T*B batch (see the module docstring)."""
+  """The model's conv stack as a ReLU ANN on the merged T*B batch (see the module docstring),
+  built from the models' own layouts (``models.scaled_layers``; ``models.RESNET_STAGES``,
+  ``block_layout`` and ``has_downsample``)."""
   import flax.linen as nn
   import jax.numpy as jnp
 
@@ -175,15 +177,13 @@ def ann_ceiling(model_cfg, num_classes: int):
         for v in models.scaled_layers(arch, width):
           h = common.avg_pool(h) if v == "P" else Conv(v)(h)
         h = h.reshape((h.shape[0], -1))
-      else:                                                     # SEW-ResNet-18 layout
+      else:                                                     # SEW-ResNet layout
         widths = models.resnet18_widths(width)
         h = Conv(widths[0])(h)
-        for stage, w in enumerate(widths):
-          for block in range(2):
-            s = 2 if stage > 0 and block == 0 else 1
-            out = Conv(w)(Conv(w, strides=s)(h))
-            identity = Conv(w, 1, s)(h) if s != 1 or h.shape[-1] != w else h
-            h = out + identity
+        for _, _, w, s in models.block_layout(models.RESNET_STAGES[arch], widths):
+          out = Conv(w)(Conv(w, strides=s)(h))
+          identity = Conv(w, 1, s)(h) if models.has_downsample(h.shape[-1], w, s) else h
+          h = out + identity
         h = jnp.mean(h, axis=(1, 2))
       logits = layers.TorchDense(num_classes, name="head")(h)
       return common.mean_over_time(logits, T)

@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
+from ei_snn_jax import models
 from ei_snn_jax.analysis import paper_results
 from experiments import analyze, report
 
@@ -91,7 +92,15 @@ def test_probe_statistics_match_the_training_log_keys(tiny_run, analysis):
   logged = {k for r in train if r["kind"] == "train" for k in r if "/" in k}
   assert logged == set(stats), "probe() and the training step must report the same statistics"
   assert [f"lif{i}" for i in range(5)] == analyze.probes_lib.layer_names(stats, "firing_rate")
-  assert all(0.0 <= stats[f"firing_rate/lif{i}"] <= 1.0 for i in range(5))
+  # A firing rate is a spike count over the T*B*H*W*C neurons-times-steps of its LIF layer (T = 2,
+  # the 16 probe images; VGG-8 at 1/8 width, one 2x2 pool after each conv), and every layer of
+  # the network fires without saturating, at initialisation (E-I Init) and at every checkpoint.
+  channels = [v for v in models.scaled_layers("vgg8", 0.125) if v != "P"]
+  for snapshot in saved["snapshots"]:
+    for i, c in enumerate(channels):
+      rate, size = snapshot["stats"][f"firing_rate/lif{i}"], 2 * 16 * (32 >> i) ** 2 * c
+      assert 0.0 < rate < 1.0, (snapshot["label"], i, rate)
+      assert rate * size == pytest.approx(round(rate * size), abs=1e-3), (snapshot["label"], i)
 
 
 def test_analyze_cli_one_line_errors(tmp_path, capsys):

@@ -62,8 +62,8 @@ def np_forward(cols, p):
   sht = np_stabilize(sh)
   with np.errstate(invalid="ignore"):
     out = p["g_e"] * bal / sht + p["bias"]
-  return dict(excitatory=i_ee, inhibitory=i_ie, lateral=i_ei, balanced=bal, shunting=sh,
-              stabilized=sht, integrated=out)
+  return dict(excitatory=i_ee, inhibitory=i_ie, lateral_inhibition=i_ei, balanced=bal,
+              shunting=sh, stabilized=sht, integrated=out)
 
 
 def np_backward(cols, p, f, g_out, scale_wei=True):
@@ -159,7 +159,7 @@ def test_forward_and_gradients_match_numpy_float64(name):
     cur = circuit.ei_currents(xj, params["w_ee"], params["w_ie"], params["w_ei"], params["g_i"],
                               params["g_e"], params["bias"], **kw)
     cur = jax.tree.map(lambda a: np.asarray(a, np.float64), cur)
-    for q in ("excitatory", "inhibitory", "lateral", "balanced", "shunting"):
+    for q in ("excitatory", "inhibitory", "lateral_inhibition", "balanced", "shunting"):
       np.testing.assert_allclose(cur[q], ref[q], rtol=1e-5, atol=1e-6, err_msg=q)
     np.testing.assert_allclose(cur["integrated"], ref["integrated"], rtol=1e-5, atol=1e-5)
     assert np.all(np.isfinite(cur["integrated"]))

@@ -1,4 +1,5 @@
-"""Every experiment config loads, validates and builds its model (shapes only, no training)."""
+"""Every experiment config loads, validates and builds its model (shapes only, no training), with
+exactly the parameter count of its layers' formulas."""
 
 import pathlib
 
@@ -16,6 +17,49 @@ CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.p
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 
+def expected_parameter_count(arch: str, variant: str, width: float, classes: int,
+                             ei_ratio: int) -> int:
+  """Trainable parameters from the layers' formulas, written independently of the model code.
+
+  E-I / DANN layer with n_I = n_E // ei_ratio (DANN: at least 1): W_EE|W_EX and W_IE|W_IX
+  (k k c_in (n_E + n_I)), W_EI (n_E n_I), g_I|alpha (n_I), g_E|g and b_E (2 n_E); the output layer
+  likewise with k = 1 (spec §1.2-1.3, §9). BN-SNN: a bias-free conv and BatchNorm's scale and
+  offset, and a Linear head with bias (spec §6.2). Channel layouts: ``models.scaled_layers``
+  (VGG) and ResNet-18's stage widths [2, 2, 2, 2] with a 1x1 downsample where the stride or width
+  changes (spec §6.3).
+  """
+  def layer(c_in, n, k):
+    if variant == "bn":
+      return k * k * c_in * n + 2 * n
+    n_i = max(n // ei_ratio, 1)
+    return k * k * c_in * (n + n_i) + n * n_i + n_i + 2 * n
+
+  def head(d):
+    return d * classes + classes if variant == "bn" else layer(d, classes, 1)
+
+  if arch.startswith("vgg"):
+    total, c = 0, 3
+    for v in models.scaled_layers(arch, width):
+      if v != "P":
+        total, c = total + layer(c, v, 3), v
+    return total + head(c)
+  widths = models.resnet18_widths(width)
+  total, c = layer(3, widths[0], 3), widths[0]
+  for stage, w in enumerate(widths):
+    for block in range(2):
+      stride = 2 if stage > 0 and block == 0 else 1
+      total += layer(c, w, 3) + layer(w, w, 3) + (layer(c, w, 1) if stride > 1 or c != w else 0)
+      c = w
+  return total + head(c)
+
+
+def test_parameter_formula_reproduces_the_reference_counts():
+  """The formula above against the reference's torchinfo counts (spec §11.3)."""
+  from tests.test_models import REFERENCE_COUNTS
+  for arch, variant, classes, want in REFERENCE_COUNTS:
+    assert expected_parameter_count(arch, variant, 1.0, classes, 4) == want, (arch, variant)
+
+
 def test_config_lists_match_the_library():
   assert set(config_lib.ARCHS) == set(models.ARCHS)
   assert set(config_lib.VARIANTS) == set(models.VARIANTS)
@@ -30,4 +74,6 @@ def test_config_builds_its_model(path):
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   out = jax.eval_shape(lambda v: model.apply(v, x), shapes)
   assert out.shape == (2, NUM_CLASSES[cfg.data.name])
-  assert sum(int(np.prod(l.shape)) for l in jax.tree.leaves(shapes["params"])) > 0
+  want = expected_parameter_count(cfg.model.arch, cfg.model.variant, cfg.model.width_multiplier,
+                                  NUM_CLASSES[cfg.data.name], cfg.model.ei_ratio)
+  assert sum(int(np.prod(l.shape)) for l in jax.tree.leaves(shapes["params"])) == want

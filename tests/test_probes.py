@@ -58,7 +58,7 @@ def _currents(i_ee, i_ie, w_ei, g_i, g_e, b):
   bal = i_ee - i_ei
   shunt = (i_ie * g_i) @ w_ei.T
   integrated = g_e * bal / _stabilize(shunt) + b
-  return dict(excitatory=i_ee, inhibitory=i_ei, balanced=bal, shunting=shunt,
+  return dict(excitatory=i_ee, lateral_inhibition=i_ei, balanced=bal, shunting=shunt,
               integrated=integrated)
 
 

@@ -83,7 +83,9 @@ def test_default_config_learns_real_cifar10(tmp_path, cifar10_npz):
 
 
 # Measured on this 2-core CPU: this cut of configs/default.py (10k train / 2k test images,
-# 4 epochs) reached 34.2 % test accuracy in 144 s (closing note of issue 3); chance is 10 %.
+# 4 epochs) reaches 19.4 / 24.0 / 31.2 / 32.4 % test accuracy after epochs 1-4 with the named
+# PRNG streams of training/rng.py (the run is deterministic; 725 s while other jobs shared the
+# CPU). With the earlier keys it reached 34.2 % in 144 s (closing note of issue 3). Chance: 10 %.
 REAL_DATA_CUT = ["data.train_subset=10000", "data.test_subset=2000", "train.epochs=4",
                  "optim.warmup_epochs=1"]
 REAL_DATA_BAR = 0.30
@@ -114,4 +116,8 @@ def test_cifar100_path_trains_on_synthetic_100_class_arrays(tmp_path):
   state, _ = load_params(tmp_path / "c100", cfg)
   head = state.params["head"]["ei"]
   assert head["w_ee"].shape[-1] == 100 and head["w_ie"].shape[-1] == 25  # n_I = 100 // 4
-  assert 0.0 <= summary["final_test_accuracy"] <= 1.0
+  # The final accuracy is a count of correct 100-way predictions on the 32 test images, and the
+  # restored checkpoint reproduces it.
+  final = summary["final_test_accuracy"]
+  assert final * 32 == round(final * 32)
+  assert train.evaluate(train.build_experiment(cfg), state)["test_accuracy"] == final

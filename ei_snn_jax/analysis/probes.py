@@ -4,8 +4,9 @@ The layers record what they compute into two Flax collections, and only when the
 them mutable (so the training step's program is unchanged unless it asks for them):
 
 * ``probes``: each E-I (or DANN) layer sows the mean and std over every element of its currents
-  (spec §1.2): ``excitatory`` I_EE, ``inhibitory`` I_EI = W_EI I_IE (the subtractive lateral
-  current), ``balanced`` I_bal = I_EE - I_EI, ``shunting`` I_shunt = W_EI (g_I . I_IE) (before
+  (spec §1.2): ``excitatory`` I_EE, ``lateral_inhibition`` I_EI = W_EI I_IE (the subtractive
+  current from the inhibitory units; ``inhibitory`` would be I_IE itself, see ``core.circuit``),
+  ``balanced`` I_bal = I_EE - I_EI, ``shunting`` I_shunt = W_EI (g_I . I_IE) (before
   stabilization) and ``integrated`` I_int = g_E . I_bal / stabilize(I_shunt) + b_E, the LIF input;
   each LIF layer sows its ``firing_rate``, the mean of its spikes over T, batch, positions and
   channels (spec §5).
@@ -13,11 +14,11 @@ them mutable (so the training step's program is unchanged unless it asks for the
   (N, H, W, C) order), for histograms (the bimodality of the trained network, spec §8.4).
 
 Flat statistics are named ``"<stat>/<layer>"`` (e.g. ``firing_rate/lif0``,
-``integrated_std/conv3``, ``balanced_mean/layer2_1.conv1``), the layer path joining module names
-with "." and leaving out the wrapper names "ei" and "dann". The training step logs exactly these
-keys to ``metrics.jsonl`` (via ``probe_summary``); ``probe`` computes them for any batch and any
-parameters (e.g. a restored checkpoint), optionally with the raw samples
-(``integrated_values/<layer>``).
+``integrated_std/conv3``, ``balanced_mean/stage1_block0.conv1``), the layer path joining module
+names with "." and leaving out the wrapper names "ei" and "dann" (``tree.layer_path``). The
+training step logs exactly these keys to ``metrics.jsonl`` (via ``probe_summary``); ``probe``
+computes them for any batch and any parameters (e.g. a restored checkpoint), optionally with
+the raw samples (``integrated_values/<layer>``).
 
   from ei_snn_jax.analysis import probes
   stats = probes.probe(model, {"params": params}, images, values=True)
@@ -34,21 +35,21 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from ei_snn_jax import tree as tree_lib
+
 # Currents an E-I layer records (spec §1.2), in circuit order.
-CURRENTS = ("excitatory", "inhibitory", "balanced", "shunting", "integrated")
+CURRENTS = ("excitatory", "lateral_inhibition", "balanced", "shunting", "integrated")
 # Prefix of the raw integrated-current samples in ``probe``'s result.
 VALUES_STAT = "integrated_values"
-# Wrapper module names left out of layer paths (CurrentLayer/Head wrap the E-I/DANN layer).
-_WRAPPERS = ("ei", "dann")
 
 
 def probe_summary(probes: Any) -> dict[str, Any]:
   """Flatten a sown collection into {"<stat>/<layer path>": value}.
 
   For the ``probes`` collection: E-I layers contribute ``<current>_mean``/``_std`` of the
-  currents of spec §1.2 (excitatory, inhibitory, balanced, shunting, integrated) and LIF layers
-  ``firing_rate`` (spec §5); the layer path joins module names with "." (wrappers "ei"/"dann"
-  left out). Works inside ``jax.jit`` (values stay arrays).
+  currents of spec §1.2 (``CURRENTS``: excitatory, lateral_inhibition, balanced, shunting,
+  integrated) and LIF layers ``firing_rate`` (spec §5); the layer path joins module names with
+  "." (wrappers "ei"/"dann" left out). Works inside ``jax.jit`` (values stay arrays).
   """
   out = {}
 
@@ -58,8 +59,7 @@ def probe_summary(probes: Any) -> dict[str, Any]:
         walk(v, path + (k,))
       else:
         value = v[-1] if isinstance(v, tuple) else v
-        layer = ".".join(p for p in path if p not in _WRAPPERS)
-        out[f"{k}/{layer}"] = value
+        out[f"{k}/{tree_lib.layer_path(path)}"] = value
 
   walk(probes, ())
   return out

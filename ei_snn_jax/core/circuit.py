@@ -12,6 +12,10 @@ Shapes: dense inputs are (N, d); conv inputs are NHWC (N, H, W, C_in) with kerne
     I_int   = g_E . I_bal / stabilize(I_shunt) + b_E     integrated_current
     output  = I_bal                                      output_current      (head, §1.3)
 
+One name per quantity everywhere (``ei_currents``' keys, the layers' probe statistics, the
+analysis figures): ``inhibitory`` is I_IE, the inhibitory population's own current, and
+``lateral_inhibition`` is I_EI = W_EI I_IE, what it subtracts from the excitatory units.
+
 The division always runs in float32 (spec §11.7), whatever the dtype of the currents.
 """
 
@@ -90,18 +94,31 @@ def output_current(i_ee: Array, i_ie: Array, w_ei: Array) -> Array:
   return balanced_current(i_ee, i_ie, w_ei)
 
 
+def inhibition_currents(i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
+                        b_e: Array, *, stabilization: str = "adaptive",
+                        ste: bool = True) -> dict[str, Array]:
+  """Subtractive and divisive inhibition from the feed-forward currents I_EE, I_IE (spec §1.2).
+
+  Keys: lateral_inhibition (I_EI = W_EI I_IE), balanced (I_bal), shunting (I_shunt, before
+  stabilisation) and integrated (I_int).
+  """
+  i_ei = lateral_inhibition(i_ie, w_ei)
+  i_bal = i_ee - i_ei
+  i_shunt = shunting_current(i_ie, w_ei, g_i)
+  i_int = integrated_current(i_bal, i_shunt, g_e, b_e, stabilization=stabilization, ste=ste)
+  return dict(lateral_inhibition=i_ei, balanced=i_bal, shunting=i_shunt, integrated=i_int)
+
+
 def ei_currents(x: Array, w_ee: Array, w_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
                 b_e: Array, *, stabilization: str = "adaptive", ste: bool = True,
                 dtype=None, **conv_kw) -> dict[str, Array]:
   """All currents of one E-I layer for input x; returns a dict keyed by the paper's names.
 
-  Keys: excitatory, inhibitory, lateral, balanced, shunting, integrated.
+  Keys: excitatory (I_EE), inhibitory (I_IE), lateral_inhibition (I_EI = W_EI I_IE), balanced,
+  shunting, integrated.
   """
   i_ee = excitatory_current(x, w_ee, dtype=dtype, **conv_kw).astype(jnp.float32)
   i_ie = inhibitory_current(x, w_ie, dtype=dtype, **conv_kw).astype(jnp.float32)
-  i_ei = lateral_inhibition(i_ie, w_ei)
-  i_bal = i_ee - i_ei
-  i_shunt = shunting_current(i_ie, w_ei, g_i)
-  i_int = integrated_current(i_bal, i_shunt, g_e, b_e, stabilization=stabilization, ste=ste)
-  return dict(excitatory=i_ee, inhibitory=i_ie, lateral=i_ei, balanced=i_bal,
-              shunting=i_shunt, integrated=i_int)
+  return dict(excitatory=i_ee, inhibitory=i_ie,
+              **inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
+                                    stabilization=stabilization, ste=ste))

@@ -4,9 +4,9 @@ The projection is applied to the parameter pytree *outside* the differentiated f
 every optimizer update and once after init or restore. (A clamp inside the loss would give
 weights sitting at exactly 0 a gradient of 0.5 in JAX instead of PyTorch's full gradient.)
 
-Constrained leaves are recognised by name: E-I layers' ``w_ee, w_ie, w_ei, g_i, g_e`` and the
-DANN layers' ``w_ex, w_ix, w_ei, g``. Biases (b_E, named ``bias``), DANN's ``alpha`` and every
-parameter of BN-SNN layers are left alone.
+Constrained leaves are recognised by their name (``tree.leaf_name``): E-I layers' ``w_ee, w_ie,
+w_ei, g_i, g_e`` and the DANN layers' ``w_ex, w_ix, w_ei, g``. Biases (b_E, named ``bias``),
+DANN's ``alpha`` and every parameter of BN-SNN layers are left alone.
 """
 
 from __future__ import annotations
@@ -17,27 +17,25 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ei_snn_jax import tree as tree_lib
+
 CONSTRAINED_NAMES = frozenset({"w_ee", "w_ie", "w_ei", "g_i", "g_e", "w_ex", "w_ix", "g"})
 
 
-def _leaf_name(path) -> str:
-  """The parameter's name: the last dict key of its path (NNX states add a trailing ``.value``)."""
-  for entry in reversed(path):
-    if isinstance(entry, jax.tree_util.GetAttrKey) and entry.name == "value":
-      continue
-    return str(getattr(entry, "key", getattr(entry, "name", entry)))
-  return ""
+def is_constrained(path) -> bool:
+  """Whether the parameter at key path ``path`` is sign-constrained (>= 0) by Dale's law."""
+  return tree_lib.leaf_name(path) in CONSTRAINED_NAMES
 
 
 def constrained_mask(params: Any) -> Any:
   """Pytree of bools: True for parameters Dale's law constrains to be >= 0."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: _leaf_name(p) in CONSTRAINED_NAMES, params)
+  return jax.tree_util.tree_map_with_path(lambda p, _: is_constrained(p), params)
 
 
 def project_nonnegative(params: Any) -> Any:
   """p <- max(p, 0) for every constrained parameter; other leaves are returned unchanged."""
   return jax.tree_util.tree_map_with_path(
-      lambda p, x: jnp.maximum(x, 0) if _leaf_name(p) in CONSTRAINED_NAMES else x, params)
+      lambda p, x: jnp.maximum(x, 0) if is_constrained(p) else x, params)
 
 
 class DaleProjectionState(NamedTuple):
@@ -61,7 +59,7 @@ def dale_projection() -> optax.GradientTransformation:
       raise ValueError("dale_projection needs params: call tx.update(grads, state, params)")
 
     def project(path, u, p):
-      if _leaf_name(path) not in CONSTRAINED_NAMES:
+      if not is_constrained(path):
         return u
       return (jnp.maximum(p + u, 0) - p).astype(u.dtype)
 

@@ -6,15 +6,17 @@ from typing import Any
 
 import flax.linen as nn
 
-from ei_snn_jax import layers
+from ei_snn_jax import layers, tree as tree_lib
 from ei_snn_jax.models.common import ModelOptions, VARIANTS
-from ei_snn_jax.models.resnet import SEWBasicBlock, SEWResNet, resnet18_widths
+from ei_snn_jax.models.resnet import (RESNET_STAGES, SEWBasicBlock, SEWResNet, block_layout,
+                                      has_downsample, resnet18_widths)
 from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG, scaled_layers
 
-ARCHS = tuple(sorted(VGG_LAYERS)) + ("resnet18",)
+ARCHS = tuple(sorted(VGG_LAYERS)) + tuple(RESNET_STAGES)
 
 __all__ = ["ARCHS", "VARIANTS", "ModelOptions", "SpikingVGG", "SEWResNet", "SEWBasicBlock",
-           "create_model", "model_options", "VGG_LAYERS"]
+           "create_model", "model_options", "VGG_LAYERS", "RESNET_STAGES", "scaled_layers",
+           "resnet18_widths", "block_layout", "has_downsample", "check_ei_init"]
 
 
 def model_options(model_cfg: Any) -> ModelOptions:
@@ -43,8 +45,8 @@ def create_model(model_cfg: Any, num_classes: int) -> nn.Module:
   width = float(model_cfg.width_multiplier)
   if arch in VGG_LAYERS:
     return SpikingVGG(scaled_layers(arch, width), num_classes, options)
-  if arch == "resnet18":
-    return SEWResNet((2, 2, 2, 2), num_classes, options, widths=resnet18_widths(width))
+  if arch in RESNET_STAGES:
+    return SEWResNet(RESNET_STAGES[arch], num_classes, options, widths=resnet18_widths(width))
   raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
 
 
@@ -60,12 +62,12 @@ def check_ei_init(variables: Any) -> None:
 
   stats = variables.get("ei_init_stats", {})
   for path, leaf in jax.tree_util.tree_flatten_with_path(stats)[0]:
-    names = [str(getattr(k, "key", k)) for k in path]
+    names = tree_lib.path_names(path)        # (..., "ei", "input", "mean")
     if names[-1] != "mean":
       continue
-    layer = ".".join(n for n in names[:-2] if n not in ("ei",))
     node = stats
     for n in names[:-1]:
       node = node[n]
     ei_init.check_statistics(ei_init.InputStatistics(
-        np.asarray(node["mean"]), np.asarray(node["var"]), np.asarray(node["mean_sq"])), layer)
+        np.asarray(node["mean"]), np.asarray(node["var"]), np.asarray(node["mean_sq"])),
+        tree_lib.layer_path(names[:-2]))

@@ -30,10 +30,9 @@ class ModelOptions:
     variant: "ei" | "bn" | "dann".
     T: time steps.
     ei: E-I method switches; neuron: LIF settings.
-    dropout: dropout rate after each E-I/DANN feature layer (0 in every paper config).
+    dropout: dropout rate after each E-I/DANN conv layer of a VGG (0 in every paper config).
     static_input_once: compute the first layer once for a static image batch and tile it over
       T (identical values; the plain path tiles the image first).
-    bn_kernel_init: "torch_default" (VGG) or "kaiming_fan_out" (ResNet) for BN convs.
   """
   variant: str = "ei"
   T: int = 4
@@ -44,7 +43,18 @@ class ModelOptions:
 
 
 class CurrentLayer(nn.Module):
-  """Conv layer of the chosen variant: input -> pre-spike current on the merged T*B axis."""
+  """Conv layer of the chosen variant: input -> pre-spike current on the merged T*B axis.
+
+  The E-I / DANN layer is created under the name "ei" / "dann" (``tree.WRAPPERS``, left out of
+  layer names), the BN one as "bn_conv".
+
+  Attributes:
+    features, kernel_size, strides: the convolution's output channels, k and stride.
+    options: ``ModelOptions`` (the variant and its switches).
+    time_repeats: see ``layers`` (a static image batch standing for T steps).
+    first_layer: the DANN first layer's init scale (spec §9).
+    bn_kernel_init: "torch_default" (VGG) or "kaiming_fan_out" (ResNet) for BN convs.
+  """
   features: int
   options: ModelOptions
   kernel_size: int = 3
@@ -74,7 +84,8 @@ class CurrentLayer(nn.Module):
 
 
 class Head(nn.Module):
-  """Classifier of the chosen variant: (N, d) -> (N, classes) per time step (spec §6.2)."""
+  """Classifier of the chosen variant: (N, d) -> (N, classes) per time step (spec §6.2): an E-I
+  or DANN output layer (named "ei" / "dann", like ``CurrentLayer``'s) or a Linear ("dense")."""
   num_classes: int
   options: ModelOptions
 

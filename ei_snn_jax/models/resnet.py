@@ -8,7 +8,7 @@ LIF). Block outputs are non-negative integer spike counts. Head: global average 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,6 +17,28 @@ import jax.numpy as jnp
 from ei_snn_jax.models import common
 
 Array = jax.Array
+
+# BasicBlocks per stage of each SEW-ResNet (spec §6.3).
+RESNET_STAGES: dict[str, tuple[int, ...]] = {"resnet18": (2, 2, 2, 2)}
+
+
+def resnet18_widths(width_multiplier: float = 1.0) -> tuple[int, ...]:
+  """Stage widths of ResNet-18 scaled by ``width_multiplier`` (at least 4 channels)."""
+  return tuple(max(4, int(round(w * width_multiplier))) for w in (64, 128, 256, 512))
+
+
+def block_layout(stage_sizes: Sequence[int],
+                 widths: Sequence[int]) -> Iterator[tuple[int, int, int, int]]:
+  """(stage, block, width, strides) of every BasicBlock in forward order: the first block of
+  every stage but the first has stride 2 (spec §6.3)."""
+  for stage, (blocks, width) in enumerate(zip(stage_sizes, widths)):
+    for block in range(blocks):
+      yield stage, block, width, 2 if stage > 0 and block == 0 else 1
+
+
+def has_downsample(in_channels: int, features: int, strides: int) -> bool:
+  """Whether a BasicBlock's identity needs the 1x1 downsample (a stride or a width change)."""
+  return strides != 1 or in_channels != features
 
 
 class SEWBasicBlock(nn.Module):
@@ -35,7 +57,7 @@ class SEWBasicBlock(nn.Module):
     h = common.CurrentLayer(self.features, o, bn_kernel_init=init, name="conv2")(h, train)
     h = common.spiking(o, name="lif2")(h)
     identity = x
-    if self.strides != 1 or x.shape[-1] != self.features:
+    if has_downsample(x.shape[-1], self.features, self.strides):
       identity = common.CurrentLayer(self.features, o, kernel_size=1, strides=self.strides,
                                      bn_kernel_init=init, name="downsample")(x, train)
       identity = common.spiking(o, name="lif_down")(identity)
@@ -56,15 +78,8 @@ class SEWResNet(nn.Module):
     h = common.CurrentLayer(self.widths[0], o, time_repeats=repeats, first_layer=True,
                             bn_kernel_init="kaiming_fan_out", name="stem")(h, train)
     h = common.spiking(o, name="lif_stem")(h)
-    for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
-      for block in range(blocks):
-        strides = 2 if stage > 0 and block == 0 else 1
-        h = SEWBasicBlock(width, strides, o, name=f"stage{stage}_block{block}")(h, train)
+    for stage, block, width, strides in block_layout(self.stage_sizes, self.widths):
+      h = SEWBasicBlock(width, strides, o, name=f"stage{stage}_block{block}")(h, train)
     h = jnp.mean(h, axis=(1, 2))
     logits = common.Head(self.num_classes, o, name="head")(h)
     return common.mean_over_time(logits, o.T)
-
-
-def resnet18_widths(width_multiplier: float = 1.0) -> tuple[int, ...]:
-  """Stage widths of ResNet-18 scaled by ``width_multiplier`` (at least 4 channels)."""
-  return tuple(max(4, int(round(w * width_multiplier))) for w in (64, 128, 256, 512))

@@ -22,6 +22,8 @@ restored state, which is that best state.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 import sys
 from typing import Any
@@ -30,7 +32,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ei_snn_jax import errors
+from ei_snn_jax import errors, tree as tree_lib
 
 
 class CheckpointMismatchError(errors.UserError, ValueError):
@@ -41,7 +43,25 @@ class CheckpointCorruptError(errors.UserError, ValueError):
   """A checkpoint's files cannot be read (truncated, missing or damaged)."""
 
 
-def _manager(path: pathlib.Path, keep: int, cleanup: bool) -> ocp.CheckpointManager:
+@contextlib.contextmanager
+def _quiet_absl():
+  """Silence absl warnings (orbax announces every read-only manager) inside the block."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
+def _manager(path: pathlib.Path, keep: int, cleanup: bool,
+             read_only: bool = False) -> ocp.CheckpointManager:
+  if read_only:
+    with _quiet_absl():
+      return ocp.CheckpointManager(path.absolute(), options=ocp.CheckpointManagerOptions(
+          read_only=True, create=False, max_to_keep=None, save_interval_steps=0,
+          cleanup_tmp_directories=False))
   return ocp.CheckpointManager(
       path.absolute(), options=ocp.CheckpointManagerOptions(
           max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup))
@@ -50,14 +70,6 @@ def _manager(path: pathlib.Path, keep: int, cleanup: bool) -> ocp.CheckpointMana
 def abstract_like(tree: Any, sharding) -> Any:
   """ShapeDtypeStructs of ``tree`` with ``sharding`` (the restore target)."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def _key_name(key: Any) -> str:
-  """One path component as text: dict key, attribute / namedtuple field, or sequence index."""
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
 
 
 def array_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -71,7 +83,7 @@ def array_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
       continue
-    table[".".join(_key_name(k) for k in path)] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+    table[".".join(tree_lib.path_names(path))] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
   return table
 
 
@@ -158,12 +170,15 @@ class Checkpointer:
   ``cleanup_unfinished``: delete the temp folders of checkpoints whose writing never finished
   (a killed run). Only the training process that owns the workdir may do this: a reader (e.g.
   evaluating a live run) would delete the checkpoint being written.
+  ``read_only``: a reader that creates, saves and deletes nothing (e.g. ``experiments.analyze``
+  on a run that may still be training).
   """
 
-  def __init__(self, workdir: str | pathlib.Path, keep: int = 2, cleanup_unfinished: bool = False):
+  def __init__(self, workdir: str | pathlib.Path, keep: int = 2, cleanup_unfinished: bool = False,
+               read_only: bool = False):
     workdir = pathlib.Path(workdir)
-    self.latest = _manager(workdir / "checkpoints", keep, cleanup_unfinished)
-    self.best = _manager(workdir / "best", 1, cleanup_unfinished)
+    self.latest = _manager(workdir / "checkpoints", keep, cleanup_unfinished, read_only)
+    self.best = _manager(workdir / "best", 1, cleanup_unfinished, read_only)
 
   def save(self, step: int, state: Any, meta: dict, best: bool = False) -> None:
     """Save asynchronously (and as the best checkpoint too when ``best``).
@@ -187,6 +202,21 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     """Step of the latest complete checkpoint, or None."""
     return self.latest.latest_step()
+
+  def steps(self) -> dict[int, list[str]]:
+    """{step: where} of every complete checkpoint, in step order; ``where`` lists "latest"
+    (``workdir/checkpoints``) and/or "best" (``workdir/best``)."""
+    out: dict[int, list[str]] = {}
+    for where, manager in (("latest", self.latest), ("best", self.best)):
+      for step in manager.all_steps():
+        out.setdefault(int(step), []).append(where)
+    return dict(sorted(out.items()))
+
+  def restore(self, step: int, template: Any, sharding,
+              where: str = "latest") -> tuple[Any, dict]:
+    """(state, meta) of checkpoint ``step`` in ``where`` ("latest" or "best", see ``steps``)."""
+    manager = {"latest": self.latest, "best": self.best}[where]
+    return restore_from(manager, step, template, sharding, str(manager.directory))
 
   def restore_latest(self, template: Any, sharding) -> tuple[Any, dict] | None:
     """(state, meta) of the newest readable checkpoint, or None if there is none.
@@ -216,9 +246,7 @@ class Checkpointer:
   def restore_best(self, template: Any, sharding) -> tuple[Any, dict] | None:
     """(state, meta) of the best checkpoint, or None."""
     step = self.best.latest_step()
-    if step is None:
-      return None
-    return restore_from(self.best, step, template, sharding, str(self.best.directory))
+    return None if step is None else self.restore(step, template, sharding, "best")
 
   def reconcile(self, step: int, state: Any, meta: dict) -> None:
     """Make ``best/`` agree with the run restored at ``step`` (``meta`` its metadata).
@@ -241,6 +269,7 @@ class Checkpointer:
     self.best.wait_until_finished()
 
   def close(self) -> None:
+    """Wait for pending saves, then release both managers."""
     self.wait()
     self.latest.close()
     self.best.close()

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import optax
 
-from ei_snn_jax import layers
+from ei_snn_jax import layers, tree as tree_lib
 
 
 def learning_rate_schedule(lr: float, init_lr: float, warmup_steps: int,
@@ -25,16 +25,12 @@ def learning_rate_schedule(lr: float, init_lr: float, warmup_steps: int,
   return optax.cosine_decay_schedule(lr, total_steps, 0.0)
 
 
-def _path_names(path) -> tuple[str, ...]:
-  return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def unused_parameter_mask(params: Any) -> Any:
   """True for the output layer's dead parameters: g_i, g_e, bias of an ``EIHead`` (spec §1.3)
   and alpha, g, bias of a ``DANNHead``; they exist only so that parameter counts match."""
 
   def is_unused(path, _):
-    names = _path_names(path)
+    names = tree_lib.path_names(path)
     return len(names) >= 2 and names[0] == "head" and (
         names[-1] in layers.UNUSED_HEAD_PARAMS.get(names[-2], ()))
 

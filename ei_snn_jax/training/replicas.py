@@ -1,10 +1,11 @@
 """Several independent seeds in one run (``config.train.num_replicas = N``), vmapped on device.
 
 Replica r is the run of seed ``config.seed + r``: its own E-I Init (on its own first augmented
-batch), data order, augmentation and dropout keys, parameters and optimizer state. The dataset
-(synthetic data included) is shared and built from ``config.seed``. The training state carries a
-leading replica axis on every leaf except the shared ``step``; the jitted step vmaps the
-single-run step over it, so N small models fill one large accelerator.
+batch), data order, PRNG streams (``rng.rng_streams(seed + r)``: init, augmentation and dropout
+keys), parameters and optimizer state. The dataset (synthetic data included) is shared and
+built from ``config.seed``. The training state carries a leading replica axis on every leaf
+except the shared ``step``; the jitted step vmaps the single-run step over it, so N small models
+fill one large accelerator.
 
 Records: ``workdir/replica_<r>/`` holds replica r's ``config.json`` and ``metrics.jsonl`` (what a
 separate run with seed ``config.seed + r`` would write); ``workdir/metrics.jsonl`` holds the mean
@@ -197,10 +198,10 @@ def vmap_train_step(step_fn, seed_list: Sequence[int]):
   """The single-run step ``(state, train_x, train_y, idx, mask, seed)`` vmapped over replicas.
 
   Returns ``(state, train_x, train_y, idx, mask) -> (state, metrics)`` for a stacked state and
-  (N, batch) idx/mask; replica r augments with seed ``seed_list[r]``. A non-finite loss or
-  gradient in any replica leaves the whole stacked state unchanged (the run then stops); the
-  metrics' ``finite`` and ``bad_leaf`` become whole-run scalars, with ``bad_replica`` (-1 if
-  none). Every other metric has a leading replica axis.
+  (N, batch) idx/mask; replica r draws its augmentation and dropout keys from the streams of
+  seed ``seed_list[r]``. A non-finite loss or gradient in any replica leaves the whole stacked
+  state unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaf`` become whole-run
+  scalars, with ``bad_replica`` (-1 if none). Every other metric has a leading replica axis.
   """
   seed_array = np.asarray(seed_list, np.int32)
 

@@ -3,8 +3,10 @@
 1. Validate the config; build the device mesh (batch sharded over every device, params
    replicated; multi-host via ``jax.distributed.initialize``).
 2. Load the dataset to the devices as uint8; the per-epoch order comes from (seed, epoch) and the
-   augmentation key from (seed, step), so a resumed run sees exactly the same batches.
-3. E-I Init: ``model.init`` on the first augmented training batch, then Dale's projection.
+   augmentation and dropout keys from (seed, step) through named PRNG streams (``rng.py``), so a
+   resumed run sees exactly the same batches.
+3. E-I Init: ``model.init`` (key: the ``init`` stream) on the first augmented training batch, then
+   Dale's projection.
 4. Resume from the latest complete orbax checkpoint in the workdir, if any.
 5. Loop: jitted step (gather + augment on device, loss on T-averaged logits, SGD, projection),
    metrics summed on device, a NaN/Inf guard that stops within one step, JSONL/TensorBoard logs,
@@ -35,12 +37,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ei_snn_jax import data as data_lib, errors, models
+from ei_snn_jax import data as data_lib, errors, models, tree as tree_lib
 from ei_snn_jax.analysis import probes
 from ei_snn_jax.core import dale
 from ei_snn_jax.data import augment
 from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
-from ei_snn_jax.training import replicas, runfolder
+from ei_snn_jax.training import replicas, rng, runfolder
 
 Array = jax.Array
 
@@ -165,10 +167,6 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                     put(dataset.x_test), put(dataset.y_test.astype(np.int32)))
 
 
-def _augment_key(seed: int, step) -> Array:
-  return jax.random.fold_in(jax.random.key(seed), step)
-
-
 def first_training_batch(exp: Experiment, seed: int | None = None) -> Array:
   """The first augmented training batch (epoch 0, step 0): the batch E-I Init sees (spec §2.1).
 
@@ -179,22 +177,23 @@ def first_training_batch(exp: Experiment, seed: int | None = None) -> Array:
   idx, _ = data_lib.batch_indices(seed, 0, len(exp.dataset.x_train), c.train.batch_size, 0)
   images = jnp.asarray(exp.dataset.x_train[idx])
   if c.data.augment:
-    return augment.augment_batch(_augment_key(seed, 0), images, c.data.cutout_fill)
+    key = rng.step_key(rng.rng_streams(seed)["augment"], 0)
+    return augment.augment_batch(key, images, c.data.cutout_fill)
   return augment.to_float(images)
 
 
 def init_state(exp: Experiment) -> TrainState:
   """E-I Init on the first augmented batch, Dale's projection, fresh optimizer state.
 
-  With ``train.num_replicas`` = N > 1: replica r is initialised from seed ``config.seed + r`` on
-  its own first batch; the N states are stacked on a leading axis (``step`` is shared).
+  The init key is the ``init`` stream of the run's seed (``rng.rng_streams``). With
+  ``train.num_replicas`` = N > 1: replica r is initialised from seed ``config.seed + r`` on its
+  own first batch; the N states are stacked on a leading axis (``step`` is shared).
   """
   init = jax.jit(lambda k, x: exp.model.init(k, x, train=False), out_shardings=exp.replicated)
 
   def one(seed):
     x0 = host_to_global(first_training_batch(exp, seed), exp.batch_sharded)
-    init_key = jax.random.fold_in(jax.random.key(seed), 2**31 - 1)
-    variables = init(init_key, x0)
+    variables = init(rng.rng_streams(seed)["init"], x0)
     models.check_ei_init(variables)
     params = dale.project_nonnegative(variables["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -230,8 +229,11 @@ def make_train_step(exp: Experiment):
   def step_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
     images = train_x[idx]
     labels = train_y[idx]
-    key = _augment_key(seed, state.step)
-    x = augment.augment_batch(key, images, fill) if do_augment else augment.to_float(images)
+    streams = rng.rng_streams(seed)
+    augment_key = rng.step_key(streams["augment"], state.step)
+    dropout_key = rng.step_key(streams["dropout"], state.step)
+    x = (augment.augment_batch(augment_key, images, fill) if do_augment
+         else augment.to_float(images))
     x = jax.lax.with_sharding_constraint(x, exp.batch_sharded)
     weights = mask.astype(jnp.float32)
 
@@ -242,7 +244,7 @@ def make_train_step(exp: Experiment):
         variables["batch_stats"] = state.batch_stats
         mutable.append("batch_stats")
       logits, new_vars = model.apply(variables, x, train=True, mutable=mutable,
-                                     rngs={"dropout": jax.random.fold_in(key, 1)})
+                                     rngs={"dropout": dropout_key})
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
       loss = jnp.sum(ce * weights) / jnp.sum(weights)
       return loss, (logits, new_vars)
@@ -329,7 +331,7 @@ def _forward_layer_order(exp: Experiment) -> list[str]:
         if hasattr(v, "items"):
           walk(v, path + (k,))
         else:
-          layer = ".".join(p for p in path if p not in ("ei", "dann"))
+          layer = tree_lib.layer_path(path)
           if layer not in order:
             order.append(layer)
 
@@ -339,9 +341,6 @@ def _forward_layer_order(exp: Experiment) -> list[str]:
   shape = (exp.config.train.batch_size,) + tuple(exp.dataset.x_train.shape[1:])
   jax.eval_shape(init, jax.ShapeDtypeStruct(shape, jnp.float32))
   return order
-
-
-_CIRCUIT_ORDER = ("excitatory", "inhibitory", "lateral", "balanced", "shunting", "integrated")
 
 
 def _first_nonfinite_layer(exp: Experiment, metrics: dict, replica: int) -> str | None:
@@ -362,7 +361,8 @@ def _first_nonfinite_layer(exp: Experiment, metrics: dict, replica: int) -> str 
   except Exception:  # noqa: BLE001 - only a diagnostic; fall back to name order
     order = []
   first = min(bad, key=lambda layer: (order.index(layer) if layer in order else len(order), layer))
-  rank = lambda s: (_CIRCUIT_ORDER.index(s) if s in _CIRCUIT_ORDER else len(_CIRCUIT_ORDER), s)
+  circuit_order = probes.CURRENTS
+  rank = lambda s: (circuit_order.index(s) if s in circuit_order else len(circuit_order), s)
   return f"layer {first} (its {', '.join(sorted(bad[first], key=rank))} currents)"
 
 
