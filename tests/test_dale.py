@@ -65,7 +65,8 @@ def test_weight_decay_mask_excludes_unused_head_params():
 
 
 def test_optimizer_matches_reference_semantics():
-  """g + wd*p, buf = 0.9 buf + g, p -= lr(k) buf, for two steps; warmup then cosine lr."""
+  """g + wd*p, buf = 0.9 buf + g (buf_0 = 1.9 g_0, EiSGD's first step), p -= lr(k) buf, for two
+  steps; warmup then cosine lr."""
   tx, sched = optim.make_optimizer(0.1, 0.01, warmup_steps=2, total_steps=10, weight_decay=0.5)
   np.testing.assert_allclose([sched(0), sched(1), sched(2)], [0.01, 0.055, 0.1], rtol=1e-6)
   np.testing.assert_allclose(sched(6), 0.1 * (1 + np.cos(np.pi * 4 / 8)) / 2, rtol=1e-6)
@@ -77,7 +78,8 @@ def test_optimizer_matches_reference_semantics():
   for k in range(2):
     u, s = tx.update(g, s, p)
     p = optax.apply_updates(p, u)
-    buf = 0.9 * buf + (np.array([0.5, 0.25]) + 0.5 * ref)
+    grad = np.array([0.5, 0.25]) + 0.5 * ref
+    buf = 1.9 * grad if k == 0 else 0.9 * buf + grad
     ref = ref - float(sched(k)) * buf
   np.testing.assert_allclose(p["w"], ref, rtol=1e-6)
   tx_bn, sched_bn = optim.make_optimizer(0.1, 0.0, 0, 10, 1e-4)

@@ -47,6 +47,7 @@ SURROGATES = ("sigmoid", "atan", "triangle", "fast_sigmoid")
 STABILIZATIONS = ("adaptive", "epsilon", "none")
 CONV_DTYPES = ("float32", "bfloat16")
 CUTOUT_FILLS = ("red", "grey")
+MOMENTUM_FIRST_STEPS = ("reference", "optax")
 
 # The ``runlocal`` flag of ``apply_config_arg``: a few steps on a small real-data subset.
 # Warmup is switched off because a 1-epoch run cannot hold a whole-epoch warmup.
@@ -109,7 +110,8 @@ def base_config() -> ml_collections.ConfigDict:
     model.width_multiplier       scales every channel count (1.0 = the paper's models).
     model.ei_*                   E-I method switches (ablations); see ``layers.EIOptions``.
     model.conv_dtype             "float32" | "bfloat16" (the E-I division stays float32).
-    optim.*                      SGD momentum 0.9, coupled L2 weight decay, warmup + cosine (§7).
+    optim.*                      SGD momentum 0.9 (first step as the reference's EiSGD), coupled
+                                 L2 weight decay, warmup + cosine (§7).
     train.*                      epochs, batch size, logging, evaluation and checkpoint cadence.
     parallel.*                   device mesh and multi-host settings.
   """
@@ -153,6 +155,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.init_lr = 1e-7            # warmup start
   c.optim.warmup_epochs = 30
   c.optim.momentum = 0.9
+  c.optim.momentum_first_step = "reference"   # EiSGD's buf_0 = 1.9 g_0 (spec §7.3); or "optax"
   c.optim.weight_decay = 5e-4
 
   c.train = ml_collections.ConfigDict()
@@ -462,6 +465,7 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   choice("model.ei_stabilization", STABILIZATIONS, "E-I stabilization")
   choice("model.conv_dtype", CONV_DTYPES, "conv dtype")
   choice("data.cutout_fill", CUTOUT_FILLS, "cutout fill")
+  choice("optim.momentum_first_step", MOMENTUM_FIRST_STEPS, "momentum first step")
   if cfg.data.source == "arrays" and not cfg.data.path:
     problems.append("data.source='arrays' needs data.path: set data.path to the .npz file (or "
                     "directory of arrays), or use data.source=auto")

@@ -5,13 +5,19 @@ wd * p (coupled L2), buf <- momentum * buf + g, p <- p - lr(k) * buf; then Dale'
 The learning rate is linear warmup from ``init_lr`` to ``lr`` then cosine to 0, per iteration.
 The E-I head's g_I, g_E and b_E never receive a gradient in the reference (so no decay and no
 momentum either): they are masked out of weight decay here.
+
+First step (spec §7.3): the reference's EiSGD creates the momentum buffer as a copy of the first
+gradient and then updates it once more, so buf_0 = (1 + momentum) g_0 and every later buffer
+carries an extra momentum^k g_0 (``reference_momentum``, the default); ``torch.optim.SGD`` and
+``optax.sgd`` start from buf_0 = g_0 (``momentum_first_step="optax"``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from ei_snn_jax import layers, tree as tree_lib
@@ -42,17 +48,53 @@ def weight_decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda unused: not unused, unused_parameter_mask(params))
 
 
+MOMENTUM_FIRST_STEPS = ("reference", "optax")
+
+
+class ReferenceMomentumState(NamedTuple):
+  """Steps taken so far and the momentum buffers."""
+  count: jax.Array
+  trace: Any
+
+
+def reference_momentum(momentum: float) -> optax.GradientTransformation:
+  """Heavy-ball momentum as the reference's EiSGD applies it (spec §7.3).
+
+  buf_0 = (1 + momentum) g_0 (the buffer is created from g_0, then updated with it), and
+  buf_k = momentum buf_{k-1} + g_k afterwards; the update is buf_k (scale by -lr next).
+  """
+
+  def init(params):
+    return ReferenceMomentumState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+  def update(updates, state, params=None):
+    del params
+    first = state.count == 0
+    trace = jax.tree.map(lambda g, buf: jnp.where(first, (1.0 + momentum) * g, momentum * buf + g),
+                         updates, state.trace)
+    return trace, ReferenceMomentumState(optax.safe_increment(state.count), trace)
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(lr: float, init_lr: float, warmup_steps: int, total_steps: int,
-                   weight_decay: float, momentum: float = 0.9) -> tuple[
+                   weight_decay: float, momentum: float = 0.9,
+                   momentum_first_step: str = "reference") -> tuple[
                        optax.GradientTransformation, optax.Schedule]:
   """SGD with momentum and coupled L2 weight decay (spec §7.3). Returns (tx, schedule).
 
-  Dale's projection is *not* part of the chain: apply ``dale.project_nonnegative`` to the params
-  after ``optax.apply_updates`` (or append ``dale.dale_projection()``).
+  ``momentum_first_step``: "reference" (EiSGD's buf_0 = (1 + momentum) g_0, the default) or
+  "optax" (buf_0 = g_0, as torch.optim.SGD). Dale's projection is *not* part of the chain:
+  apply ``dale.project_nonnegative`` to the params after ``optax.apply_updates`` (or append
+  ``dale.dale_projection()``).
   """
+  if momentum_first_step not in MOMENTUM_FIRST_STEPS:
+    raise ValueError(f"momentum_first_step must be one of {MOMENTUM_FIRST_STEPS}, got "
+                     f"{momentum_first_step!r}")
   schedule = learning_rate_schedule(lr, init_lr, warmup_steps, total_steps)
-  tx = optax.chain(
-      optax.masked(optax.add_decayed_weights(weight_decay), weight_decay_mask),
-      optax.sgd(schedule, momentum=momentum if momentum > 0 else None),
-  )
+  if momentum > 0 and momentum_first_step == "reference":
+    sgd = optax.chain(reference_momentum(momentum), optax.scale_by_learning_rate(schedule))
+  else:
+    sgd = optax.sgd(schedule, momentum=momentum if momentum > 0 else None)
+  tx = optax.chain(optax.masked(optax.add_decayed_weights(weight_decay), weight_decay_mask), sgd)
   return tx, schedule

@@ -159,7 +159,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   total_steps = steps_per_epoch * config.train.epochs
   tx, schedule = optim.make_optimizer(
       config.optim.lr, config.optim.init_lr, config.optim.warmup_epochs * steps_per_epoch,
-      total_steps, config.optim.weight_decay, config.optim.momentum)
+      total_steps, config.optim.weight_decay, config.optim.momentum,
+      config.optim.momentum_first_step)
   rep = NamedSharding(mesh, P())
   put = lambda a: host_to_global(a, rep)
   return Experiment(config, model, tx, schedule, dataset, mesh, steps_per_epoch, total_steps,
