@@ -92,6 +92,22 @@ def _record_currents(module: nn.Module, currents: dict[str, Array]) -> None:
                reduce_fn=lambda _, b: b)
 
 
+def _record_health(module: nn.Module, i_shunt: Array, g_i: Array) -> None:
+  """Sow the signs of a dead E-I layer into ``probes`` (no-op unless it is mutable).
+
+  ``silent_shunting_fraction``: the fraction of samples (rows of the merged T*B axis) whose
+  shunting current is 0 everywhere, so that the adaptive stabiliser makes their denominator +inf
+  and I_int = b_E (spec §3.1); ``zero_g_i_fraction``: the fraction of inhibitory gains at 0.
+  """
+  if not module.is_mutable_collection("probes"):
+    return
+  silent = jnp.all(i_shunt.reshape(i_shunt.shape[0], -1) == 0, axis=1)
+  module.sow("probes", "silent_shunting_fraction", jnp.mean(silent.astype(jnp.float32)),
+             reduce_fn=lambda _, b: b)
+  module.sow("probes", "zero_g_i_fraction", jnp.mean((g_i == 0).astype(jnp.float32)),
+             reduce_fn=lambda _, b: b)
+
+
 class _CircuitLayer(nn.Module):
   """What every E-I and DANN layer shares (spec §1.2-1.3, §9): n_E = ``features`` excitatory
   units, feed-forward kernels from the input (dense here; ``_ConvGeometry`` makes them
@@ -141,6 +157,7 @@ class _CircuitLayer(nn.Module):
     currents = circuit.inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
                                            stabilization=stabilization, ste=ste)
     _record_currents(self, dict(excitatory=i_ee, **currents))
+    _record_health(self, currents["shunting"], g_i)
     return _tile_time(currents["integrated"], self.time_repeats)
 
 
@@ -247,6 +264,9 @@ class LIF(nn.Module):
     spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
     spikes = neurons.lif_multistep(neurons.split_time(x, self.T), tau=n.tau,
                                    threshold=n.threshold, spike_fn=spike_fn, unroll=n.unroll)
+    if self.is_mutable_collection("probe_values"):   # the rate of each time step, shape (T,)
+      per_step = jnp.mean(spikes.reshape((self.T, -1)), axis=1)
+      self.sow("probe_values", "firing_rate_per_step", per_step, reduce_fn=lambda _, b: b)
     spikes = neurons.merge_time(spikes)
     if self.is_mutable_collection("probes"):
       self.sow("probes", "firing_rate", jnp.mean(spikes), reduce_fn=lambda _, b: b)

@@ -29,6 +29,7 @@ the raw samples (``integrated_values/<layer>``).
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from typing import Any, Mapping
 
@@ -110,11 +111,17 @@ def _probe_fn(model, values: bool, train: bool):
   """Jitted (variables, x, rngs) -> (logits, probes, probe_values) for ``model`` (cached)."""
   mutable = ["probes"] + (["probe_values"] if values else [])
 
+  takes_train = "train" in inspect.signature(type(model).__call__).parameters
+  if train and not takes_train:
+    raise ValueError(f"{type(model).__name__}.__call__ takes no `train` argument: probe it with "
+                     f"train=False")
+  kwargs = {"train": train} if takes_train else {}
+
   def run(variables, x, rngs):
     mut = list(mutable)
     if train and "batch_stats" in variables:
       mut.append("batch_stats")   # BatchNorm in training mode updates its statistics
-    logits, state = model.apply(variables, x, train=train, mutable=mut, rngs=rngs)
+    logits, state = model.apply(variables, x, mutable=mut, rngs=rngs, **kwargs)
     return logits, state.get("probes", {}), state.get("probe_values", {})
 
   return jax.jit(run)
@@ -132,9 +139,11 @@ def probe(model, variables: Mapping[str, Any], x, *, values: bool = False, train
     model: a Flax model built by ``models.create_model`` (or any module whose layers sow).
     variables: {"params": ...} (and "batch_stats" for the BN variant).
     x: the batch the model takes, e.g. float images (B, H, W, C) in [0, 1].
-    values: also return the raw integrated-current sample of each E-I layer.
+    values: also return the raw integrated-current sample of each E-I layer and the firing
+      rate of each LIF layer at each time step.
     train: run in training mode (dropout, BatchNorm batch statistics; the updated batch_stats
-      are discarded). Default: inference mode, as in evaluation.
+      are discarded). Default: inference mode, as in evaluation. Passed to the model only when
+      its ``__call__`` takes a ``train`` argument, so any model can be probed.
     rng: dropout key when ``train`` and the model uses dropout.
     with_logits: add the model output under "logits".
 
@@ -142,7 +151,7 @@ def probe(model, variables: Mapping[str, Any], x, *, values: bool = False, train
     {"<stat>/<layer>": float} with stats ``<current>_mean``/``<current>_std`` for the currents in
     ``CURRENTS`` and ``firing_rate`` (see the module docstring); with ``values`` also
     {"integrated_values/<layer>": 1-D float32 np.ndarray} (the first <= 65,536 elements of I_int
-    of that layer).
+    of that layer) and {"firing_rate_per_step_values/<layer>": (T,) rates}.
   """
   rngs = {"dropout": rng} if rng is not None else {}
   logits, probes_tree, values_tree = _probe_fn(model, bool(values), bool(train))(

@@ -70,6 +70,7 @@ FINGERPRINT_EXCLUDE = (
     "train.checkpoint_every_steps",
     "train.keep_checkpoints",
     "train.max_steps",
+    "train.stop_on_dead_layer",
     "parallel",
     "data.cache_dir",
     "data.path",
@@ -167,6 +168,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
   c.train.max_steps = 0             # stop early after this many steps (0 = full schedule)
   c.train.progress_bar = True
+  c.train.stop_on_dead_layer = True  # stop (exit 2) when an E-I layer dies (analysis.health)
   c.train.num_replicas = 1          # >1: vmap independent seeds in one run (seed, seed+1, ...)
 
   c.parallel = ml_collections.ConfigDict()

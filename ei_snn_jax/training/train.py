@@ -38,7 +38,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ei_snn_jax import data as data_lib, errors, models, tree as tree_lib
-from ei_snn_jax.analysis import probes
+from ei_snn_jax.analysis import health, probes
 from ei_snn_jax.core import dale
 from ei_snn_jax.data import augment
 from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
@@ -490,6 +490,10 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
         record.update(step=step, epoch=step / spe)
       record = replicas.write_records(loggers, logger, "train", records)
       progress.postfix(loss=record["loss"], acc=record["accuracy"], lr=record["lr"])
+      dead = [d for r in records for d in health.dead_layers(r)]
+      if dead and c.train.stop_on_dead_layer:
+        ckpt.wait()
+        raise health.DeadLayerError(health.describe(dead[0], step))
     epoch_done = step % spe == 0
     if epoch_done:
       sums = replicas.per_replica(jax.device_get(state.sums), R)
