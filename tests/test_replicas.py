@@ -38,6 +38,11 @@ def tiny_config(npz, *extra):
       "model.width_multiplier=0.125", "model.T=2", "train.batch_size=8",
       "train.eval_batch_size=8", "train.epochs=2", "train.max_steps=0",
       "train.progress_bar=False", "train.log_every_steps=2", "train.checkpoint_every_steps=100",
+      # vmapped and separate programs round differently; under the reference's 1.9 g_0 first
+      # momentum step (spec §7.3) a few near-threshold spikes then flip between the two (measured:
+      # 8.5e-5 on conv3's mean balanced current), so vmap equivalence is pinned with the optax
+      # first step; the reference first step is pinned by tests/test_optim.py.
+      "optim.momentum_first_step=optax",
       "parallel.num_devices=1", f"seed={SEED}", *extra])
 
 
