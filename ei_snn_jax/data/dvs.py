@@ -297,6 +297,13 @@ def _find_layout(path: pathlib.Path, T: int, raw_marker: Callable[[pathlib.Path]
                   f"{hint}: {expected}")
 
 
+def _need_path(path, name: str, T: int, cache_dir, expected: str) -> None:
+  if path is None:
+    where = (f" and {pathlib.Path(cache_dir).expanduser() / f'{name}_T{int(T)}.npz'} does not "
+             f"exist" if cache_dir is not None else "")
+    raise DataError(f"{name} needs data.path{where}: {expected}")
+
+
 def _cached(name: str, T: int, cache_dir: str | os.PathLike | None, build: Callable[[], tuple],
             num_classes: int) -> Dataset:
   cache = None
@@ -336,7 +343,7 @@ def _load_cache(path: pathlib.Path, name: str, T: int, num_classes: int) -> Data
   return Dataset(num_classes=num_classes, name=name, **arrays)
 
 
-def load_dvs128_gesture(path: str | os.PathLike, T: int,
+def load_dvs128_gesture(path: str | os.PathLike | None, T: int,
                         cache_dir: str | os.PathLike | None = None,
                         workers: int | None = None) -> Dataset:
   """DVS128-Gesture as (N, T, 128, 128, 2) event counts, official split (spec §7.4)."""
@@ -345,6 +352,7 @@ def load_dvs128_gesture(path: str | os.PathLike, T: int,
               f"{frames_folder_name(T)}/")
 
   def build() -> tuple:
+    _need_path(path, "dvs128_gesture", T, cache_dir, expected)
     kind, folder = _find_layout(pathlib.Path(path).expanduser(), T,
                                 lambda p: (p / "trials_to_train.txt").is_file(),
                                 ("DvsGesture", "extract/DvsGesture"), expected)
@@ -356,7 +364,7 @@ def load_dvs128_gesture(path: str | os.PathLike, T: int,
   return _cached("dvs128_gesture", T, cache_dir, build, GESTURE_NUM_CLASSES)
 
 
-def load_cifar10_dvs(path: str | os.PathLike, T: int, cache_dir: str | os.PathLike | None = None,
+def load_cifar10_dvs(path: str | os.PathLike | None, T: int, cache_dir: str | os.PathLike | None = None,
                      workers: int | None = None) -> Dataset:
   """CIFAR10-DVS as (N, T, 128, 128, 2) event counts, spikingjelly's 90/10 split (spec §7.4)."""
   expected = ("point data.path at the folder of class folders airplane/ ... truck/ of *.aedat "
@@ -367,6 +375,7 @@ def load_cifar10_dvs(path: str | os.PathLike, T: int, cache_dir: str | os.PathLi
     return any((p / c).is_dir() and any((p / c).glob("*.aedat")) for c in CIFAR10_DVS_CLASSES)
 
   def build() -> tuple:
+    _need_path(path, "cifar10_dvs", T, cache_dir, expected)
     kind, folder = _find_layout(pathlib.Path(path).expanduser(), T, is_raw, ("extract",),
                                 expected)
     log.info("Reading CIFAR10-DVS %s from %s", kind, folder)
