@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from ei_snn_jax.training import config as config_lib
-from ei_snn_jax import models
+from ei_snn_jax import data, models
+from ei_snn_jax.data import synthetic, transforms
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.py")
                  if p.name not in ("__init__.py", "common.py", "sweeps.py"))
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
+NUM_CLASSES = data.NUM_CLASSES
 
 
 def expected_parameter_count(arch: str, variant: str, width: float, classes: int,
@@ -70,7 +71,9 @@ def test_config_builds_its_model(path):
   cfg = config_lib.load_config(str(ROOT / path))
   config_lib.validate_config(cfg, num_devices=8)
   model = models.create_model(cfg.model, NUM_CLASSES[cfg.data.name])
-  x = jnp.zeros((2, 32, 32, 3), jnp.float32) + 0.5
+  name = cfg.data.name                 # the model input of the dataset's eval transform
+  stored = synthetic.IMAGE_SHAPES.get(name) or (cfg.model.T,) + synthetic.DVS_SENSOR + (2,)
+  x = transforms.eval_transform(name)(jnp.full((2,) + stored, 128, jnp.uint8))
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   out = jax.eval_shape(lambda v: model.apply(v, x), shapes)
   assert out.shape == (2, NUM_CLASSES[cfg.data.name])
