@@ -9,6 +9,9 @@
   spikingjelly's split_by='number' frames, DVS128-Gesture and CIFAR10-DVS with the reference's
   splits and labels, and their 48x48 transforms on the device.
 * ``mnist``: MNIST from the IDX files (or TFDS).
+* ``folders``: ``load_dataset`` for those four datasets (data.source folder/auto/tfds/synthetic).
+* ``synthetic``: learnable stand-ins shaped like every dataset (offline runs, ``:runlocal``).
+* ``transforms``: each dataset's training / evaluation transform, chosen in the training step.
 * ``resize``: antialiased bilinear / nearest resampling and RandomResizedCrop boxes as matrices.
 
 The loading and ordering API is re-exported here: ``from ei_snn_jax import data``.
