@@ -246,13 +246,13 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   Returns (snapshots in step order, info about the probe batch).
   """
   import jax
-  from ei_snn_jax.data import augment
+  from ei_snn_jax.data import transforms
   from ei_snn_jax.training import checkpointing, train
 
   cfg = restore_config(saved_config, data_path)
   exp = train.build_experiment(cfg)
   n = min(batch_size, len(exp.dataset.x_test))
-  x = augment.to_float(jax.numpy.asarray(exp.dataset.x_test[:n]))
+  x = transforms.eval_transform(cfg.data.name)(jax.numpy.asarray(exp.dataset.x_test[:n]))
   state = train.init_state(exp)
   n_rep = int(cfg.train.get("num_replicas", 1) or 1)
   if not 0 <= replica < n_rep:

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 
 from ei_snn_jax.training import config as config_lib
-from ei_snn_jax import models
+from ei_snn_jax import data, models
+from ei_snn_jax.data import synthetic, transforms
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.py")
                  if p.name not in ("__init__.py", "common.py", "sweeps.py"))
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
+NUM_CLASSES = data.NUM_CLASSES
 
 
 def expected_parameter_count(arch: str, variant: str, width: float, classes: int,
-                             ei_ratio: int) -> int:
+                             ei_ratio: int, in_shape: tuple = (32, 32, 3)) -> int:
   """Trainable parameters from the layers' formulas, written independently of the model code.
 
   E-I / DANN layer with n_I = n_E // ei_ratio (DANN: at least 1): W_EE|W_EX and W_IE|W_IX
@@ -26,7 +27,8 @@ def expected_parameter_count(arch: str, variant: str, width: float, classes: int
   likewise with k = 1 (spec §1.2-1.3, §9). BN-SNN: a bias-free conv and BatchNorm's scale and
   offset, and a Linear head with bias (spec §6.2). Channel layouts: ``models.scaled_layers``
   (VGG) and ResNet-18's stage widths [2, 2, 2, 2] with a 1x1 downsample where the stride or width
-  changes (spec §6.3).
+  changes (spec §6.3). MLP (spec §6.4): dense layers on the flattened input ``in_shape``; the
+  BN MLP's hidden Linear layers have a bias as well.
   """
   def layer(c_in, n, k):
     if variant == "bn":
@@ -37,14 +39,19 @@ def expected_parameter_count(arch: str, variant: str, width: float, classes: int
   def head(d):
     return d * classes + classes if variant == "bn" else layer(d, classes, 1)
 
+  if arch.startswith("mlp"):
+    total, d = 0, int(np.prod(in_shape))
+    for n in models.mlp_widths(int(arch[3:]), width):
+      total, d = total + layer(d, n, 1) + (n if variant == "bn" else 0), n
+    return total + head(d)
   if arch.startswith("vgg"):
-    total, c = 0, 3
+    total, c = 0, in_shape[-1]
     for v in models.scaled_layers(arch, width):
       if v != "P":
         total, c = total + layer(c, v, 3), v
     return total + head(c)
   widths = models.resnet18_widths(width)
-  total, c = layer(3, widths[0], 3), widths[0]
+  total, c = layer(in_shape[-1], widths[0], 3), widths[0]
   for stage, w in enumerate(widths):
     for block in range(2):
       stride = 2 if stage > 0 and block == 0 else 1
@@ -70,10 +77,12 @@ def test_config_builds_its_model(path):
   cfg = config_lib.load_config(str(ROOT / path))
   config_lib.validate_config(cfg, num_devices=8)
   model = models.create_model(cfg.model, NUM_CLASSES[cfg.data.name])
-  x = jnp.zeros((2, 32, 32, 3), jnp.float32) + 0.5
+  name = cfg.data.name                 # the model input of the dataset's eval transform
+  stored = synthetic.IMAGE_SHAPES.get(name) or (cfg.model.T,) + synthetic.DVS_SENSOR + (2,)
+  x = transforms.eval_transform(name)(jnp.full((2,) + stored, 128, jnp.uint8))
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   out = jax.eval_shape(lambda v: model.apply(v, x), shapes)
   assert out.shape == (2, NUM_CLASSES[cfg.data.name])
   want = expected_parameter_count(cfg.model.arch, cfg.model.variant, cfg.model.width_multiplier,
-                                  NUM_CLASSES[cfg.data.name], cfg.model.ei_ratio)
+                                  NUM_CLASSES[cfg.data.name], cfg.model.ei_ratio, x.shape[-3:])
   assert sum(int(np.prod(l.shape)) for l in jax.tree.leaves(shapes["params"])) == want

@@ -154,7 +154,7 @@ def test_bad_paths_raise_data_error(tmp_path):
   np.save(part / "x_train.npy", _arrays()["x_train"])
   _one_line_error("lacks y_train.npy", data.load_dataset, _cfg(source="arrays", path=str(part)))
   _one_line_error("data.source 'nope'", data.load_dataset, _cfg(source="nope"))
-  _one_line_error("data.name 'mnist'", data.load_dataset, _cfg(name="mnist"))
+  _one_line_error("data.name 'imagenet'", data.load_dataset, _cfg(name="imagenet"))
 
 
 def test_compact_file_is_detected(tmp_path):

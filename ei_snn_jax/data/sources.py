@@ -44,8 +44,11 @@ log = logging.getLogger(__name__)
 
 COMPACT_FORMAT = "cifar10_compact v1"
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
-SOURCES = ("auto", "arrays", "tfds", "download", "synthetic")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10, "tiny_imagenet": 200,
+               "mnist": 10, "dvs128_gesture": 11, "cifar10_dvs": 10}
+SOURCES = ("auto", "arrays", "tfds", "download", "synthetic", "folder")
+# Read from their own files by ``data.folders`` (Tiny-ImageNet, MNIST, the DVS sets).
+FOLDER_DATASETS = ("tiny_imagenet", "mnist", "dvs128_gesture", "cifar10_dvs")
 IMAGE_SHAPE = (32, 32, 3)
 
 # Official archives (spec §7.4). Tests override these dicts (or pass url=/md5=) to use a local
@@ -552,11 +555,12 @@ def _take_subset(x: np.ndarray, y: np.ndarray, k: int, field: str) -> tuple[np.n
   return x[:k], y[:k]
 
 
-def load_dataset(data_cfg: Any, seed: int = 0) -> Dataset:
+def load_dataset(data_cfg: Any, seed: int = 0, T: int = 4) -> Dataset:
   """Load ``config.data`` as a ``Dataset`` of host arrays (spec §7.4).
 
-  ``seed`` only affects the synthetic source. Subsets (``train_subset``/``test_subset`` > 0)
-  keep the first N examples.
+  ``seed`` only affects the synthetic source; ``T`` (``model.T``) is the number of event frames
+  of the DVS sets. Subsets (``train_subset``/``test_subset`` > 0) keep the first N examples
+  (for the datasets of ``data.folders``, stored in class order: a fixed random N).
   """
   name = str(_get(data_cfg, "name", "cifar10")).lower()
   source = str(_get(data_cfg, "source", "auto")).lower()
@@ -567,6 +571,22 @@ def load_dataset(data_cfg: Any, seed: int = 0) -> Dataset:
   num_classes = NUM_CLASSES[name]
   path = _get(data_cfg, "path", None)
   cache_dir = pathlib.Path(str(_get(data_cfg, "cache_dir", "~/.cache/ei_snn_jax"))).expanduser()
+
+  if name in FOLDER_DATASETS:
+    from ei_snn_jax.data import folders  # pylint: disable=import-outside-toplevel
+    if source == "auto" and path:
+      source = "folder"
+    x_train, y_train, x_test, y_test = folders.load_folder_arrays(name, source, data_cfg, seed, T)
+    x_train, y_train = folders.fixed_subset(x_train, y_train,
+                                            int(_get(data_cfg, "train_subset", 0)),
+                                            "data.train_subset")
+    x_test, y_test = folders.fixed_subset(x_test, y_test, int(_get(data_cfg, "test_subset", 0)),
+                                          "data.test_subset")
+    return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                   num_classes=num_classes, name=name)
+  if source == "folder":
+    raise DataError(f"data.source=folder reads {', '.join(FOLDER_DATASETS)}, not {name}: use "
+                    f"data.source=arrays (or auto)")
 
   if source == "auto":
     if path:

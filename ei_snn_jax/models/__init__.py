@@ -8,14 +8,17 @@ import flax.linen as nn
 
 from ei_snn_jax import layers, tree as tree_lib
 from ei_snn_jax.models.common import ModelOptions, VARIANTS
+from ei_snn_jax.models.mlp import MLP_WIDTHS, SpikingMLP, mlp_widths
 from ei_snn_jax.models.resnet import (RESNET_STAGES, SEWBasicBlock, SEWResNet, block_layout,
                                       has_downsample, resnet18_widths)
 from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG, scaled_layers
 
-ARCHS = tuple(sorted(VGG_LAYERS)) + tuple(RESNET_STAGES)
+ARCHS = (tuple(sorted(VGG_LAYERS)) + tuple(RESNET_STAGES)
+         + tuple(f"mlp{n}" for n in sorted(MLP_WIDTHS)))
 
 __all__ = ["ARCHS", "VARIANTS", "ModelOptions", "SpikingVGG", "SEWResNet", "SEWBasicBlock",
-           "create_model", "model_options", "VGG_LAYERS", "RESNET_STAGES", "scaled_layers",
+           "SpikingMLP", "create_model", "model_options", "VGG_LAYERS", "RESNET_STAGES",
+           "MLP_WIDTHS", "mlp_widths", "scaled_layers",
            "resnet18_widths", "block_layout", "has_downsample", "check_ei_init"]
 
 
@@ -45,6 +48,8 @@ def create_model(model_cfg: Any, num_classes: int) -> nn.Module:
   width = float(model_cfg.width_multiplier)
   if arch in VGG_LAYERS:
     return SpikingVGG(scaled_layers(arch, width), num_classes, options)
+  if arch.startswith("mlp") and arch[3:].isdigit() and int(arch[3:]) in MLP_WIDTHS:
+    return SpikingMLP(mlp_widths(int(arch[3:]), width), num_classes, options)
   if arch in RESNET_STAGES:
     return SEWResNet(RESNET_STAGES[arch], num_classes, options, widths=resnet18_widths(width))
   raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")

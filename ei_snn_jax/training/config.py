@@ -39,10 +39,17 @@ from ml_collections import config_dict
 
 from ei_snn_jax import errors
 
-ARCHS = ("vgg8", "vgg11", "vgg16", "vgg19", "resnet18")
+ARCHS = ("vgg8", "vgg11", "vgg16", "vgg19", "resnet18", "mlp2", "mlp4", "mlp6", "mlp8", "mlp12",
+         "mlp16")
 VARIANTS = ("ei", "bn", "dann")
-DATASETS = ("cifar10", "cifar100", "synthetic")
-DATA_SOURCES = ("auto", "arrays", "tfds", "download", "synthetic")
+DATASETS = ("cifar10", "cifar100", "synthetic", "tiny_imagenet", "mnist", "dvs128_gesture",
+            "cifar10_dvs")
+DATA_SOURCES = ("auto", "arrays", "tfds", "download", "synthetic", "folder")
+# Datasets read from their own files (data.source "folder"; spec §7.4) and the sources each takes.
+FOLDER_DATASETS = {"tiny_imagenet": ("auto", "folder", "tfds", "synthetic"),
+                   "mnist": ("auto", "folder", "tfds", "synthetic"),
+                   "dvs128_gesture": ("auto", "folder", "synthetic"),
+                   "cifar10_dvs": ("auto", "folder", "synthetic")}
 SURROGATES = ("sigmoid", "atan", "triangle", "fast_sigmoid")
 STABILIZATIONS = ("adaptive", "epsilon", "none")
 CONV_DTYPES = ("float32", "bfloat16")
@@ -97,17 +104,27 @@ def base_config() -> ml_collections.ConfigDict:
 
     seed                         master seed; init, data order, augmentation and dropout use
                                  named streams split from it (``training.train.rng_streams``).
-    data.name                    "cifar10" | "cifar100" | "synthetic".
+    data.name                    "cifar10" | "cifar100" | "synthetic" | "tiny_imagenet" |
+                                 "mnist" | "dvs128_gesture" | "cifar10_dvs".
     data.source                  "auto" (data.path if set, else the cached arrays, else TFDS if
                                  installed, else the official archive) | "arrays" | "tfds" |
-                                 "download" | "synthetic".
-    data.path                    .npz (x_train, y_train, x_test, y_test) or a directory of arrays.
+                                 "download" | "synthetic" | "folder" (the dataset's own files
+                                 in data.path: Tiny-ImageNet folder, MNIST IDX files, DVS
+                                 AEDAT or spikingjelly frames; spec §7.4). Tiny-ImageNet,
+                                 MNIST and the DVS sets take auto, folder, synthetic (and tfds
+                                 for MNIST, or Tiny-ImageNet with data.tfds_name).
+    data.path                    .npz (x_train, y_train, x_test, y_test) or a directory of arrays;
+                                 for "folder" the dataset's folder.
+    data.tfds_name               a registered TFDS builder for Tiny-ImageNet (none in the catalog).
+    data.synthetic_*_size        examples of the synthetic stand-in (shaped like data.name).
     data.cache_dir               where downloads and converted arrays are cached.
     data.train_subset/test_subset  use only the first N examples (0 = all).
-    data.augment / cutout_fill   random crop + Cutout + flip; Cutout fill "red" (the reference's)
-                                 or "grey".
-    model.arch / variant         "vgg8|vgg11|vgg16|vgg19|resnet18" / "ei|bn|dann".
-    model.T                      time steps (direct encoding: the image repeated T times).
+    data.augment / cutout_fill   the dataset's training augmentation (``data.transforms``; none
+                                 for MNIST); Cutout fill "red" (the reference's) or "grey".
+    model.arch / variant         "vgg8|vgg11|vgg16|vgg19|resnet18|mlp2|...|mlp16" / "ei|bn|dann"
+                                 (the MLPs: "ei" and "bn" only, spec §6.4).
+    model.T                      time steps (direct encoding: the image repeated T times; DVS:
+                                 the number of event frames, spikingjelly split_by='number').
     model.width_multiplier       scales every channel count (1.0 = the paper's models).
     model.ei_*                   E-I method switches (ablations); see ``layers.EIOptions``.
     model.conv_dtype             "float32" | "bfloat16" (the E-I division stays float32).
@@ -124,6 +141,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.source = "auto"
   c.data.path = config_dict.placeholder(str)
   c.data.tfds_data_dir = config_dict.placeholder(str)
+  c.data.tfds_name = config_dict.placeholder(str)
   c.data.cache_dir = "~/.cache/ei_snn_jax"
   c.data.train_subset = 0
   c.data.test_subset = 0
@@ -474,6 +492,19 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   if cfg.data.name == "synthetic" and cfg.data.source in ("tfds", "download"):
     problems.append(f"data.name='synthetic' cannot come from data.source={cfg.data.source!r}: "
                     f"set data.source=synthetic (or auto), or data.name to cifar10/cifar100")
+  allowed = FOLDER_DATASETS.get(cfg.data.name)
+  if allowed is not None and cfg.data.source in DATA_SOURCES and cfg.data.source not in allowed:
+    problems.append(f"data.name={cfg.data.name!r} cannot come from data.source="
+                    f"{cfg.data.source!r}: use one of {', '.join(allowed)}")
+  elif allowed is None and cfg.data.source == "folder":
+    problems.append(f"data.source='folder' reads Tiny-ImageNet, MNIST and the DVS sets, not "
+                    f"{cfg.data.name!r}: use data.source=arrays (or auto) for CIFAR")
+  if cfg.data.source == "folder" and not cfg.data.path:
+    problems.append(f"data.source='folder' needs data.path: set it to the {cfg.data.name} "
+                    f"folder (see ei_snn_jax.data)")
+  if cfg.model.arch.startswith("mlp") and cfg.model.variant not in ("ei", "bn"):
+    problems.append(f"model.arch={cfg.model.arch!r} has variants ei and bn, not "
+                    f"{cfg.model.variant!r}: set model.variant to ei or bn")
 
   at_least("seed", 0)
   at_least("data.train_subset", 0)
@@ -488,10 +519,12 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   at_least("model.surrogate_alpha", 0, strict=True)
   at_least("model.scan_unroll", 0)
   if cfg.model.variant == "ei" and cfg.model.width_multiplier > 0 and cfg.model.ei_ratio >= 1:
-    narrowest = max(4, int(round(64 * cfg.model.width_multiplier)))  # models' first layer
+    base = 100 if cfg.model.arch in ("mlp8", "mlp12", "mlp16") else (
+        300 if cfg.model.arch in ("mlp4", "mlp6") else 500 if cfg.model.arch == "mlp2" else 64)
+    narrowest = max(4, int(round(base * cfg.model.width_multiplier)))  # narrowest layer
     if narrowest // cfg.model.ei_ratio < 1:
       problems.append(f"model.ei_ratio={cfg.model.ei_ratio} leaves no inhibitory unit in the "
-                      f"{narrowest}-channel first layer (model.width_multiplier="
+                      f"{narrowest}-unit narrowest layer (model.width_multiplier="
                       f"{cfg.model.width_multiplier}): raise the width or lower the ratio")
   dropout = cfg.model.dropout
   if not 0 <= dropout < 1:

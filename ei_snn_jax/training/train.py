@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ei_snn_jax import data as data_lib, errors, models, tree as tree_lib
 from ei_snn_jax.analysis import health, probes
 from ei_snn_jax.core import dale
-from ei_snn_jax.data import augment
+from ei_snn_jax.data import transforms
 from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
 from ei_snn_jax.training import replicas, rng, runfolder
 
@@ -119,6 +119,13 @@ class Experiment:
     return NamedSharding(self.mesh, P("data"))
 
   @property
+  def input_sharded(self) -> NamedSharding:
+    """Sharding of a model input: the batch axis, axis 1 of DVS sequences (T, B, ...)."""
+    if transforms.is_sequence(self.config.data.name):
+      return NamedSharding(self.mesh, P(None, "data"))
+    return self.batch_sharded
+
+  @property
   def num_replicas(self) -> int:
     """``train.num_replicas``: independent seeds vmapped in this run (see ``replicas``)."""
     return replicas.num_replicas(self.config)
@@ -153,7 +160,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     initialize_distributed(config.parallel)
   mesh = make_mesh(config.parallel.num_devices)
   config_lib.validate_config(config, num_devices=mesh.devices.size)
-  dataset = data_lib.load_dataset(config.data, seed=config.seed)
+  dataset = data_lib.load_dataset(config.data, seed=config.seed, T=config.model.T)
   model = models.create_model(config.model, dataset.num_classes)
   steps_per_epoch = data_lib.num_batches(len(dataset.x_train), config.train.batch_size)
   total_steps = steps_per_epoch * config.train.epochs
@@ -177,10 +184,8 @@ def first_training_batch(exp: Experiment, seed: int | None = None) -> Array:
   seed = c.seed if seed is None else seed
   idx, _ = data_lib.batch_indices(seed, 0, len(exp.dataset.x_train), c.train.batch_size, 0)
   images = jnp.asarray(exp.dataset.x_train[idx])
-  if c.data.augment:
-    key = rng.step_key(rng.rng_streams(seed)["augment"], 0)
-    return augment.augment_batch(key, images, c.data.cutout_fill)
-  return augment.to_float(images)
+  train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
+  return train_fn(rng.step_key(rng.rng_streams(seed)["augment"], 0), images)
 
 
 def init_state(exp: Experiment) -> TrainState:
@@ -193,7 +198,7 @@ def init_state(exp: Experiment) -> TrainState:
   init = jax.jit(lambda k, x: exp.model.init(k, x, train=False), out_shardings=exp.replicated)
 
   def one(seed):
-    x0 = host_to_global(first_training_batch(exp, seed), exp.batch_sharded)
+    x0 = host_to_global(first_training_batch(exp, seed), exp.input_sharded)
     variables = init(rng.rng_streams(seed)["init"], x0)
     models.check_ei_init(variables)
     params = dale.project_nonnegative(variables["params"])
@@ -225,7 +230,7 @@ def make_train_step(exp: Experiment):
   """
   c = exp.config
   model, tx, schedule = exp.model, exp.tx, exp.schedule
-  fill, do_augment = c.data.cutout_fill, bool(c.data.augment)
+  train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
 
   def step_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
     images = train_x[idx]
@@ -233,9 +238,7 @@ def make_train_step(exp: Experiment):
     streams = rng.rng_streams(seed)
     augment_key = rng.step_key(streams["augment"], state.step)
     dropout_key = rng.step_key(streams["dropout"], state.step)
-    x = (augment.augment_batch(augment_key, images, fill) if do_augment
-         else augment.to_float(images))
-    x = jax.lax.with_sharding_constraint(x, exp.batch_sharded)
+    x = jax.lax.with_sharding_constraint(train_fn(augment_key, images), exp.input_sharded)
     weights = mask.astype(jnp.float32)
 
     def loss_fn(params):
@@ -279,9 +282,10 @@ def make_train_step(exp: Experiment):
 def make_eval_step(exp: Experiment):
   """Jitted (params, batch_stats, idx, mask) -> (sum of loss, number correct) on the test set."""
   model = exp.model
+  transform = transforms.eval_transform(exp.config.data.name)
 
   def eval_fn(params, batch_stats, test_x, test_y, idx, mask):
-    x = jax.lax.with_sharding_constraint(augment.to_float(test_x[idx]), exp.batch_sharded)
+    x = jax.lax.with_sharding_constraint(transform(test_x[idx]), exp.input_sharded)
     labels = test_y[idx]
     variables = {"params": params}
     if batch_stats:
@@ -340,7 +344,9 @@ def _forward_layer_order(exp: Experiment) -> list[str]:
     return variables
 
   shape = (exp.config.train.batch_size,) + tuple(exp.dataset.x_train.shape[1:])
-  jax.eval_shape(init, jax.ShapeDtypeStruct(shape, jnp.float32))
+  x = jax.eval_shape(transforms.eval_transform(exp.config.data.name),
+                     jax.ShapeDtypeStruct(shape, exp.dataset.x_train.dtype))
+  jax.eval_shape(init, jax.ShapeDtypeStruct(x.shape, jnp.float32))
   return order
 
 
