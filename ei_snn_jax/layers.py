@@ -92,20 +92,22 @@ def _record_currents(module: nn.Module, currents: dict[str, Array]) -> None:
                reduce_fn=lambda _, b: b)
 
 
-def _record_health(module: nn.Module, i_shunt: Array, g_i: Array) -> None:
+def _record_health(module: nn.Module, i_shunt: Array, g_i: Array, w_ei: Array) -> None:
   """Sow the signs of a dead E-I layer into ``probes`` (no-op unless it is mutable).
 
   ``silent_shunting_fraction``: the fraction of samples (rows of the merged T*B axis) whose
   shunting current is 0 everywhere, so that the adaptive stabiliser makes their denominator +inf
-  and I_int = b_E (spec §3.1); ``zero_g_i_fraction``: the fraction of inhibitory gains at 0.
+  and I_int = b_E (spec §3.1); ``zero_g_i_fraction``: the fraction of inhibitory gains at 0;
+  ``zero_shunting_gain_fraction``: the fraction of excitatory units e with sum_i W_EI[e,i] g_I[i]
+  = 0, whose shunting current is 0 whatever the input (at 1 the layer is dead for good).
   """
   if not module.is_mutable_collection("probes"):
     return
   silent = jnp.all(i_shunt.reshape(i_shunt.shape[0], -1) == 0, axis=1)
-  module.sow("probes", "silent_shunting_fraction", jnp.mean(silent.astype(jnp.float32)),
-             reduce_fn=lambda _, b: b)
-  module.sow("probes", "zero_g_i_fraction", jnp.mean((g_i == 0).astype(jnp.float32)),
-             reduce_fn=lambda _, b: b)
+  stats = {"silent_shunting_fraction": silent, "zero_g_i_fraction": g_i == 0,
+           "zero_shunting_gain_fraction": (w_ei @ g_i) == 0}
+  for name, flags in stats.items():
+    module.sow("probes", name, jnp.mean(flags.astype(jnp.float32)), reduce_fn=lambda _, b: b)
 
 
 class _CircuitLayer(nn.Module):
@@ -157,7 +159,7 @@ class _CircuitLayer(nn.Module):
     currents = circuit.inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
                                            stabilization=stabilization, ste=ste)
     _record_currents(self, dict(excitatory=i_ee, **currents))
-    _record_health(self, currents["shunting"], g_i)
+    _record_health(self, currents["shunting"], g_i, w_ei)
     return _tile_time(currents["integrated"], self.time_repeats)
 
 

@@ -92,3 +92,16 @@ def test_probes_work_on_an_own_model_with_per_step_rates():
   assert float(np.mean(per_step)) == pytest.approx(stats["firing_rate/LIF_0"], rel=1e-6)
   with pytest.raises(ValueError, match="takes no `train` argument"):
     probes.probe(model, variables, images, train=True)
+
+
+def test_a_layer_whose_inputs_went_quiet_is_not_dead():
+  """Silent inputs make the shunting current 0 for every sample, but the layer can wake up (its
+  W_EI g_I is not 0): logged, not a stop."""
+  images = jnp.zeros((8, 8, 8, 3))
+  model = OwnEINet()
+  variables = model.init(jax.random.key(1), jax.random.uniform(jax.random.key(0), (8, 8, 8, 3)))
+  from ei_snn_jax.analysis import probes
+  stats = probes.probe(model, variables, images)
+  assert stats["silent_shunting_fraction/EIConv_0"] == 1.0
+  assert stats["zero_shunting_gain_fraction/EIConv_0"] == 0.0
+  assert health.dead_layers(stats) == []

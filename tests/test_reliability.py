@@ -416,7 +416,7 @@ def test_dale_projection_is_reapplied_after_restore(short_run, tmp_path, monkeyp
   """Negative constrained weights written into a checkpoint are projected before training."""
   workdir = tmp_path / "tampered"
   shutil.copytree(short_run, workdir)
-  cfg = tiny_config("train.max_steps=6", "train.stop_on_dead_layer=False")  # g_E = 0 kills conv1
+  cfg = tiny_config("train.max_steps=6")
   tmpl, exp = template(cfg)
   ckpt = checkpointing.Checkpointer(workdir)
   state, meta = ckpt.restore_latest(tmpl, exp.replicated)

@@ -1,13 +1,15 @@
 """Dead E-I layers: the state the method allows but training must not run on silently.
 
 If every inhibitory gain g_I of an E-I layer reaches 0 (weight decay and Dale's projection can
-drive them there), or no excitatory input reaches its inhibitory units, its shunting current is 0
-for every sample. The adaptive stabiliser (spec §3.1) then makes the denominator +inf, so
-I_int = b_E for every input: the layer passes no information, its LIF fires a constant pattern
-(usually nothing), and no gradient flows to the layers below. Loss and accuracy freeze at chance
-without any NaN. The E-I layers sow ``silent_shunting_fraction`` (samples with a +inf
-denominator) and ``zero_g_i_fraction`` into ``probes``; the training loop logs them with the
-firing rates at every logging step and stops on a dead layer (``train.stop_on_dead_layer``).
+drive them there), or more generally W_EI g_I = 0 for every excitatory unit, its shunting current
+is 0 for every input. The adaptive stabiliser (spec §3.1) then makes the denominator +inf, so
+I_int = b_E: the layer passes no information, its LIF fires a constant pattern (usually nothing),
+and no gradient reaches g_I, W_IE, W_EI or the layers below, so it never recovers. Loss and
+accuracy freeze at chance without any NaN. The E-I layers sow ``silent_shunting_fraction``
+(samples with a +inf denominator, which may also be a passing silence of the inputs),
+``zero_g_i_fraction`` and ``zero_shunting_gain_fraction`` (the permanent cause) into ``probes``;
+the training loop logs them with the firing rates at every logging step and stops on a dead
+layer (``train.stop_on_dead_layer``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ei_snn_jax.analysis import probes
 
 SILENT = "silent_shunting_fraction"
 ZERO_G_I = "zero_g_i_fraction"
+ZERO_GAIN = "zero_shunting_gain_fraction"
 
 
 class DeadLayerError(errors.UserError):
@@ -39,17 +42,19 @@ class DeadLayer:
     if self.zero_g_i_fraction >= 1.0:
       return ("every inhibitory gain g_I is 0, so its shunting current is 0 and the stabilised "
               "denominator is +inf for every sample (I_int = b_E)")
-    return ("its shunting current is 0 for every sample (no input reaches its inhibitory "
-            "units), so the stabilised denominator is +inf (I_int = b_E)")
+    return ("W_EI g_I is 0 for every excitatory unit, so its shunting current is 0 and the "
+            "stabilised denominator is +inf for every sample (I_int = b_E)")
 
 
 def dead_layers(stats: Mapping[str, Any]) -> list[DeadLayer]:
-  """The dead E-I layers of a probe or metrics record ({"<stat>/<layer>": value})."""
+  """The dead E-I layers of a probe or metrics record ({"<stat>/<layer>": value}): those whose
+  shunting current is 0 for every unit whatever the input (a silent layer whose inputs merely
+  went quiet is not dead: it can wake up)."""
   out = []
-  for layer in probes.layer_names(stats, SILENT):
-    silent = float(stats[f"{SILENT}/{layer}"])
-    if silent >= 1.0:
-      out.append(DeadLayer(layer, silent, float(stats.get(f"{ZERO_G_I}/{layer}", 0.0))))
+  for layer in probes.layer_names(stats, ZERO_GAIN):
+    if float(stats[f"{ZERO_GAIN}/{layer}"]) >= 1.0:
+      out.append(DeadLayer(layer, float(stats.get(f"{SILENT}/{layer}", 1.0)),
+                           float(stats.get(f"{ZERO_G_I}/{layer}", 0.0))))
   return out
 
 
