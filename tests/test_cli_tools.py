@@ -108,3 +108,18 @@ def test_report_skips_an_unreadable_run_and_never_overwrites_a_foreign_file(tiny
   assert report.main([str(foreign / "run")]) == 2
   assert "was not written by this tool: pass --output=FILE" in capsys.readouterr().err
   assert (foreign / "report.md").read_text() == "my notes\n"
+
+
+def test_every_gpu_benchmark_run_parses():
+  """experiments/gpu_benchmark.sh's runs are accepted by the benchmark's flags (a GPU session
+  has minutes, not time to find a misspelt flag)."""
+  import re
+  script = (REPO / "experiments" / "gpu_benchmark.sh").read_text()
+  common = re.search(r'^C="(.*)"$', script, re.M).group(1)
+  runs = re.findall(r'^  "(--config .*)"$', script, re.M)
+  assert len(runs) >= 8
+  for run in runs:
+    fv, rest = benchmark.parse_args(shlex.split(run.replace("$C", common)) + ["--out", "/tmp/"])
+    assert (fv.batch, fv.eval_batch, fv.T) == (128, 400, 4) and rest == [], run
+  fv, files = benchmark.parse_args(["--table", "a.jsonl", "b.jsonl"])
+  assert fv.table and files == ["a.jsonl", "b.jsonl"]
