@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ei_snn_jax.data import aedat, frames
-from ei_snn_jax.data.sources import DataError, Dataset, _save_npz_atomic
+from ei_snn_jax.data.sources import DataError, Dataset, _save_npz_atomic, read_cache_arrays
 
 log = logging.getLogger(__name__)
 
@@ -324,17 +324,7 @@ def _cached(name: str, T: int, cache_dir: str | os.PathLike | None, build: Calla
 
 
 def _load_cache(path: pathlib.Path, name: str, T: int, num_classes: int) -> Dataset:
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      if "format" not in z.files or str(z["format"]) != CACHE_FORMAT:
-        raise DataError(f"{path} is not an ei_snn_jax DVS cache ({CACHE_FORMAT}): delete it so "
-                        f"that it is rebuilt from data.path")
-      arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-  except DataError:
-    raise
-  except (OSError, ValueError, KeyError, EOFError) as e:
-    raise DataError(f"cache {path} could not be read ({e.__class__.__name__}: {e}): delete it "
-                    f"so that it is rebuilt from data.path") from None
+  arrays = read_cache_arrays(path, CACHE_FORMAT, "DVS")
   for split in ("train", "test"):
     x = arrays[f"x_{split}"]
     if x.ndim != 5 or x.shape[1] != T or x.shape[2:] != SENSOR_SIZE + (2,):

@@ -287,6 +287,25 @@ def _save_npz_atomic(path: pathlib.Path, **arrays: np.ndarray) -> pathlib.Path:
 # --------------------------------------------------------------------------------------------
 
 
+def read_cache_arrays(path: pathlib.Path, cache_format: str, what: str) -> dict[str, np.ndarray]:
+  """The four arrays of a converted-dataset cache written with ``format=cache_format``.
+
+  A cache of another format, or one that cannot be read, is one ``DataError`` line saying to
+  delete it (it is rebuilt from data.path). ``what`` names the cache kind in the message.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      if "format" not in z.files or str(z["format"]) != cache_format:
+        raise DataError(f"{path} is not an ei_snn_jax {what} cache ({cache_format}): delete it "
+                        f"so that it is rebuilt from data.path")
+      return {k: z[k] for k in ARRAY_KEYS}
+  except DataError:
+    raise
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    raise DataError(f"cache {path} could not be read ({e.__class__.__name__}: {e}): delete it "
+                    f"so that it is rebuilt from data.path") from None
+
+
 def synthetic_arrays(num_classes: int, train_size: int, test_size: int,
                      seed: int = 0) -> tuple[np.ndarray, ...]:
   """Seeded, learnable uint8 images (spec §7.4 offline stand-in for CIFAR).

@@ -24,12 +24,11 @@ import concurrent.futures
 import logging
 import os
 import pathlib
-import zipfile
 
 import numpy as np
 
 from ei_snn_jax.data import tfds_source
-from ei_snn_jax.data.sources import DataError, Dataset, _save_npz_atomic
+from ei_snn_jax.data.sources import DataError, Dataset, _save_npz_atomic, read_cache_arrays
 
 log = logging.getLogger(__name__)
 
@@ -166,17 +165,7 @@ def _validate(arrays: dict, desc: str, num_classes: int) -> dict:
 
 
 def _load_cache(path: pathlib.Path) -> dict:
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      if "format" not in z.files or str(z["format"]) != CACHE_FORMAT:
-        raise DataError(f"{path} is not an ei_snn_jax Tiny-ImageNet cache: delete it so that "
-                        f"it is rebuilt from data.path")
-      arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-  except DataError:
-    raise
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-    raise DataError(f"cache {path} could not be read ({e.__class__.__name__}: {e}): delete it "
-                    f"so that it is rebuilt from data.path") from None
+  arrays = read_cache_arrays(path, CACHE_FORMAT, "Tiny-ImageNet")
   return _validate(arrays, f"cache {path}", NUM_CLASSES)
 
 
