@@ -23,6 +23,14 @@ the tiled input (every op before the LIF is per sample), and E-I Init counts the
 Observability: when the ``probes`` collection is mutable (``model.apply(..., mutable=['probes'])``)
 each E-I or DANN layer records mean/std of its currents and each LIF its firing rate
 (``analysis/probes.py``).
+
+Dtypes, the Flax way (spec §11.7, §11.9): ``dtype`` is the computation dtype of a layer's
+convolutions/matmuls (None: the promoted dtype of its input and parameters, so a bfloat16 input
+meets float32 weights in float32 and float64 stays float64 under ``jax_enable_x64``), and
+``param_dtype`` the dtype its parameters are created in (float32). Low-precision convolutions
+accumulate in float32 and the E-I circuit after them (lateral inhibition, the division) runs in
+at least float32 (``circuit.accumulation_dtype``). ``EIOptions.conv_dtype`` is the model-wide
+spelling of the E-I layers' ``dtype`` (the configs' ``model.conv_dtype``); ``dtype`` wins.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import jax.numpy as jnp
 from ei_snn_jax.core import circuit, ei_init, ei_prop, neurons
 
 Array = jax.Array
+Dtype = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +59,10 @@ class EIOptions:
     stabilization: "adaptive" (E-I Prop §3.1), "epsilon" or "none" (ablations).
     ste: straight-through estimator for the stabilised denominator (§3.2).
     scale_wei_grad: multiply the W_EI gradient by 1/d (§3.3).
-    conv_dtype: dtype of the E/I convolutions (None = float32; e.g. "bfloat16" for speed). The
-      E-I division always runs in float32.
+    conv_dtype: computation dtype of the E/I convolutions of every E-I layer (None = from the
+      input and parameters, float32 by default; e.g. "bfloat16" for speed, accumulated in
+      float32); a layer's own ``dtype`` takes precedence. The E-I division runs in at least
+      float32.
   """
   ei_ratio: int = 4
   ei_init: bool = True
@@ -119,10 +130,15 @@ class _CircuitLayer(nn.Module):
     features: n_E, excitatory output units/channels.
     time_repeats: see the module docstring (the current is tiled over T).
     output_layer: return I_bal (the logits, spec §1.3) instead of I_int.
+    dtype: computation dtype of the feed-forward convolutions/matmuls (None: promoted from the
+      input and parameters); they accumulate in at least float32.
+    param_dtype: dtype of the parameters at initialisation.
   """
   features: int
   time_repeats: int = 1
   output_layer: bool = False
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   def _kernel_shape(self, c_in: int, n: int) -> tuple[int, ...]:
     """Shape of the kernel from ``c_in`` input features to ``n`` units: (d, n), dense."""
@@ -137,17 +153,19 @@ class _CircuitLayer(nn.Module):
     return math.prod(self._kernel_shape(c_in, 1)[:-1])
 
   def _feedforward(self, x: Array, kernel: Array, dtype=None) -> Array:
-    """W * x with this layer's geometry (``circuit.feedforward``)."""
+    """W * x with this layer's geometry (``circuit.feedforward``), computed in ``self.dtype``
+    (else ``dtype``, else promoted from x and kernel), returned in at least float32."""
+    dtype = self.dtype if self.dtype is not None else dtype
     return circuit.feedforward(x, kernel, dtype=dtype, **self._conv_kwargs())
 
   def _weights(self, names: tuple[str, str], scale, c_in: int, n_e: int,
                n_i: int) -> tuple[Array, Array, Array]:
     """(W_E, W_I, W_EI): the feed-forward kernels to the n_E and n_I units, i.i.d. Exp(scale),
     and W_EI = 1/n_I (spec §2, §9), created in this order under ``names`` + "w_ei"."""
-    exp_init = lambda key, shape: ei_init.exponential(key, shape, scale)
+    exp_init = lambda key, shape: ei_init.exponential(key, shape, scale, self.param_dtype)
     w_e = self.param(names[0], exp_init, self._kernel_shape(c_in, n_e))
     w_i = self.param(names[1], exp_init, self._kernel_shape(c_in, n_i))
-    w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i))
+    w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i), self.param_dtype)
     return w_e, w_i, w_ei
 
   def _inhibit(self, i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
@@ -214,16 +232,16 @@ class _EILayer(_CircuitLayer):
       scale, g_i0 = ei_init.ei_init_values(stats, fan_in)
 
     w_ee, w_ie, w_ei = self._weights(("w_ee", "w_ie"), scale, c_in, n_e, n_i)
-    g_i = self.param("g_i", lambda key, shape: jnp.full(shape, g_i0, jnp.float32), (n_i,))
-    g_e = self.param("g_e", nn.initializers.ones, (n_e,))
-    b_e = self.param("bias", nn.initializers.zeros, (n_e,))
+    g_i = self.param("g_i", lambda key, shape: jnp.full(shape, g_i0, self.param_dtype), (n_i,))
+    g_e = self.param("g_e", nn.initializers.ones, (n_e,), self.param_dtype)
+    b_e = self.param("bias", nn.initializers.zeros, (n_e,), self.param_dtype)
 
     if opts.scale_wei_grad:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
 
     # E and I feed-forward currents from one fused convolution/matmul (same values as two).
     kernel = jnp.concatenate([w_ee, w_ie], axis=-1)
-    i_both = self._feedforward(x, kernel, dtype=opts.conv_dtype).astype(jnp.float32)
+    i_both = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
     i_ee, i_ie = i_both[..., :n_e], i_both[..., n_e:]
     return self._inhibit(i_ee, i_ie, w_ei, g_i, g_e, b_e, stabilization=opts.stabilization,
                          ste=opts.ste)
@@ -354,9 +372,9 @@ class _DANNLayer(_CircuitLayer):
              else math.sqrt(2 * math.pi / (d * (2 * math.pi - 1))))
     w_ex, w_ix, w_ei = self._weights(("w_ex", "w_ix"), sigma, c_in, n_e, n_i)
     alpha = self.param("alpha", nn.initializers.constant(0.5 * math.log((2 * math.pi - 1) / d)),
-                       (n_i,))
-    g = self.param("g", nn.initializers.ones, (n_e,))
-    b = self.param("bias", nn.initializers.zeros, (n_e,))
+                       (n_i,), self.param_dtype)
+    g = self.param("g", nn.initializers.ones, (n_e,), self.param_dtype)
+    b = self.param("bias", nn.initializers.zeros, (n_e,), self.param_dtype)
     if self.correct_gradients:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / d)
       w_ix = ei_prop.scale_gradient(w_ix, 1.0 / math.sqrt(n_e))

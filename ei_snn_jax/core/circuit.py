@@ -16,7 +16,10 @@ One name per quantity everywhere (``ei_currents``' keys, the layers' probe stati
 analysis figures): ``inhibitory`` is I_IE, the inhibitory population's own current, and
 ``lateral_inhibition`` is I_EI = W_EI I_IE, what it subtracts from the excitatory units.
 
-The division always runs in float32 (spec §11.7), whatever the dtype of the currents.
+Dtypes (spec §11.7, §11.9): convolutions and matmuls may run in a low precision (``dtype``, e.g.
+bfloat16) but always accumulate in at least float32 (``preferred_element_type``), and the
+circuit after them (lateral inhibition, the division) runs in ``accumulation_dtype``: float32
+for bfloat16/float16/float32 currents, float64 for float64 ones (under ``jax_enable_x64``).
 """
 
 from __future__ import annotations
@@ -31,27 +34,44 @@ from ei_snn_jax.core import ei_prop
 Array = jax.Array
 
 
+def accumulation_dtype(dtype) -> jnp.dtype:
+  """The dtype products are summed and the circuit runs in: at least float32 (spec §11.9),
+  i.e. promote(dtype, float32): bfloat16/float16/float32 -> float32, float64 -> float64."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _operands(x: Array, kernel: Array, dtype) -> tuple[Array, Array]:
+  """x and kernel in the computation dtype: ``dtype`` if given, else their promoted dtype (so
+  bfloat16 inputs meet float32 weights in float32, and float64 stays float64)."""
+  dtype = jnp.promote_types(x.dtype, kernel.dtype) if dtype is None else dtype
+  return x.astype(dtype), kernel.astype(dtype)
+
+
 def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
          dtype=None) -> Array:
-  """NHWC x HWIO convolution with symmetric zero padding (default k//2, as PyTorch's pad=k//2)."""
-  if dtype is not None:
-    x, kernel = x.astype(dtype), kernel.astype(dtype)
+  """NHWC x HWIO convolution with symmetric zero padding (default k//2, as PyTorch's pad=k//2).
+
+  Computed in ``dtype`` (default: the promoted dtype of x and kernel), accumulated and returned
+  in ``accumulation_dtype`` (float32 for bfloat16 operands).
+  """
+  x, kernel = _operands(x, kernel, dtype)
   if padding is None:
     padding = kernel.shape[0] // 2
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
   return jax.lax.conv_general_dilated(
       x, kernel, window_strides=tuple(strides), padding=padding,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      preferred_element_type=accumulation_dtype(x.dtype))
 
 
 def feedforward(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
                 dtype=None) -> Array:
-  """W * x: a matmul for a 2-D kernel (d, n), a convolution for a 4-D kernel (k, k, C_in, n)."""
+  """W * x: a matmul for a 2-D kernel (d, n), a convolution for a 4-D kernel (k, k, C_in, n);
+  dtypes as ``conv`` (computed in ``dtype``, accumulated in at least float32)."""
   if kernel.ndim == 2:
-    if dtype is not None:
-      x, kernel = x.astype(dtype), kernel.astype(dtype)
-    return x @ kernel
+    x, kernel = _operands(x, kernel, dtype)
+    return jnp.matmul(x, kernel, preferred_element_type=accumulation_dtype(x.dtype))
   return conv(x, kernel, strides, padding, dtype)
 
 
@@ -82,9 +102,11 @@ def shunting_current(i_ie: Array, w_ei: Array, g_i: Array) -> Array:
 
 def integrated_current(i_bal: Array, i_shunt: Array, g_e: Array, b_e: Array, *,
                        stabilization: str = "adaptive", ste: bool = True) -> Array:
-  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E (spec §1.2, E-I Prop §3.1-3.2), in float32."""
-  i_bal = i_bal.astype(jnp.float32)
-  i_shunt = i_shunt.astype(jnp.float32)
+  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E (spec §1.2, E-I Prop §3.1-3.2), in at least
+  float32 (``accumulation_dtype``: float64 currents stay float64)."""
+  dtype = accumulation_dtype(jnp.result_type(i_bal, i_shunt))
+  i_bal = i_bal.astype(dtype)
+  i_shunt = i_shunt.astype(dtype)
   denominator = ei_prop.stabilize_shunting(i_shunt, stabilization, ste)
   return g_e * i_bal / denominator + b_e
 
@@ -117,8 +139,8 @@ def ei_currents(x: Array, w_ee: Array, w_ie: Array, w_ei: Array, g_i: Array, g_e
   Keys: excitatory (I_EE), inhibitory (I_IE), lateral_inhibition (I_EI = W_EI I_IE), balanced,
   shunting, integrated.
   """
-  i_ee = excitatory_current(x, w_ee, dtype=dtype, **conv_kw).astype(jnp.float32)
-  i_ie = inhibitory_current(x, w_ie, dtype=dtype, **conv_kw).astype(jnp.float32)
+  i_ee = excitatory_current(x, w_ee, dtype=dtype, **conv_kw)
+  i_ie = inhibitory_current(x, w_ie, dtype=dtype, **conv_kw)
   return dict(excitatory=i_ee, inhibitory=i_ie,
               **inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
                                     stabilization=stabilization, ste=ste))
