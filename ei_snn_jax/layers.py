@@ -31,18 +31,22 @@ meets float32 weights in float32 and float64 stays float64 under ``jax_enable_x6
 accumulate in float32 and the E-I circuit after them (lateral inhibition, the division) runs in
 at least float32 (``circuit.accumulation_dtype``). ``EIOptions.conv_dtype`` is the model-wide
 spelling of the E-I layers' ``dtype`` (the configs' ``model.conv_dtype``); ``dtype`` wins.
+
+Roles: every layer declares which of its parameters Dale's law constrains, which are
+weight-decayed and which are unused (``parameter_roles``, collected by ``ei_snn_jax.roles``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ei_snn_jax import roles
 from ei_snn_jax.core import circuit, ei_init, ei_prop, neurons
 
 Array = jax.Array
@@ -140,6 +144,22 @@ class _CircuitLayer(nn.Module):
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
+  # Parameters Dale's law constrains to >= 0 (spec §4), and those an output layer never uses
+  # (spec §1.3); set by the E-I and DANN layers.
+  SIGN_CONSTRAINED: ClassVar[tuple[str, ...]] = ()
+  UNUSED_IN_OUTPUT_LAYER: ClassVar[tuple[str, ...]] = ()
+
+  @nn.nowrap
+  def parameter_roles(self) -> dict[str, roles.ParamRole]:
+    """{parameter name: role} (``ei_snn_jax.roles``): the sign-constrained weights and gains
+    (spec §4); in an output layer the unused g_I, g_E, b_E (E-I) or alpha, g, b (DANN), not
+    decayed (spec §11.3; the unused gains stay sign-constrained, as every non-bias parameter of
+    the reference)."""
+    unused = self.UNUSED_IN_OUTPUT_LAYER if self.output_layer else ()
+    return {name: roles.ParamRole(sign_constrained=name in self.SIGN_CONSTRAINED,
+                                  decayed=name not in unused, unused=name in unused)
+            for name in self.SIGN_CONSTRAINED + unused}
+
   def _kernel_shape(self, c_in: int, n: int) -> tuple[int, ...]:
     """Shape of the kernel from ``c_in`` input features to ``n`` units: (d, n), dense."""
     return (c_in, n)
@@ -209,6 +229,9 @@ class _EILayer(_CircuitLayer):
     options: ``EIOptions``.
   """
   options: EIOptions = EIOptions()
+
+  SIGN_CONSTRAINED = ("w_ee", "w_ie", "w_ei", "g_i", "g_e")
+  UNUSED_IN_OUTPUT_LAYER = ("g_i", "g_e", "bias")
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -361,6 +384,9 @@ class _DANNLayer(_CircuitLayer):
   ei_ratio: int = 4
   first_layer: bool = False
   correct_gradients: bool = True
+
+  SIGN_CONSTRAINED = ("w_ex", "w_ix", "w_ei", "g")
+  UNUSED_IN_OUTPUT_LAYER = ("alpha", "g", "bias")
 
   @nn.compact
   def __call__(self, x: Array) -> Array:

@@ -4,7 +4,9 @@ For each parameter with a gradient: g <- dL/dp (W_EI: already dL/dp / d by E-I P
 wd * p (coupled L2), buf <- momentum * buf + g, p <- p - lr(k) * buf; then Dale's projection.
 The learning rate is linear warmup from ``init_lr`` to ``lr`` then cosine to 0, per iteration.
 The E-I head's g_I, g_E and b_E never receive a gradient in the reference (so no decay and no
-momentum either): they are masked out of weight decay here.
+momentum either): they are masked out of weight decay here. For any model the mask comes from
+its layers (``roles.parameter_masks(model, x).weight_decay``, passed as ``decay_mask``);
+without one, ``weight_decay_mask`` recognises the library's models by their parameter paths.
 
 First step (spec §7.3): the reference's EiSGD creates the momentum buffer as a copy of the first
 gradient and then updates it once more, so buf_0 = (1 + momentum) g_0 and every later buffer
@@ -33,7 +35,11 @@ def learning_rate_schedule(lr: float, init_lr: float, warmup_steps: int,
 
 def unused_parameter_mask(params: Any) -> Any:
   """True for the output layer's dead parameters: g_i, g_e, bias of an ``EIHead`` (spec §1.3)
-  and alpha, g, bias of a ``DANNHead``; they exist only so that parameter counts match."""
+  and alpha, g, bias of a ``DANNHead``; they exist only so that parameter counts match.
+
+  Recognised by path (the library's models name their head "head"); for any model use
+  ``roles.parameter_masks(model, x).unused``, which the layers declare.
+  """
 
   def is_unused(path, _):
     names = tree_lib.path_names(path)
@@ -44,7 +50,8 @@ def unused_parameter_mask(params: Any) -> Any:
 
 
 def weight_decay_mask(params: Any) -> Any:
-  """True for every parameter that is weight-decayed (all but the unused head parameters)."""
+  """True for every parameter that is weight-decayed (all but the unused head parameters), by
+  path as ``unused_parameter_mask``; for any model use ``roles.parameter_masks(...).weight_decay``."""
   return jax.tree.map(lambda unused: not unused, unused_parameter_mask(params))
 
 
@@ -79,13 +86,17 @@ def reference_momentum(momentum: float) -> optax.GradientTransformation:
 
 def make_optimizer(lr: float, init_lr: float, warmup_steps: int, total_steps: int,
                    weight_decay: float, momentum: float = 0.9,
-                   momentum_first_step: str = "reference") -> tuple[
+                   momentum_first_step: str = "reference",
+                   decay_mask: Any = None) -> tuple[
                        optax.GradientTransformation, optax.Schedule]:
   """SGD with momentum and coupled L2 weight decay (spec §7.3). Returns (tx, schedule).
 
   ``momentum_first_step``: "reference" (EiSGD's buf_0 = (1 + momentum) g_0, the default) or
-  "optax" (buf_0 = g_0, as torch.optim.SGD). Dale's projection is *not* part of the chain:
-  apply ``dale.project_nonnegative`` to the params after ``optax.apply_updates`` (or append
+  "optax" (buf_0 = g_0, as torch.optim.SGD). ``decay_mask``: which parameters are
+  decayed, a pytree of bools or a function params -> pytree (``optax.masked``), e.g.
+  ``roles.parameter_masks(model, x).weight_decay``; default: the library's models by path
+  (``weight_decay_mask`` above). Dale's projection is *not* part of the chain: apply
+  ``dale.project_nonnegative`` to the params after ``optax.apply_updates`` (or append
   ``dale.dale_projection()``).
   """
   if momentum_first_step not in MOMENTUM_FIRST_STEPS:
@@ -96,5 +107,6 @@ def make_optimizer(lr: float, init_lr: float, warmup_steps: int, total_steps: in
     sgd = optax.chain(reference_momentum(momentum), optax.scale_by_learning_rate(schedule))
   else:
     sgd = optax.sgd(schedule, momentum=momentum if momentum > 0 else None)
-  tx = optax.chain(optax.masked(optax.add_decayed_weights(weight_decay), weight_decay_mask), sgd)
+  decay_mask = weight_decay_mask if decay_mask is None else decay_mask
+  tx = optax.chain(optax.masked(optax.add_decayed_weights(weight_decay), decay_mask), sgd)
   return tx, schedule

@@ -1,0 +1,115 @@
+"""Structural masks (spec §4, §1.3, §7.3): which parameters are sign-constrained, decayed or unused
+comes from the layers (``roles.parameter_masks``), so a user's model whose E-I output layer has
+any name gets the library's treatment; for the library's models it equals the path-based masks."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ei_snn_jax import layers, models, roles
+from ei_snn_jax.core import dale
+from ei_snn_jax.training import config as config_lib
+from ei_snn_jax.training import optim
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "resnet18", "mlp4"])
+@pytest.mark.parametrize("variant", ["ei", "bn", "dann"])
+def test_library_models_masks_equal_the_path_based_ones(arch, variant):
+  if arch.startswith("mlp") and variant == "dann":
+    pytest.skip("the MLP has no DANN variant")
+  cfg = config_lib.load_config("configs/default.py", [
+      f"model.arch={arch}", f"model.variant={variant}", "model.T=2",
+      "model.width_multiplier=0.0625"])
+  model = models.create_model(cfg.model, 10)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  masks = roles.parameter_masks(model, x, train=False)
+  params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)["params"]
+  assert masks.sign_constrained == dale.constrained_mask(params)
+  assert masks.weight_decay == optim.weight_decay_mask(params)
+  assert masks.unused == optim.unused_parameter_mask(params)
+  n_unused = sum(jax.tree.leaves(masks.unused))
+  assert n_unused == (0 if variant == "bn" else 3)
+
+
+class Scale(nn.Module):
+  """A user's own layer with a parameter that happens to be called like an E-I one."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x * self.param("w_ei", nn.initializers.constant(-0.5), (x.shape[-1],))
+
+
+class UserNet(nn.Module):
+  """A user's model: E-I dense -> LIF -> own layer -> E-I head named "readout" (not "head")."""
+  T: int = 2
+
+  @nn.compact
+  def __call__(self, x):                                # (T*B, d)
+    h = layers.LIF(self.T, name="lif")(layers.EIDense(16, name="hidden")(x))
+    h = Scale(name="scale")(h)
+    return layers.EIHead(4, name="readout")(h)
+
+
+def test_user_model_masks_come_from_the_layers():
+  model = UserNet()
+  x = jax.random.uniform(jax.random.key(0), (8, 12))
+  masks = roles.parameter_masks(model, x)
+  c, d, u = masks
+  assert c["hidden"] == {"w_ee": True, "w_ie": True, "w_ei": True, "g_i": True, "g_e": True,
+                         "bias": False}
+  assert u["readout"] == {"w_ee": False, "w_ie": False, "w_ei": False, "g_i": True, "g_e": True,
+                          "bias": True}
+  assert d["readout"] == {k: not v for k, v in u["readout"].items()}
+  assert not any(jax.tree.leaves(u["hidden"])) and all(jax.tree.leaves(d["hidden"]))
+  assert c["scale"] == {"w_ei": False} and d["scale"] == {"w_ei": True}
+  # The names alone would get the user's model wrong: they decay the head's g_E and constrain
+  # the user's own "w_ei".
+  params = jax.jit(lambda x: model.init(jax.random.key(1), x))(x)["params"]
+  assert optim.weight_decay_mask(params)["readout"]["g_e"]
+  assert dale.constrained_mask(params)["scale"]["w_ei"]
+
+
+def test_user_model_decayed_step_and_projection():
+  """After a step with weight decay, the head's unused g_E (and g_I, b_E) keep their values,
+  W_EE >= 0 after Dale's projection, and the user's own "w_ei" keeps its sign."""
+  model = UserNet()
+  x = jax.random.uniform(jax.random.key(0), (8, 12))
+  labels = jnp.arange(4) % 4
+  masks = roles.parameter_masks(model, x)
+  params = jax.jit(lambda x: model.init(jax.random.key(1), x))(x)["params"]
+  params = dale.project_nonnegative(params, masks.sign_constrained)
+  tx, _ = optim.make_optimizer(0.5, 0.5, 0, 100, weight_decay=0.1,
+                               decay_mask=masks.weight_decay)
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    def loss(p):
+      logits = model.apply({"params": p}, x).reshape((2, 4, 4)).mean(0)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    grads = jax.grad(loss)(params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    return dale.project_nonnegative(params, masks.sign_constrained), state, grads
+
+  before = params
+  params, state, grads = step(params, state)
+  for name in ("g_e", "g_i", "bias"):
+    np.testing.assert_array_equal(params["readout"][name], before["readout"][name])
+  np.testing.assert_array_equal(params["readout"]["g_e"], 1.0)
+  assert not np.array_equal(params["readout"]["w_ee"], before["readout"]["w_ee"])
+  assert float(params["readout"]["w_ee"].min()) >= 0 and float(params["hidden"]["w_ee"].min()) >= 0
+  assert np.any(np.asarray(params["hidden"]["w_ee"]) == 0)   # the projection was needed
+  np.testing.assert_array_less(params["scale"]["w_ei"], 0.0)  # not clamped to 0
+  # The optax piece with the same mask.
+  tx2 = optax.chain(optax.sgd(10.0), dale.dale_projection(masks.sign_constrained))
+  upd, _ = tx2.update(grads, tx2.init(params), params)
+  new = optax.apply_updates(params, upd)
+  assert float(new["hidden"]["w_ee"].min()) >= 0
+  np.testing.assert_allclose(new["scale"]["w_ei"], params["scale"]["w_ei"] -
+                             10.0 * grads["scale"]["w_ei"], rtol=1e-6)
