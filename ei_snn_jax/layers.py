@@ -34,6 +34,10 @@ spelling of the E-I layers' ``dtype`` (the configs' ``model.conv_dtype``); ``dty
 
 Roles: every layer declares which of its parameters Dale's law constrains, which are
 weight-decayed and which are unused (``parameter_roles``, collected by ``ei_snn_jax.roles``).
+
+State: a ``LIF`` carries its membrane potential across calls in the ``neuron_state`` collection
+when that collection is mutable, so a model built for T = 1 runs one time step per call
+(``ei_snn_jax.models.streaming``).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ from ei_snn_jax.core import circuit, ei_init, ei_prop, neurons
 
 Array = jax.Array
 Dtype = Any
+
+# The collection a LIF keeps its membrane potential in between calls (when it is mutable).
+NEURON_STATE = "neuron_state"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +85,27 @@ class EIOptions:
 
 @dataclasses.dataclass(frozen=True)
 class NeuronOptions:
-  """LIF settings (spec §5): tau 2, threshold 1, sigmoid surrogate alpha 4, scan unrolling."""
+  """LIF settings (spec §5): tau 2, threshold 1, sigmoid surrogate alpha 4, scan unrolling.
+
+  Attributes:
+    tau, threshold: the membrane time constant and the firing threshold theta (their initial
+      values when learnable).
+    surrogate: a name of ``neurons.SURROGATES`` or any function (u, alpha) -> dS/du (pass the
+      same function object each time: the options are hashed).
+    alpha: surrogate sharpness.
+    unroll: ``lax.scan`` unrolling over T (True = fully unrolled).
+    learnable_tau: a parametric LIF (spikingjelly's ``ParametricLIFNode``, Fang et al. 2021):
+      one learnable scalar w per layer with 1/tau = sigmoid(w), initialised to
+      w = -log(tau - 1) (so tau starts at ``tau``, which must be > 1).
+    learnable_threshold: one learnable scalar theta per layer, initialised to ``threshold``.
+  """
   tau: float = 2.0
   threshold: float = 1.0
-  surrogate: str = "sigmoid"
+  surrogate: Any = "sigmoid"
   alpha: float = 4.0
   unroll: int | bool = True
+  learnable_tau: bool = False
+  learnable_threshold: bool = False
 
 
 def _tile_time(x: Array, T: int) -> Array:
@@ -297,16 +319,97 @@ UNUSED_HEAD_PARAMS = {"ei": ("g_i", "g_e", "bias"), "dann": ("alpha", "g", "bias
 
 
 class LIF(nn.Module):
-  """Multi-step LIF on the merged batch (spec §5): (T*B, ...) currents -> (T*B, ...) spikes."""
+  """Multi-step LIF on the merged batch (spec §5): (T*B, ...) currents -> (T*B, ...) spikes.
+
+  The membrane potential V is explicit state, used in one of three ways:
+
+  * stateless (the default, the reference's reset per batch): every call starts from V_0 = 0;
+  * carried: when the ``neuron_state`` collection is mutable (``model.apply(variables, x,
+    mutable=["neuron_state"])``) a call continues from the stored V ("neuron_state"/"v", zeros
+    when absent) and stores its final V_T, so a model built for T = 1 runs one time step per
+    call (``ei_snn_jax.models.streaming``); ``model.init`` never creates the state;
+  * explicit: ``initial_state(x_t)`` gives V_0 and ``step(v, x_t)`` returns (V_t, S_t), e.g.
+    ``lif.apply(variables, v, x_t, method="step")``.
+
+  Attributes:
+    T: time steps on the merged axis of the input (the first axis is T*B, t-major).
+    neuron: ``NeuronOptions`` (tau, threshold, surrogate; learnable tau / threshold).
+    dtype: computation dtype (None: promoted from the input and the learnable parameters).
+    param_dtype: dtype of the learnable tau (w) and threshold.
+  """
   T: int
   neuron: NeuronOptions = NeuronOptions()
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    n = self.neuron
+    if n.learnable_tau:
+      if not n.tau > 1.0:
+        raise ValueError(f"a learnable tau needs tau > 1 at initialisation (w = -log(tau - 1)), "
+                         f"got tau={n.tau}")
+      self.w = self.param("w", nn.initializers.constant(-math.log(n.tau - 1.0)), (),
+                          self.param_dtype)
+    if n.learnable_threshold:
+      self.theta = self.param("threshold", nn.initializers.constant(n.threshold), (),
+                              self.param_dtype)
+
+  @nn.nowrap
+  def parameter_roles(self) -> dict[str, roles.ParamRole]:
+    """{parameter name: role}: the learnable w (1/tau = sigmoid(w)) and threshold are not
+    weights: not sign-constrained, not weight-decayed."""
+    return {"w": roles.NOT_DECAYED, "threshold": roles.NOT_DECAYED}
+
+  def _learnables(self) -> list[Array]:
+    n = self.neuron
+    return ([self.w] if n.learnable_tau else []) + ([self.theta] if n.learnable_threshold else [])
+
+  def _compute_dtype(self, x: Array) -> Dtype:
+    return self.dtype if self.dtype is not None else jnp.result_type(x, *self._learnables())
+
+  def _dynamics(self) -> tuple[Any, Any]:
+    """(tau, theta): the options' constants, or tau = 1 / sigmoid(w) and theta when learnable."""
+    n = self.neuron
+    tau = 1.0 / jax.nn.sigmoid(self.w) if n.learnable_tau else n.tau
+    threshold = self.theta if n.learnable_threshold else n.threshold
+    return tau, threshold
+
+  def initial_state(self, x_t: Array) -> Array:
+    """V_0 = 0 shaped like one time step's input x_t (B, ...), in the computation dtype."""
+    return neurons.lif_initial_state(x_t.astype(self._compute_dtype(x_t)))
+
+  def step(self, v: Array, x_t: Array) -> tuple[Array, Array]:
+    """One time step (spec §5): (V_{t-1}, x_t) -> (V_t, S_t) with
+    H_t = (1 - 1/tau) V_{t-1} + x_t, S_t = Theta(H_t - theta), V_t = H_t - theta sg(S_t)."""
+    n = self.neuron
+    dtype = self._compute_dtype(x_t)
+    tau, threshold = self._dynamics()
+    return neurons.lif_step(v.astype(dtype), x_t.astype(dtype), tau=tau, threshold=threshold,
+                            spike_fn=neurons.make_spike_fn(n.surrogate, n.alpha))
+
+  def _stored_state(self, x_t: Array) -> Array:
+    """The carried V (``neuron_state``/"v") for a step shaped like x_t, or V_0 = 0."""
+    v0 = neurons.lif_initial_state(x_t)
+    if not self.has_variable(NEURON_STATE, "v"):
+      return v0
+    v = self.get_variable(NEURON_STATE, "v")
+    if v.shape != v0.shape:
+      raise ValueError(f"{self.name}: the carried membrane potential has shape {v.shape} but one "
+                       f"time step of the input has shape {v0.shape}; start a new stream (drop "
+                       f"the {NEURON_STATE!r} collection) for a new batch size")
+    return v.astype(v0.dtype)
+
   def __call__(self, x: Array) -> Array:
     n = self.neuron
     spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
-    spikes = neurons.lif_multistep(neurons.split_time(x, self.T), tau=n.tau,
-                                   threshold=n.threshold, spike_fn=spike_fn, unroll=n.unroll)
+    x_seq = neurons.split_time(x.astype(self._compute_dtype(x)), self.T)
+    carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
+    v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
+    tau, threshold = self._dynamics()
+    v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold, spike_fn=spike_fn,
+                                     unroll=n.unroll)
+    if carry:
+      self.put_variable(NEURON_STATE, "v", v_end)
     if self.is_mutable_collection("probe_values"):   # the rate of each time step, shape (T,)
       per_step = jnp.mean(spikes.reshape((self.T, -1)), axis=1)
       self.sow("probe_values", "firing_rate_per_step", per_step, reduce_fn=lambda _, b: b)

@@ -45,12 +45,14 @@ class Scale(nn.Module):
 
 
 class UserNet(nn.Module):
-  """A user's model: E-I dense -> LIF -> own layer -> E-I head named "readout" (not "head")."""
+  """A user's model: E-I dense -> LIF (learnable tau and threshold) -> own layer -> E-I head
+  named "readout" (not "head")."""
   T: int = 2
 
   @nn.compact
   def __call__(self, x):                                # (T*B, d)
-    h = layers.LIF(self.T, name="lif")(layers.EIDense(16, name="hidden")(x))
+    neuron = layers.NeuronOptions(learnable_tau=True, learnable_threshold=True)
+    h = layers.LIF(self.T, neuron, name="lif")(layers.EIDense(16, name="hidden")(x))
     h = Scale(name="scale")(h)
     return layers.EIHead(4, name="readout")(h)
 
@@ -66,6 +68,7 @@ def test_user_model_masks_come_from_the_layers():
                           "bias": True}
   assert d["readout"] == {k: not v for k, v in u["readout"].items()}
   assert not any(jax.tree.leaves(u["hidden"])) and all(jax.tree.leaves(d["hidden"]))
+  assert d["lif"] == {"w": False, "threshold": False} and not any(jax.tree.leaves(c["lif"]))
   assert c["scale"] == {"w_ei": False} and d["scale"] == {"w_ei": True}
   # The names alone would get the user's model wrong: they decay the head's g_E and constrain
   # the user's own "w_ei".
@@ -106,6 +109,10 @@ def test_user_model_decayed_step_and_projection():
   assert float(params["readout"]["w_ee"].min()) >= 0 and float(params["hidden"]["w_ee"].min()) >= 0
   assert np.any(np.asarray(params["hidden"]["w_ee"]) == 0)   # the projection was needed
   np.testing.assert_array_less(params["scale"]["w_ei"], 0.0)  # not clamped to 0
+  # The LIF's learnable tau and threshold moved by their gradient only (no decay).
+  for name in ("w", "threshold"):
+    np.testing.assert_allclose(params["lif"][name] - before["lif"][name],
+                               -0.5 * 1.9 * grads["lif"][name], rtol=1e-5, atol=1e-7)
   # The optax piece with the same mask.
   tx2 = optax.chain(optax.sgd(10.0), dale.dale_projection(masks.sign_constrained))
   upd, _ = tx2.update(grads, tx2.init(params), params)
