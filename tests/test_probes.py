@@ -8,6 +8,7 @@ replaced by the row's smallest positive shunting current, E-I Prop §3.1).
 from __future__ import annotations
 
 import flax.linen as nn
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -181,3 +182,65 @@ def test_layer_order_follows_the_network():
   assert sorted(names, key=probes.layer_sort_key) == [
       "stem", "stage1_block0.conv1", "stage1_block0.downsample", "stage1_block1.conv2",
       "stage2_block0.conv1", "head"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Models bridged into Flax NNX (nnx.bridge.ToNNX): a plain call never updates their probes.
+
+
+class _NNXEINet(nnx.Module):
+  """The README's NNX model: library layers through ``nnx.bridge.ToNNX``."""
+
+  def __init__(self, rngs):
+    self.conv = nnx.bridge.ToNNX(layers.EIConv(8, name="conv"), rngs=rngs)
+    self.lif = nnx.bridge.ToNNX(layers.LIF(T), rngs=rngs)
+    self.head = nnx.bridge.ToNNX(layers.EIHead(4), rngs=rngs)
+
+  def __call__(self, images):
+    x = jnp.broadcast_to(images[None], (T,) + images.shape).reshape((-1,) + images.shape[1:])
+    spikes = self.lif(self.conv(x))
+    return self.head(spikes.mean(axis=(1, 2))).reshape((T, -1, 4)).mean(0)
+
+
+def test_probe_nnx_bridged_layers():
+  first = jnp.asarray(np.random.default_rng(5).uniform(size=(4, 6, 6, 3)), jnp.float32)
+  model = _NNXEINet(nnx.Rngs(0))
+  nnx.bridge.lazy_init(model, first)                  # E-I Init; the probes hold init values
+  stale = float(model.conv.integrated_mean.get_value())
+  x = jnp.asarray(np.random.default_rng(6).uniform(0.0, 0.5, size=(4, 6, 6, 3)), jnp.float32)
+  model(x)                                            # a plain call leaves them as they were
+  assert float(model.conv.integrated_mean.get_value()) == stale
+  stats = probes.probe(model, x, values=True, with_logits=True)
+  assert float(model.conv.integrated_mean.get_value()) == stale   # the model is not changed
+  # The same layers in Linen on the same parameters give the same statistics.
+  conv_params = nnx.to_pure_dict(nnx.state(model.conv, nnx.Param))
+  merged = jnp.broadcast_to(x[None], (T,) + x.shape).reshape((-1,) + x.shape[1:])
+  current, sown = layers.EIConv(8).apply({"params": conv_params}, merged, mutable=["probes"])
+  spikes, lif_sown = layers.LIF(T).apply({}, current, mutable=["probes"])
+  for cur in probes.CURRENTS:
+    for stat in ("mean", "std"):
+      key = f"{cur}_{stat}"
+      assert stats[f"{key}/conv"] == pytest.approx(float(sown["probes"][key]), rel=1e-5, abs=1e-6), key
+  assert stats["integrated_mean/conv"] != pytest.approx(stale)
+  assert stats["firing_rate/lif"] == pytest.approx(float(np.mean(spikes)))
+  assert stats["firing_rate_per_step_values/lif"].shape == (T,)
+  np.testing.assert_allclose(stats["integrated_values/conv"], np.asarray(current).reshape(-1),
+                             rtol=1e-6)
+  np.testing.assert_allclose(stats["logits"], model(x), rtol=1e-6)
+  with pytest.raises(ValueError, match="probe\\(nnx_model, x\\)"):
+    probes.probe(model, {"params": conv_params}, x)
+
+
+def test_probe_nnx_bridged_library_model_equals_linen():
+  from ei_snn_jax import models
+
+  linen = models.SpikingVGG((8, "P", 16, "P"), 10, models.ModelOptions(T=T))
+  x = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 8, 8, 3)), jnp.float32)
+  bridged = nnx.bridge.ToNNX(linen, rngs=nnx.Rngs(1))
+  nnx.bridge.lazy_init(bridged, x)
+  params = nnx.to_pure_dict(nnx.state(bridged, nnx.Param))
+  nnx_stats = probes.probe(bridged, x * 0.7)
+  linen_stats = probes.probe(linen, {"params": params}, x * 0.7)
+  assert set(nnx_stats) == set(linen_stats) and "firing_rate/lif1" in nnx_stats
+  for key, value in linen_stats.items():
+    assert nnx_stats[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key

@@ -24,6 +24,12 @@ the raw samples (``integrated_values/<layer>``).
   stats = probes.probe(model, {"params": params}, images, values=True)
   stats["firing_rate/lif0"], stats["integrated_std/conv0"], stats["integrated_values/conv0"]
   probes.by_layer(stats)["conv0"]["balanced_mean"]
+
+A Flax NNX model that holds the library's layers or models through ``nnx.bridge.ToNNX`` is
+probed the same way, ``probes.probe(nnx_model, images)``: its layer paths are its attribute
+names (``conv``, ``lif``; ``backbone.conv0`` for a wrapped library model), and the model itself
+is left unchanged (it is run as a copy, inside a Linen frame that makes ``probes`` mutable for
+every bridged layer: a plain call of an NNX model never updates them).
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import sys
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -127,8 +135,46 @@ def _probe_fn(model, values: bool, train: bool):
   return jax.jit(run)
 
 
-def probe(model, variables: Mapping[str, Any], x, *, values: bool = False, train: bool = False,
-          rng: jax.Array | None = None, with_logits: bool = False) -> dict[str, Any]:
+class _LinenFrame(nn.Module):
+  """Calls ``fn()`` inside a Linen module: ``nnx.bridge.ToNNX`` layers called in it take the
+  frame's mutable collections (``apply(..., mutable=...)``) as theirs."""
+
+  @nn.compact
+  def __call__(self, fn):
+    return fn()
+
+
+def _is_nnx(model) -> bool:
+  """Whether ``model`` is a Flax NNX module (without importing NNX for Linen users)."""
+  nnx = sys.modules.get("flax.nnx")
+  return nnx is not None and isinstance(model, nnx.Module)
+
+
+@functools.lru_cache(maxsize=32)
+def _probe_nnx_fn(graphdef, values: bool):
+  """Jitted (state, x) -> (output, probes, probe_values) of the NNX model ``graphdef``."""
+  from flax import nnx
+  mutable = ["probes"] + (["probe_values"] if values else [])
+
+  def run(state, x):
+    model = nnx.merge(graphdef, state)     # a copy: the caller's model is not updated
+    out, _ = _LinenFrame().apply({}, lambda: model(x), mutable=mutable)
+    sown = {"probes": {}, "probe_values": {}}
+    for path, variable in nnx.to_flat_state(nnx.state(model)):
+      collection = nnx.variable_name_from_type(type(variable), allow_register=True)
+      if collection in sown:
+        node = sown[collection]
+        for key in path[:-1]:
+          node = node.setdefault(str(key), {})
+        node[str(path[-1])] = variable.get_value()
+    return out, sown["probes"], sown["probe_values"]
+
+  return jax.jit(run)
+
+
+def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = False,
+          train: bool = False, rng: jax.Array | None = None,
+          with_logits: bool = False) -> dict[str, Any]:
   """Per-layer statistics of ``model`` on the batch ``x`` (spec §1.2 currents, §5 firing rates).
 
   Runs ``model.apply(variables, x, mutable=["probes"(, "probe_values")])``: the parameters are
@@ -136,7 +182,9 @@ def probe(model, variables: Mapping[str, Any], x, *, values: bool = False, train
   collection is mutable). Compiled once per (model, values, train) and input shape.
 
   Args:
-    model: a Flax model built by ``models.create_model`` (or any module whose layers sow).
+    model: a Flax model built by ``models.create_model`` (or any module whose layers sow), or
+      a Flax NNX model holding them through ``nnx.bridge.ToNNX``: ``probe(nnx_model, x)``
+      (it carries its variables; ``train`` and ``rng`` do not apply, its own mode does).
     variables: {"params": ...} (and "batch_stats" for the BN variant).
     x: the batch the model takes, e.g. float images (B, H, W, C) in [0, 1].
     values: also return the raw integrated-current sample of each E-I layer and the firing
@@ -153,9 +201,21 @@ def probe(model, variables: Mapping[str, Any], x, *, values: bool = False, train
     {"integrated_values/<layer>": 1-D float32 np.ndarray} (the first <= 65,536 elements of I_int
     of that layer) and {"firing_rate_per_step_values/<layer>": (T,) rates}.
   """
-  rngs = {"dropout": rng} if rng is not None else {}
-  logits, probes_tree, values_tree = _probe_fn(model, bool(values), bool(train))(
-      dict(variables), x, rngs)
+  if _is_nnx(model):
+    if x is None:
+      variables, x = None, variables
+    if variables is not None or train or rng is not None:
+      raise ValueError("an NNX model carries its own variables and mode: call "
+                       "probe(nnx_model, x) (model.train()/eval() set its mode)")
+    from flax import nnx
+    graphdef, state = nnx.split(model)
+    logits, probes_tree, values_tree = _probe_nnx_fn(graphdef, bool(values))(state, x)
+  else:
+    if x is None:
+      raise TypeError("probe(model, variables, x): the batch x is missing")
+    rngs = {"dropout": rng} if rng is not None else {}
+    logits, probes_tree, values_tree = _probe_fn(model, bool(values), bool(train))(
+        dict(variables), x, rngs)
   stats = jax.device_get(probe_summary(probes_tree))
   out: dict[str, Any] = {k: float(np.asarray(v)) for k, v in stats.items()}
   if values:
