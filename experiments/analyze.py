@@ -20,6 +20,10 @@ an index page (index.html and index.md) into ``workdir/analysis`` (or --out):
   available checkpoint; I_int from ``probes.probe`` on a fixed test batch (the first
   --batch_size test images) with the restored parameters. This is where bimodality emerges.
 * probe_profile.png: per-layer firing rate and I_int mean/std on that batch at each checkpoint.
+* the energy estimate of the last snapshot on that batch (``ei_snn_jax.analysis.energy``):
+  per-layer accumulates and multiply-accumulates from the measured spikes, energy at 45 nm
+  against the same layout as an ANN, as a table in the index page and in energy.json (which
+  experiments/report.py reads).
 
 A run of vmapped seeds (train.num_replicas > 1) is shown for one seed: --replica R (default 0).
 Also writes probes.json (the probe statistics per checkpoint). A missing or empty workdir, a
@@ -47,6 +51,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from absl import flags  # noqa: E402
 
+from ei_snn_jax.analysis import energy as energy_lib  # noqa: E402
 from ei_snn_jax.analysis import probes as probes_lib  # noqa: E402
 from ei_snn_jax.training import metrics as metrics_lib  # noqa: E402
 from ei_snn_jax.training.config import ConfigError  # noqa: E402
@@ -243,7 +248,8 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   ``batch_size`` test images. For a run of vmapped seeds (train.num_replicas > 1) the
   parameters of replica ``replica`` (seed + replica).
 
-  Returns (snapshots in step order, info about the probe batch).
+  Returns (snapshots in step order, info about the probe batch); ``info["energy"]`` is
+  (label, per-layer ``energy.LayerEnergy`` rows) of the last snapshot on that batch.
   """
   import jax
   from ei_snn_jax.data import transforms
@@ -261,12 +267,15 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   pick = (lambda tree: jax.tree.map(lambda a: a[replica], tree)) if n_rep > 1 else (lambda t: t)
   extra = {"batch_stats": pick(state.batch_stats)} if state.batch_stats else {}
 
+  last: dict[str, Any] = {}
+
   def snapshot(label, step, params, batch_stats=None):
     params, batch_stats = pick(params), (pick(batch_stats) if batch_stats else batch_stats)
     variables = {"params": params, **extra}
     if batch_stats:
       variables["batch_stats"] = batch_stats   # BN variant: the checkpoint's running statistics
     stats = probes_lib.probe(exp.model, variables, x, values=True)
+    last.update(label=label, variables=variables)
     return Snapshot(label, step, jax.device_get(params), stats)
 
   out = []
@@ -293,7 +302,35 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
     ckpt.close()
   info = {"batch": f"first {n} test images of {cfg.data.name}", "batch_size": n,
           "steps_per_epoch": exp.steps_per_epoch, "num_replicas": n_rep}
+  if last:
+    info["energy"] = (last["label"], energy_lib.estimate(exp.model, last["variables"], x,
+                                                         train=False))
   return out, info
+
+
+def write_energy(path: pathlib.Path, label: str, rows: Sequence[Any], batch: str,
+                 replica: int = 0) -> pathlib.Path:
+  """energy.json: the per-layer rows and ``energy.totals`` of one snapshot (per example)."""
+  path.write_text(json.dumps({
+      "snapshot": label, "batch": batch, "replica": replica,
+      "pj_per_ac": energy_lib.PJ_PER_AC, "pj_per_mac": energy_lib.PJ_PER_MAC,
+      "layers": [dataclasses.asdict(r) for r in rows], "totals": energy_lib.totals(rows)},
+      indent=2))
+  return path
+
+
+def _energy_html(markdown: str) -> list[str]:
+  """The Markdown energy table (``energy.markdown_table``) as HTML lines."""
+  lines = markdown.splitlines()
+  table = [l for l in lines if l.startswith("|") and not l.startswith("|---")]
+  cells = lambda l: [c.strip().replace("**", "") for c in l.strip().strip("|").split("|")]
+  out = ["<table border=1 cellspacing=0 cellpadding=3>",
+         "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells(table[0])) + "</tr>"]
+  out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(l)) + "</tr>"
+          for l in table[1:]]
+  out.append("</table>")
+  out += [f"<p>{html.escape(l)}</p>" for l in lines if l and not l.startswith("|")]
+  return out
 
 
 def _param_layers(params, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -402,12 +439,13 @@ def _describe(saved: dict) -> str:
 
 
 def write_index(out_dir: pathlib.Path, figures: list[tuple[str, str, pathlib.Path]],
-                header: list[str], probe_table: list[list[str]] | None) -> tuple[pathlib.Path,
-                                                                                 pathlib.Path]:
+                header: list[str], probe_table: list[list[str]] | None,
+                energy: tuple[str, str] | None = None) -> tuple[pathlib.Path, pathlib.Path]:
   """index.html and index.md in ``out_dir`` linking every figure (relative links).
 
   ``figures``: (section, caption, path); ``header``: lines of text; ``probe_table``: rows of
-  (first row = column names) or None.
+  (first row = column names) or None; ``energy``: (section title, ``energy.markdown_table``)
+  or None.
   """
   md = ["# Run analysis", ""] + [f"- {h}" for h in header] + [""]
   body = ["<h1>Run analysis</h1>", "<ul>"] + [f"<li>{html.escape(h)}</li>" for h in header]
@@ -423,6 +461,11 @@ def write_index(out_dir: pathlib.Path, figures: list[tuple[str, str, pathlib.Pat
     body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
              for r in probe_table[1:]]
     body.append("</table>")
+  if energy:
+    title, table = energy
+    md += [f"## {title}", "", table, ""]
+    body.append(f"<h2>{html.escape(title)}</h2>")
+    body += _energy_html(table)
   section = None
   for sec, caption, path in figures:
     rel = path.relative_to(out_dir).as_posix()
@@ -526,9 +569,15 @@ def analyze(workdir: str | os.PathLike, out_dir: str | os.PathLike | None = None
                   f"{info.get('batch')}")
   elif checkpoints:
     header.append("no checkpoints found: only the training-log figures")
-  md_path, html_path = write_index(out, figures, header, probe_rows)
+  energy, energy_path = None, None
+  if info.get("energy"):
+    label, rows = info["energy"]
+    energy_path = write_energy(out / "energy.json", label, rows, info.get("batch", ""), replica)
+    energy = (f"Energy estimate per example ({label}, {info.get('batch')})",
+              energy_lib.markdown_table(rows))
+  md_path, html_path = write_index(out, figures, header, probe_rows, energy)
   return {"figures": [f[2] for f in figures], "index": html_path, "index_md": md_path,
-          "snapshots": [s.label for s in snapshots]}
+          "snapshots": [s.label for s in snapshots], "energy": energy_path}
 
 
 REQUIRED = {"workdir": "pass --workdir=DIR, the folder of a run made by experiments.train"}

@@ -15,6 +15,11 @@ wall time and device are the shared run's). The Markdown table is printed and wr
 Accuracies are percent. "best" is the best test accuracy over the evaluated epochs (what the
 paper and the reference README report, spec §7.4); "final" is the last evaluation (end of the
 run, or of a run stopped by train.max_steps).
+
+Energy: where ``python -m experiments.analyze`` has written ``analysis/energy.json`` in a run
+folder, the row shows the estimated energy per example (mean over those seeds) and its ratio to
+the same layout as an ANN, and an "Energy" section lists every such run with its synaptic
+operations (``ei_snn_jax.analysis.energy.totals`` of the analysed snapshot).
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ _SKIP_DIRS = {"checkpoints", "best", "analysis", "tensorboard"}
 
 COLUMNS = ("config", "dataset", "arch", "variant", "T", "notes", "seeds", "n",
            "best test acc (%)", "final test acc (%)", "epochs", "wall time", "device",
-           "paper (%)", "README (%)")
+           "energy (µJ)", "SNN/ANN energy", "paper (%)", "README (%)")
+ENERGY_COLUMNS = ("run", "snapshot", "ACs (M)", "MACs (M)", "energy (µJ)", "ANN energy (µJ)",
+                  "SNN/ANN energy")
 
 
 @dataclasses.dataclass
@@ -57,6 +64,7 @@ class Run:
   wall_time: float | None     # seconds
   device: str
   finished: bool
+  energy: dict | None = None  # analysis/energy.json of experiments/analyze.py, if written
 
   @property
   def seed(self) -> int:
@@ -121,6 +129,24 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[pathlib.Path]:
   return list(dict.fromkeys(found))
 
 
+def load_energy(path: pathlib.Path) -> dict | None:
+  """The energy estimate ``experiments.analyze`` wrote for this run (analysis/energy.json; for
+  one seed of a vmapped run, the parent's when it analysed that replica), or None."""
+  candidates = [(path / "analysis" / "energy.json", None)]
+  if _is_replica(path):   # analyze writes the vmapped run's analysis for one --replica
+    candidates.append((path.parent / "analysis" / "energy.json", int(path.name[8:])))
+  for candidate, replica in candidates:
+    try:
+      record = json.loads(candidate.read_text())
+    except (OSError, json.JSONDecodeError):
+      continue
+    if not isinstance(record, dict) or not isinstance(record.get("totals"), dict):
+      continue
+    if replica is None or int(record.get("replica", 0)) == replica:
+      return record
+  return None
+
+
 def load_run(path: pathlib.Path) -> Run:
   """Read config.json, metrics.jsonl and (if the run ended) summary.json of one run folder."""
   try:
@@ -152,7 +178,7 @@ def load_run(path: pathlib.Path) -> Run:
   if summary.get("device_kind"):
     device = f"{summary['device_kind']} ×{summary.get('devices', 1)}"
   return Run(path, config, best, final, float(progress), wall, device,
-             bool(summary.get("finished", False)))
+             bool(summary.get("finished", False)), load_energy(path))
 
 
 def group_key(run: Run) -> str:
@@ -267,10 +293,35 @@ def table_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
         "wall time": format_duration(sum(walls) / len(walls) if walls else None),
         "device": ", ".join(dict.fromkeys(r.device for r in members)),
     }
+    energies = [r.energy["totals"] for r in members if r.energy]
+    row["energy (µJ)"] = format_mean([e["energy_uj"] for e in energies], "{:.3f}")
+    row["SNN/ANN energy"] = format_mean([e["snn_over_ann"] for e in energies], "{:.3f}")
     for table, column in (("paper", "paper (%)"), ("readme", "README (%)")):
       r = published.get(table)
       row[column] = "–" if r is None else f"{r.top1:.2f}" + ("†" if r.T is None else "")
     rows.append(row)
+  return rows
+
+
+def format_mean(values: Sequence[float], fmt: str) -> str:
+  """Mean of ``values`` in ``fmt`` ("–" when there are none)."""
+  return fmt.format(sum(values) / len(values)) if values else "–"
+
+
+def energy_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
+  """One row per run with an energy estimate: the totals of ``energy.totals`` (per example)."""
+  rows = []
+  for run in runs:
+    if not run.energy:
+      continue
+    t = run.energy["totals"]
+    name = (f"{run.path.parent.name}/{run.path.name}" if _is_replica(run.path)
+            else run.path.name)
+    rows.append({"run": name, "snapshot": str(run.energy.get("snapshot", "?")),
+                 "ACs (M)": f"{t['acs'] / 1e6:.2f}", "MACs (M)": f"{t['macs'] / 1e6:.2f}",
+                 "energy (µJ)": f"{t['energy_uj']:.3f}",
+                 "ANN energy (µJ)": f"{t['ann_energy_uj']:.3f}",
+                 "SNN/ANN energy": f"{t['snn_over_ann']:.3f}"})
   return rows
 
 
@@ -318,13 +369,26 @@ def report(paths: Iterable[str | os.PathLike]) -> str:
   if not runs:
     raise ConfigError(f"no readable run among {len(skipped)} folder(s): {skipped[0]}")
   table = markdown_table(table_rows(runs))
+  energy = energy_rows(runs)
+  energy_section = []
+  if energy:
+    from ei_snn_jax.analysis import energy as energy_lib
+    energy_section = [
+        "## Energy", "",
+        "Per example (all T time steps), from the spikes measured by `experiments.analyze` on "
+        "its probe batch: accumulates for spike inputs, multiply-accumulates for analog inputs "
+        f"and the E-I circuit, e_AC = {energy_lib.PJ_PER_AC} pJ, e_MAC = "
+        f"{energy_lib.PJ_PER_MAC} pJ (45 nm; Horowitz, ISSCC 2014); ANN = the same layout "
+        "without inhibitory units, one time step.", "",
+        markdown_table(energy, ENERGY_COLUMNS), ""]
   return "\n".join([
       MARKER, "# Results", "",
       f"{len(runs)} run(s). Accuracies in percent: mean ± sample std over seeds; best = best "
       "test accuracy over the evaluated epochs (as the paper and the reference report), final = "
       "last evaluation. Published numbers are matched by (dataset, arch, variant, T); † = the "
-      "source does not state T. Width, subsets and ablation switches are under notes.", "",
-      table, "",
+      "source does not state T. Width, subsets and ablation switches are under notes; energy "
+      "per example where experiments.analyze estimated it (see Energy).", "",
+      table, "", *energy_section,
       "Sources:", "",
       f"- paper: {paper_results.PAPER_SOURCE}.",
       f"- README: {paper_results.README_SOURCE}.", ""])

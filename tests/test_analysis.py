@@ -103,6 +103,51 @@ def test_probe_statistics_match_the_training_log_keys(tiny_run, analysis):
       assert rate * size == pytest.approx(round(rate * size), abs=1e-3), (snapshot["label"], i)
 
 
+def _energy_total_row(markdown: str) -> list[str]:
+  """The cells of the "**total**" row of the energy table in ``markdown``."""
+  [row] = [l for l in markdown.splitlines() if l.startswith("| **total** |")]
+  return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def test_energy_table_in_the_index_matches_energy_totals(tiny_run, analysis):
+  """analyze estimates the energy of the last checkpoint on the probe batch: energy.json and the
+  table of the index pages hold ``energy.totals`` of an independent estimate (the checkpoint
+  restored here, the same 16 test images)."""
+  from ei_snn_jax.analysis import energy
+  from ei_snn_jax.data import transforms
+  from ei_snn_jax.training import checkpointing, train
+
+  record = json.loads(analysis["energy"].read_text())
+  assert record["snapshot"] == analysis["snapshots"][-1] and "step 8" in record["snapshot"]
+  rows = [energy.LayerEnergy(**r) for r in record["layers"]]
+  assert record["totals"] == pytest.approx(energy.totals(rows))
+  assert [r.name for r in rows] == [f"conv{i}/ei" for i in range(5)] + ["head/ei"]
+
+  cfg = analyze.restore_config(json.loads((tiny_run / "config.json").read_text())["config"])
+  exp = train.build_experiment(cfg)
+  state = train.init_state(exp)
+  ckpt = checkpointing.Checkpointer(tiny_run, read_only=True)
+  try:
+    restored, _ = ckpt.restore(8, state, exp.replicated, "latest")
+  finally:
+    ckpt.close()
+  x = transforms.eval_transform(cfg.data.name)(np.asarray(exp.dataset.x_test[:16]))
+  want = energy.totals(energy.estimate(exp.model, {"params": restored.params}, x, train=False))
+  assert want["acs"] > 0 and want["macs"] > 0
+  assert record["totals"] == pytest.approx(want, rel=1e-6)
+
+  md = analysis["index_md"].read_text()
+  assert "## Energy estimate per example (step 8" in md
+  cells = _energy_total_row(md)
+  assert cells[3:] == [f"{want['acs'] / 1e6:.2f}", f"{want['macs'] / 1e6:.2f}",
+                       f"{want['energy_uj']:.3f}", f"{want['ann_macs'] / 1e6:.2f}",
+                       f"{want['ann_energy_uj']:.3f}"]
+  assert f"SNN / ANN energy: {want['snn_over_ann']:.3f}" in md
+  html = analysis["index"].read_text()
+  assert "<h2>Energy estimate per example" in html
+  assert f"<td>{want['energy_uj']:.3f}</td>" in html
+
+
 def test_analyze_cli_one_line_errors(tmp_path, capsys):
   assert analyze.main(["--workdir", str(tmp_path / "missing")]) == 2
   err = capsys.readouterr().err.strip()
@@ -190,6 +235,40 @@ def test_report_table_parses_back(tiny_run, tmp_path, capsys):
   assert ablation["notes"] == "no STE" and ablation["wall time"] == "30 s"
   assert float(ablation["README (%)"]) == 91.01 and ablation["paper (%)"] == "–"
   assert "Sources" in out.read_text() and "vwOvOwv/DeepEISNN" in out.read_text()
+
+
+def test_report_shows_the_energy_that_analyze_estimated(tiny_run, analysis, tmp_path):
+  from ei_snn_jax.analysis import energy
+
+  runs = tmp_path / "runs"
+  for name in ("default_tiny_s1", "default_tiny_s2"):
+    shutil.copytree(tiny_run, runs / name, ignore=shutil.ignore_patterns("checkpoints", "best"))
+  seed2 = json.loads((runs / "default_tiny_s2" / "config.json").read_text())
+  seed2["config"]["seed"] = 2
+  (runs / "default_tiny_s2" / "config.json").write_text(json.dumps(seed2))
+  shutil.copytree(tiny_run, runs / "no_energy", ignore=shutil.ignore_patterns(
+      "checkpoints", "best", "analysis"))
+  no_energy = json.loads((runs / "no_energy" / "config.json").read_text())
+  no_energy["config"]["model"]["T"] = 3            # another row
+  (runs / "no_energy" / "config.json").write_text(json.dumps(no_energy))
+
+  record = json.loads(analysis["energy"].read_text())
+  want = energy.totals([energy.LayerEnergy(**r) for r in record["layers"]])
+  text = report.report([runs])
+  rows = {r["T"]: r for r in report.parse_markdown_table(text)}
+  assert rows["2"]["n"] == "2"
+  assert rows["2"]["energy (µJ)"] == f"{want['energy_uj']:.3f}"
+  assert rows["2"]["SNN/ANN energy"] == f"{want['snn_over_ann']:.3f}"
+  assert rows["3"]["energy (µJ)"] == "–" and rows["3"]["SNN/ANN energy"] == "–"
+  section = text.split("\n## Energy\n", 1)[1]
+  energy_rows = {r["run"]: r for r in report.parse_markdown_table(section)}
+  assert set(energy_rows) == {"default_tiny_s1", "default_tiny_s2"}
+  for row in energy_rows.values():
+    assert row["snapshot"] == record["snapshot"]
+    assert row["ACs (M)"] == f"{want['acs'] / 1e6:.2f}"
+    assert row["MACs (M)"] == f"{want['macs'] / 1e6:.2f}"
+    assert row["energy (µJ)"] == f"{want['energy_uj']:.3f}"
+    assert row["ANN energy (µJ)"] == f"{want['ann_energy_uj']:.3f}"
 
 
 def test_report_counts_each_vmapped_seed(tiny_run, tmp_path):
