@@ -37,13 +37,13 @@ Array = jax.Array
 def accumulation_dtype(dtype) -> jnp.dtype:
   """The dtype products are summed and the circuit runs in: at least float32 (spec §11.9),
   i.e. promote(dtype, float32): bfloat16/float16/float32 -> float32, float64 -> float64."""
-  return jnp.promote_types(dtype, jnp.float32)
+  return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
 
 
 def _operands(x: Array, kernel: Array, dtype) -> tuple[Array, Array]:
   """x and kernel in the computation dtype: ``dtype`` if given, else their promoted dtype (so
   bfloat16 inputs meet float32 weights in float32, and float64 stays float64)."""
-  dtype = jnp.promote_types(x.dtype, kernel.dtype) if dtype is None else dtype
+  dtype = jnp.result_type(x, kernel) if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
   return x.astype(dtype), kernel.astype(dtype)
 
 
