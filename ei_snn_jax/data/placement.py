@@ -5,7 +5,7 @@ device and gathers each batch inside the jitted step, so what one device must ho
 dataset, whatever the number of devices. It is the fast path and stays the choice wherever the
 dataset takes at most ``data.device_memory_fraction`` of the smallest device's memory; larger
 datasets (Tiny-ImageNet, DVS frames on small GPUs) are read on the host and streamed batch by
-batch (``data.streaming``). ``data.placement`` "device" / "host" overrides the rule.
+batch (``data.host_feed``). ``data.placement`` "device" / "host" overrides the rule.
 
 * ``choose_placement``: the rule, a pure function of sizes.
 * ``device_memory_bytes``: the smallest ``memory_stats()['bytes_limit']`` of the devices, or a

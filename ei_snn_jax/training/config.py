@@ -84,7 +84,7 @@ FINGERPRINT_EXCLUDE = (
     "data.cache_dir",
     "data.path",
     "data.tfds_data_dir",
-    "data.placement",                 # host or device: the same batches (data.streaming)
+    "data.placement",                 # host or device: the same batches (data.host_feed)
     "data.device_memory_fraction",
     "data.assumed_device_memory_gb",
     "data.host_prefetch",
@@ -129,7 +129,7 @@ def base_config() -> ml_collections.ConfigDict:
                                  for MNIST); Cutout fill "red" (the reference's) or "grey".
     data.placement               "auto" | "device" | "host": the arrays replicated on every
                                  device (the batch gathered in the step) or read on the host
-                                 and streamed (``data.streaming``); "auto" keeps them on the
+                                 and streamed (``data.host_feed``); "auto" keeps them on the
                                  devices when they take at most data.device_memory_fraction of
                                  the smallest device's memory (``data.placement``). The batches
                                  are the same either way.

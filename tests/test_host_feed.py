@@ -1,4 +1,4 @@
-"""The host-side data path (ei_snn_jax/data/streaming.py, placement.py): the streamed batches are
+"""The host-side data path (ei_snn_jax/data/host_feed.py, placement.py): the streamed batches are
 those of data.batch_indices / replicas.batch_indices from any start step, memory maps work, the
 prefetch thread never outlives its feed and hands its errors to the consumer, the placement rule
 decides by size, and batches are sharded per device and read per process (subprocesses with 8
@@ -21,7 +21,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ei_snn_jax import data
-from ei_snn_jax.data import placement, streaming
+from ei_snn_jax.data import host_feed, placement
 from ei_snn_jax.training import config as config_lib, replicas
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def feed_threads() -> list[threading.Thread]:
 def test_batches_follow_batch_indices_over_epochs_with_the_padded_last_batch():
   x, y = dataset()
   steps = 3 * STEPS_PER_EPOCH
-  got = collect(streaming.training_feed(x, y, seed=5, batch_size=BATCH, sharding=sharding("data"),
+  got = collect(host_feed.training_feed(x, y, seed=5, batch_size=BATCH, sharding=sharding("data"),
                                         end_step=steps))
   assert len(got) == steps
   for step, (images, labels, mask) in enumerate(got):
@@ -85,7 +85,7 @@ def test_replicas_follow_replicas_batch_indices():
   cfg = config_lib.base_config()
   cfg.seed, cfg.train.batch_size, cfg.train.num_replicas = 7, BATCH, 3
   steps = 2 * STEPS_PER_EPOCH
-  got = collect(streaming.training_feed(x, y, seed=7, batch_size=BATCH, num_replicas=3,
+  got = collect(host_feed.training_feed(x, y, seed=7, batch_size=BATCH, num_replicas=3,
                                         sharding=sharding(None, "data"), end_step=steps))
   assert len(got) == steps
   for step, (images, labels, mask) in enumerate(got):
@@ -103,9 +103,9 @@ def test_resume_from_any_step_equals_the_uninterrupted_run(start):
   """Mid-epoch, the padded last batch, an epoch boundary: the tail is identical."""
   x, y = dataset()
   end = 3 * STEPS_PER_EPOCH
-  full = collect(streaming.training_feed(x, y, seed=11, batch_size=BATCH,
+  full = collect(host_feed.training_feed(x, y, seed=11, batch_size=BATCH,
                                          sharding=sharding("data"), end_step=end))
-  feed = streaming.training_feed(x, y, seed=11, batch_size=BATCH, sharding=sharding("data"),
+  feed = host_feed.training_feed(x, y, seed=11, batch_size=BATCH, sharding=sharding("data"),
                                  start_step=start, end_step=end)
   assert feed.next_step == start
   resumed = collect(feed)
@@ -117,7 +117,7 @@ def test_resume_from_any_step_equals_the_uninterrupted_run(start):
 
 
 def test_endless_feed_and_training_batch_indices_agree():
-  idx = list(streaming.training_batch_indices(3, N, BATCH, start_step=4, end_step=30))
+  idx = list(host_feed.training_batch_indices(3, N, BATCH, start_step=4, end_step=30))
   assert len(idx) == 26
   for step, (i, m) in enumerate(idx, start=4):
     want_i, want_m = data.batch_indices(3, step // STEPS_PER_EPOCH, N, BATCH,
@@ -125,7 +125,7 @@ def test_endless_feed_and_training_batch_indices_agree():
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_array_equal(m, want_m)
   x, y = dataset()
-  with streaming.training_feed(x, y, seed=3, batch_size=BATCH, sharding=sharding("data"),
+  with host_feed.training_feed(x, y, seed=3, batch_size=BATCH, sharding=sharding("data"),
                                start_step=4) as feed:   # no end_step: runs until closed
     for _ in range(40):
       batch = next(feed)
@@ -143,15 +143,15 @@ def test_memory_mapped_npy_and_npz_stream_like_arrays(tmp_path):
   np.save(tmp_path / "x.npy", x)
   np.savez(tmp_path / "cache.npz", x_train=x, y_train=y, format=np.asarray("tiny-imagenet-v1"))
   x_npy = np.load(tmp_path / "x.npy", mmap_mode="r")
-  arrays = streaming.memory_map_npz(tmp_path / "cache.npz")
+  arrays = host_feed.memory_map_npz(tmp_path / "cache.npz")
   assert isinstance(x_npy, np.memmap) and isinstance(arrays["x_train"], np.memmap)
   assert str(arrays["format"]) == "tiny-imagenet-v1"          # 0-d: read, not mapped
   np.testing.assert_array_equal(arrays["x_train"], x)
   np.testing.assert_array_equal(arrays["y_train"], y)
-  want = collect(streaming.training_feed(x, y, seed=2, batch_size=BATCH,
+  want = collect(host_feed.training_feed(x, y, seed=2, batch_size=BATCH,
                                          sharding=sharding("data"), end_step=9))
   for images in (x_npy, arrays["x_train"]):
-    got = collect(streaming.training_feed(images, arrays["y_train"], seed=2, batch_size=BATCH,
+    got = collect(host_feed.training_feed(images, arrays["y_train"], seed=2, batch_size=BATCH,
                                           sharding=sharding("data"), end_step=9))
     for a, b in zip(want, got):
       for u, v in zip(a, b):
@@ -162,7 +162,7 @@ def test_memory_map_npz_refuses_compressed_files(tmp_path):
   x, _ = dataset()
   np.savez_compressed(tmp_path / "c.npz", x_train=x)
   with pytest.raises(ValueError, match="x_train.npy is compressed"):
-    streaming.memory_map_npz(tmp_path / "c.npz")
+    host_feed.memory_map_npz(tmp_path / "c.npz")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_memory_map_npz_refuses_compressed_files(tmp_path):
 
 def test_close_mid_stream_joins_the_worker_and_next_then_fails():
   x, y = dataset()
-  feed = streaming.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data"),
+  feed = host_feed.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data"),
                                  prefetch=2)          # endless: the worker blocks on a full queue
   next(feed)
   assert feed.worker_alive
@@ -184,7 +184,7 @@ def test_close_mid_stream_joins_the_worker_and_next_then_fails():
 
 def test_exhausted_feed_has_no_thread_and_keeps_stopping():
   x, y = dataset()
-  feed = streaming.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data"),
+  feed = host_feed.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data"),
                                  end_step=3)
   assert len(list(feed)) == 3
   assert not feed.worker_alive
@@ -195,7 +195,7 @@ def test_exhausted_feed_has_no_thread_and_keeps_stopping():
 def test_consumer_exception_inside_with_stops_the_worker():
   x, y = dataset()
   with pytest.raises(KeyError, match="the training step failed"):
-    with streaming.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data")) as feed:
+    with host_feed.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data")) as feed:
       next(feed)
       raise KeyError("the training step failed")
   assert not feed.worker_alive and not feed_threads()
@@ -203,7 +203,7 @@ def test_consumer_exception_inside_with_stops_the_worker():
 
 def test_unclosed_feed_stops_its_worker_when_collected():
   x, y = dataset()
-  feed = streaming.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data"))
+  feed = host_feed.training_feed(x, y, seed=1, batch_size=BATCH, sharding=sharding("data"))
   next(feed)
   thread = feed._thread
   del feed
@@ -231,7 +231,7 @@ class CorruptAfter:
 def test_worker_exception_reaches_the_consumer_with_its_traceback():
   x, y = dataset()
   images = CorruptAfter(x, k=3 * jax.device_count())   # three steps read, the fourth fails
-  feed = streaming.training_feed(images, y, seed=1, batch_size=BATCH, sharding=sharding("data"))
+  feed = host_feed.training_feed(images, y, seed=1, batch_size=BATCH, sharding=sharding("data"))
   for _ in range(3):
     next(feed)
   with pytest.raises(OSError, match="corrupt block") as e:
@@ -247,7 +247,7 @@ def test_worker_exception_reaches_the_consumer_with_its_traceback():
 def test_index_error_in_the_worker_surfaces():
   x, y = dataset()
   bad = [(np.arange(BATCH), np.ones(BATCH, bool)), (np.full(BATCH, N + 5), np.ones(BATCH, bool))]
-  with streaming.HostBatchFeed(x, y, bad, sharding("data")) as feed:
+  with host_feed.HostBatchFeed(x, y, bad, sharding("data")) as feed:
     next(feed)
     with pytest.raises(IndexError):
       next(feed)
@@ -257,12 +257,12 @@ def test_index_error_in_the_worker_surfaces():
 def test_bad_arguments_fail_at_construction():
   x, y = dataset()
   with pytest.raises(ValueError, match="100 images but 99 labels"):
-    streaming.HostBatchFeed(x, y[:-1], [], sharding("data"))
+    host_feed.HostBatchFeed(x, y[:-1], [], sharding("data"))
   with pytest.raises(ValueError, match="prefetch=0"):
-    streaming.HostBatchFeed(x, y, [], sharding("data"), prefetch=0)
+    host_feed.HostBatchFeed(x, y, [], sharding("data"), prefetch=0)
   if jax.device_count() > 1:
     with pytest.raises(ValueError, match="cannot be laid out"):
-      streaming.training_feed(x, y, seed=0, batch_size=jax.device_count() + 1,
+      host_feed.training_feed(x, y, seed=0, batch_size=jax.device_count() + 1,
                               sharding=sharding("data"))
   assert not feed_threads()
 
@@ -341,7 +341,7 @@ import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ei_snn_jax import data
-from ei_snn_jax.data import placement, streaming
+from ei_snn_jax.data import host_feed, placement
 from ei_snn_jax.training import config
 
 rank, port = int(sys.argv[1]), sys.argv[2]
@@ -364,7 +364,7 @@ report = {"devices": jax.device_count(), "local": jax.local_device_count(), "ste
 for shape, axes in (((jax.device_count(),), ("data",)), ((jax.device_count() // 2, 2), ("data", "model"))):
   mesh = Mesh(np.array(jax.devices()).reshape(shape), axes)
   images = Counting(x)
-  with streaming.training_feed(images, y, seed=seed, batch_size=batch, end_step=8,
+  with host_feed.training_feed(images, y, seed=seed, batch_size=batch, end_step=8,
                                sharding=NamedSharding(mesh, P("data"))) as feed:
     for step, b in enumerate(feed):
       idx, mask = data.batch_indices(seed, step // 7, n, batch, step % 7)
