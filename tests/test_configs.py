@@ -324,6 +324,15 @@ BAD = [
     ("batch_not_divisible_config_devices", _set(parallel__num_devices=3), 8,
      "train.batch_size=64 is not divisible by the 3 devices"),
     ("too_many_devices", _set(parallel__num_devices=16), 8, "parallel.num_devices=16"),
+    ("unknown_placement", _set(data__placement="gpu"), None,
+     "data.placement='gpu' is not a known data placement"),
+    ("memory_fraction_zero", _set(data__device_memory_fraction=0), None,
+     "data.device_memory_fraction=0.0 is out of range: it must be in (0, 1]"),
+    ("memory_fraction_above_one", _set(data__device_memory_fraction=1.5), None,
+     "data.device_memory_fraction=1.5"),
+    ("assumed_memory_zero", _set(data__assumed_device_memory_gb=0), None,
+     "data.assumed_device_memory_gb=0.0"),
+    ("host_prefetch_zero", _set(data__host_prefetch=0), None, "data.host_prefetch=0"),
 ]
 
 
@@ -418,7 +427,8 @@ def test_fingerprint():
   same = ["train.progress_bar=false", "train.log_every_steps=7", "train.max_steps=10",
           "train.checkpoint_every_steps=5", "train.keep_checkpoints=9", "parallel.num_devices=2",
           "parallel.distributed=true", "data.path=/x.npz", "data.cache_dir=/tmp/c",
-          "data.tfds_data_dir=/tmp/t"]
+          "data.tfds_data_dir=/tmp/t", "data.placement=host", "data.device_memory_fraction=0.9",
+          "data.assumed_device_memory_gb=2", "data.host_prefetch=4"]
   for override in same:
     assert C.config_fingerprint(_load("ei_cifar10_vgg16", override)) == base, override
   different = ["optim.lr=0.002", "seed=1", "model.T=8", "train.epochs=100", "data.train_subset=10",

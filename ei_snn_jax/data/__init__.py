@@ -13,8 +13,12 @@
 * ``synthetic``: learnable stand-ins shaped like every dataset (offline runs, ``:runlocal``).
 * ``transforms``: each dataset's training / evaluation transform, chosen in the training step.
 * ``resize``: antialiased bilinear / nearest resampling and RandomResizedCrop boxes as matrices.
+* ``placement``: whether a dataset stays on the devices or is streamed from the host (by size).
+* ``host_feed``: the host path: the same batches read from (memory-mapped) host arrays and
+  uploaded per process by a prefetching thread.
 
-The loading and ordering API is re-exported here: ``from ei_snn_jax import data``.
+The loading and ordering API is re-exported here: ``from ei_snn_jax import data``
+(``placement`` and ``host_feed`` import JAX: ``from ei_snn_jax.data import host_feed``).
 """
 
 from ei_snn_jax.data.order import (batch_indices, epoch_batches, epoch_permutation, eval_batches,

@@ -55,6 +55,8 @@ STABILIZATIONS = ("adaptive", "epsilon", "none")
 CONV_DTYPES = ("float32", "bfloat16")
 CUTOUT_FILLS = ("red", "grey")
 MOMENTUM_FIRST_STEPS = ("reference", "optax")
+# Where the dataset lives during training (``data.placement``; equal to data.placement.PLACEMENTS).
+PLACEMENTS = ("auto", "device", "host")
 
 # The ``runlocal`` flag of ``apply_config_arg``: a few steps on a small real-data subset.
 # Warmup is switched off because a 1-epoch run cannot hold a whole-epoch warmup.
@@ -82,6 +84,10 @@ FINGERPRINT_EXCLUDE = (
     "data.cache_dir",
     "data.path",
     "data.tfds_data_dir",
+    "data.placement",                 # host or device: the same batches (data.host_feed)
+    "data.device_memory_fraction",
+    "data.assumed_device_memory_gb",
+    "data.host_prefetch",
 )
 
 _TRUE = ("true", "1", "yes", "on")
@@ -121,6 +127,15 @@ def base_config() -> ml_collections.ConfigDict:
     data.train_subset/test_subset  use only the first N examples (0 = all).
     data.augment / cutout_fill   the dataset's training augmentation (``data.transforms``; none
                                  for MNIST); Cutout fill "red" (the reference's) or "grey".
+    data.placement               "auto" | "device" | "host": the arrays replicated on every
+                                 device (the batch gathered in the step) or read on the host
+                                 and streamed (``data.host_feed``); "auto" keeps them on the
+                                 devices when they take at most data.device_memory_fraction of
+                                 the smallest device's memory (``data.placement``). The batches
+                                 are the same either way.
+    data.device_memory_fraction  in (0, 1]: the part of a device's memory the dataset may take.
+    data.assumed_device_memory_gb  device memory where the backend reports none (XLA:CPU).
+    data.host_prefetch           batches the host path reads and uploads ahead (>= 1).
     model.arch / variant         "vgg8|vgg11|vgg16|vgg19|resnet18|mlp2|...|mlp16" / "ei|bn|dann"
                                  (the MLPs: "ei" and "bn" only, spec §6.4).
     model.T                      time steps (direct encoding: the image repeated T times; DVS:
@@ -149,6 +164,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.cutout_fill = "red"
   c.data.synthetic_train_size = 512
   c.data.synthetic_test_size = 256
+  c.data.placement = "auto"
+  c.data.device_memory_fraction = 0.25
+  c.data.assumed_device_memory_gb = 16.0
+  c.data.host_prefetch = 2
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "vgg16"
@@ -486,6 +505,13 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   choice("model.conv_dtype", CONV_DTYPES, "conv dtype")
   choice("data.cutout_fill", CUTOUT_FILLS, "cutout fill")
   choice("optim.momentum_first_step", MOMENTUM_FIRST_STEPS, "momentum first step")
+  choice("data.placement", PLACEMENTS, "data placement")
+  fraction = cfg.data.device_memory_fraction
+  if not 0 < fraction <= 1:
+    problems.append(f"data.device_memory_fraction={fraction!r} is out of range: it must be in "
+                    f"(0, 1]")
+  at_least("data.assumed_device_memory_gb", 0, strict=True)
+  at_least("data.host_prefetch", 1)
   if cfg.data.source == "arrays" and not cfg.data.path:
     problems.append("data.source='arrays' needs data.path: set data.path to the .npz file (or "
                     "directory of arrays), or use data.source=auto")
