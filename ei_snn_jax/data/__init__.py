@@ -21,8 +21,8 @@ The loading and ordering API is re-exported here: ``from ei_snn_jax import data`
 (``placement`` and ``host_feed`` import JAX: ``from ei_snn_jax.data import host_feed``).
 """
 
-from ei_snn_jax.data.order import (batch_indices, epoch_batches, epoch_permutation, eval_batches,
-                                   num_batches)
+from ei_snn_jax.data.order import (batch_indices, epoch_batches, epoch_permutation, epoch_table,
+                                   eval_batches, num_batches)
 from ei_snn_jax.data.sources import (ARRAY_KEYS, COMPACT_FORMAT, DOWNLOAD_MD5, DOWNLOAD_URLS,
                                      IMAGE_SHAPE, NUM_CLASSES, SOURCES, DataError, Dataset,
                                      convert_archive, download_dataset, load_arrays, load_dataset,

@@ -56,15 +56,6 @@ class TrainBatch(NamedTuple):
 # The order of a training run.
 # ---------------------------------------------------------------------------------------------
 
-def _epoch_table(seeds: tuple[int, ...], epoch: int, n: int,
-                 batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """idx, mask of every step of ``epoch`` for every seed: shape (steps, len(seeds), batch)."""
-  per_seed = [list(order.epoch_batches(s, epoch, n, batch_size)) for s in seeds]
-  idx = np.stack([np.stack([b[0] for b in batches]) for batches in per_seed], axis=1)
-  mask = np.stack([np.stack([b[1] for b in batches]) for batches in per_seed], axis=1)
-  return idx, mask
-
-
 def training_batch_indices(seed: int, n: int, batch_size: int, start_step: int = 0,
                            end_step: int | None = None,
                            num_replicas: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -83,7 +74,7 @@ def training_batch_indices(seed: int, n: int, batch_size: int, start_step: int =
   while end_step is None or step < end_step:
     epoch, in_epoch = divmod(step, steps_per_epoch)
     if epoch != table_epoch:   # one permutation per seed and epoch, however many replicas
-      (idx, mask), table_epoch = _epoch_table(seeds, epoch, n, batch_size), epoch
+      (idx, mask), table_epoch = order.epoch_table(seeds, epoch, n, batch_size), epoch
     if num_replicas == 1:
       yield idx[in_epoch, 0], mask[in_epoch, 0]
     else:

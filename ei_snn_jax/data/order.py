@@ -69,6 +69,16 @@ def epoch_batches(seed: int, epoch: int, n: int, batch_size: int,
     yield batch_indices(seed, epoch, n, batch_size, step)
 
 
+def epoch_table(seeds: tuple[int, ...], epoch: int, n: int,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(idx, mask) of every step of ``epoch`` for every seed, stacked: shape (steps, len(seeds),
+  batch); row [i, r] is ``batch_indices(seeds[r], epoch, n, batch_size, i)``."""
+  per_seed = [list(epoch_batches(s, epoch, n, batch_size)) for s in seeds]
+  idx = np.stack([np.stack([b[0] for b in batches]) for batches in per_seed], axis=1)
+  mask = np.stack([np.stack([b[1] for b in batches]) for batches in per_seed], axis=1)
+  return idx, mask
+
+
 def eval_batches(n: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yield (idx, mask) over 0..n-1 in order, the last batch padded and masked (spec §7.4)."""
   for step in range(num_batches(n, batch_size)):

@@ -91,10 +91,7 @@ def state_axes(state: Any) -> Any:
 def _epoch_indices(seed_list: tuple[int, ...], epoch: int, n: int,
                    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Every batch of one epoch for every replica: idx, mask of shape (steps, N, batch)."""
-  per_seed = [list(data_lib.epoch_batches(s, epoch, n, batch_size)) for s in seed_list]
-  idx = np.stack([np.stack([b[0] for b in batches]) for batches in per_seed], axis=1)
-  mask = np.stack([np.stack([b[1] for b in batches]) for batches in per_seed], axis=1)
-  return idx, mask
+  return data_lib.epoch_table(seed_list, epoch, n, batch_size)
 
 
 def batch_indices(config: ml_collections.ConfigDict, epoch: int, n: int,
