@@ -6,7 +6,8 @@ r"""Training/evaluation throughput, compile time and peak memory of a model and 
   python -m experiments.benchmark --table experiments/results/benchmark_cpu.jsonl
 
 What is measured (each part in a fresh subprocess, so peak memory and compile time are its own):
-  snn  the real jitted train step of ``ei_snn_jax.training.train`` (gather + augmentation on device,
+  snn  the real jitted train step of ``ei_snn_jax.training.train`` as the loop runs it (its row of
+       the epoch's index table sliced on device, gather + augmentation on device,
        forward/backward, SGD, Dale's projection, on-device metric sums, donated state) and the
        real eval step, on synthetic CIFAR-shaped data (no dataset download, no TFDS import).
   ann  the "ceiling": the same conv stack (VGG or SEW-ResNet layout, same widths, same dtype) as
@@ -84,11 +85,15 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
   flags.DEFINE_multi_string("set", [], "any other config override KEY=VALUE, e.g. "
                             "--set=model.scan_unroll=1", **f)
   flags.DEFINE_bool("eval_only", False, "measure evaluation only", **f)
+  flags.DEFINE_bool("cost_only", False, "compile only: record XLA's cost and memory analysis "
+                    "of the steps, no timing (minutes on CPU even at batch 128)", **f)
   flags.DEFINE_bool("ann", True, "also measure the ANN ceiling (--noann: skip it)", **f)
   flags.DEFINE_bool("in_process", False, "run the parts in this process (memory numbers then "
                     "overlap)", **f)
   flags.DEFINE_string("out", None, "JSONL file to append to, or a directory (ending in /) for "
                       "its benchmark_<device>.jsonl (default experiments/results/)", **f)
+  flags.DEFINE_string("note", None, "free text stored with the record (e.g. which change it "
+                      "measures), shown in the cost table", **f)
   flags.DEFINE_enum("part", None, list(PARTS), "internal: measure one part (child process)", **f)
   flags.DEFINE_string("part_out", None, "internal: where the child writes its part", **f)
 
@@ -237,6 +242,33 @@ def _time_windows(call, steps: int, repeats: int, guard: bool = False) -> dict[s
           "all": wall, "cpu": cpu[best] if cpu else None}
 
 
+def compiled_costs(kind: str, compiled) -> dict[str, Any]:
+  """XLA's own account of a compiled step: ``cost_analysis()`` FLOPs and bytes accessed (the
+  traffic of every fused kernel's operands and results, summed), and ``memory_analysis()`` temp,
+  argument and output bytes. Read from the compiled executable, so it needs no accelerator: on CPU
+  it describes the CPU compilation (whose fusion decisions differ from a GPU's), which is still the
+  best local proxy for a memory-bound step. Missing entries are None."""
+  out: dict[str, Any] = {f"{kind}_flops": None, f"{kind}_bytes_accessed": None,
+                         f"{kind}_temp_bytes": None, f"{kind}_argument_bytes": None,
+                         f"{kind}_output_bytes": None}
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    out[f"{kind}_flops"] = float(cost["flops"]) if "flops" in cost else None
+    out[f"{kind}_bytes_accessed"] = (float(cost["bytes accessed"]) if "bytes accessed" in cost
+                                     else None)
+  except Exception:  # noqa: BLE001  (a backend without cost analysis)
+    pass
+  try:
+    mem = compiled.memory_analysis()
+    out[f"{kind}_temp_bytes"] = int(mem.temp_size_in_bytes)
+    out[f"{kind}_argument_bytes"] = int(mem.argument_size_in_bytes)
+    out[f"{kind}_output_bytes"] = int(mem.output_size_in_bytes)
+  except Exception:  # noqa: BLE001
+    pass
+  return out
+
+
 def _rates(kind: str, t: dict[str, Any], images: int) -> dict[str, Any]:
   """img/s and ms per step of the best window (steadiest on a shared machine) and the median."""
   return {f"{kind}_img_s": images / t["best"], f"{kind}_img_s_median": images / t["median"],
@@ -249,31 +281,33 @@ def measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
   import jax
 
   from ei_snn_jax import data as data_lib
-  from ei_snn_jax.training import replicas, train
+  from ei_snn_jax.training import train
 
   cfg, _ = make_config(args)
   exp = train.build_experiment(cfg)
   if part == "ann":
     exp = dataclasses.replace(exp, model=ann_ceiling(cfg.model, exp.dataset.num_classes))
-  R, B, n = exp.num_replicas, cfg.train.batch_size, len(exp.dataset.x_train)
+  R, B = exp.num_replicas, cfg.train.batch_size
   out: dict[str, Any] = {}
   state, out["init_s"] = _timed(lambda: jax.block_until_ready(train.init_state(exp)))
   out["params"] = sum(x.size for x in jax.tree.leaves(state.params)) // R
 
   if not args.eval_only:
-    step = train.make_train_step(exp)
-    held = {"state": state, "i": 0}
+    # The loop's step: its epoch's index table uploaded once, the row sliced on the device.
+    step = train.make_train_step(exp, from_epoch_table=True)
+    table = tuple(train.host_to_global(a, train.epoch_table_sharding(exp))
+                  for a in train.epoch_table(exp, 0))
+    held = {"state": state}
 
     def train_call():
-      held["i"] += 1
-      idx, mask = replicas.batch_indices(cfg, 0, n, held["i"] % exp.steps_per_epoch)
-      held["state"], metrics = compiled(held["state"], exp.train_x, exp.train_y, idx, mask)
+      held["state"], metrics = compiled(held["state"], exp.train_x, exp.train_y, *table)
       return held["state"], metrics
 
-    idx, mask = replicas.batch_indices(cfg, 0, n, 0)
     lowered, out["train_lower_s"] = _timed(
-        lambda: step.lower(state, exp.train_x, exp.train_y, idx, mask))
+        lambda: step.lower(state, exp.train_x, exp.train_y, *table))
     compiled, out["train_compile_s"] = _timed(lowered.compile)
+    out.update(compiled_costs("train", compiled))
+  if not args.eval_only and not args.cost_only:
     _time_windows(train_call, args.warmup, 1)
     t = _time_windows(train_call, args.steps, args.repeats)
     out.update(_rates("train", t, R * B))
@@ -289,10 +323,19 @@ def measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
   eval_args = (state.params, state.batch_stats, exp.test_x, exp.test_y, idx, mask)
   lowered, out["eval_lower_s"] = _timed(lambda: eval_step.lower(*eval_args))
   compiled_eval, out["eval_compile_s"] = _timed(lowered.compile)
+  out.update(compiled_costs("eval", compiled_eval))
+  if args.cost_only:
+    return _finish(out, exp, cfg)
   _time_windows(lambda: compiled_eval(*eval_args), args.warmup, 1)
   t = _time_windows(lambda: compiled_eval(*eval_args), args.steps, args.repeats)
   out.update(_rates("eval", t, R * cfg.train.eval_batch_size))
+  return _finish(out, exp, cfg)
 
+
+def _finish(out: dict[str, Any], exp, cfg) -> dict[str, Any]:
+  """Add memory counters and the environment to a part's measurements."""
+  import jax
+  R = exp.num_replicas
   devices = exp.mesh.devices.ravel().tolist()
   out["device_peak_bytes"] = _device_peak_bytes(devices)
   out["host_rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -302,7 +345,7 @@ def measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
       "num_devices": len(devices), "jax": jax.__version__,
       "jaxlib": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
       "flax": _version("flax"), "num_classes": exp.dataset.num_classes,
-      "batch": B, "eval_batch": cfg.train.eval_batch_size, "T": cfg.model.T,
+      "batch": cfg.train.batch_size, "eval_batch": cfg.train.eval_batch_size, "T": cfg.model.T,
       "dtype": cfg.model.conv_dtype, "replicas": R, "arch": cfg.model.arch,
       "variant": cfg.model.variant, "width_multiplier": cfg.model.width_multiplier,
       "static_input_once": cfg.model.static_input_once, "scan_unroll": cfg.model.scan_unroll,
@@ -360,7 +403,8 @@ def make_record(args, argv, parts: dict[str, dict]) -> dict[str, Any]:
       "config": os.path.relpath(spec, REPO) if spec else None,
       **env, "python": platform.python_version(), "steps": args.steps, "warmup": args.warmup,
       "repeats": args.repeats,
-      "eval_only": args.eval_only, **{k: v for k, v in parts.items()},
+      "eval_only": args.eval_only, "cost_only": args.cost_only, "note": args.note,
+      **{k: v for k, v in parts.items()},
       "memory_note": ("device_peak_bytes from device.memory_stats()" if snn["device_peak_bytes"]
                       is not None else "no device memory counter on this backend: "
                       "host_rss_peak_bytes is the whole process's peak RSS (runtime, compiler, "
@@ -368,6 +412,9 @@ def make_record(args, argv, parts: dict[str, dict]) -> dict[str, Any]:
       "command": "python -m experiments.benchmark " + shlex.join(argv),
   }
   if "ann" in parts:
+    for key in ("train_flops", "train_bytes_accessed", "eval_flops", "eval_bytes_accessed"):
+      if snn.get(key) and parts["ann"].get(key):
+        record[f"{key}_ratio_snn_to_ann"] = snn[key] / parts["ann"][key]
     for key in ("train_img_s", "eval_img_s"):
       if key in snn and key in parts["ann"]:
         record[f"{key.split('_')[0]}_ratio_snn_to_ann"] = snn[key] / parts["ann"][key]
@@ -403,6 +450,30 @@ def markdown_table(records: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
+def cost_table(records: Sequence[dict]) -> str:
+  """One row per record with XLA cost numbers: GB accessed and GFLOP per train and eval step of
+  the SNN and its ANN ceiling, their ratios, and the SNN train step's temp memory."""
+  head = ("| model | device | batch×T | dtype | train GB/step (SNN / ANN) | ratio | "
+          "train GFLOP (SNN / ANN) | ratio | eval GB/step (SNN / ANN) | ratio | "
+          "SNN train temp GB | note |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for r in records:
+    snn, ann = r.get("snn", {}), r.get("ann", {})
+    if snn.get("train_bytes_accessed") is None and snn.get("eval_bytes_accessed") is None:
+      continue
+    g = lambda v: _num(None if v is None else v / 1e9, "{:.1f}")
+    lines.append(
+        f"| {r['name']} | {r['device_kind']} | {r['batch']}×{r['T']} | {r['dtype']} | "
+        f"{g(snn.get('train_bytes_accessed'))} / {g(ann.get('train_bytes_accessed'))} | "
+        f"{_num(r.get('train_bytes_accessed_ratio_snn_to_ann'), '{:.2f}')} | "
+        f"{g(snn.get('train_flops'))} / {g(ann.get('train_flops'))} | "
+        f"{_num(r.get('train_flops_ratio_snn_to_ann'), '{:.2f}')} | "
+        f"{g(snn.get('eval_bytes_accessed'))} / {g(ann.get('eval_bytes_accessed'))} | "
+        f"{_num(r.get('eval_bytes_accessed_ratio_snn_to_ann'), '{:.2f}')} | "
+        f"{g(snn.get('train_temp_bytes'))} | {r.get('note') or ''} |")
+  return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point (``argv`` without the program name); returns the exit status."""
   from ei_snn_jax import errors
@@ -417,7 +488,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.table:
     records = [json.loads(l) for path in files
                for l in pathlib.Path(path).read_text().splitlines() if l.strip()]
-    print(markdown_table(records))
+    timed = [r for r in records if r.get("snn", {}).get("train_img_s") or
+             r.get("snn", {}).get("eval_img_s")]
+    if timed:
+      print(markdown_table(timed))
+    if any(r.get("snn", {}).get("train_bytes_accessed") for r in records):
+      print()
+      print(cost_table(records))
     return 0
   if args.part:                                   # a child process: one measurement
     import jax
@@ -436,7 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   with open(out, "a") as f:
     f.write(json.dumps(record) + "\n")
   print(json.dumps(record, indent=1))
-  print(markdown_table([record]))
+  if not args.cost_only:
+    print(markdown_table([record]))
+  if record["snn"].get("train_bytes_accessed") or record["snn"].get("eval_bytes_accessed"):
+    print(cost_table([record]))
   print(f"[benchmark] appended to {out}", file=sys.stderr)
   return 0
 

@@ -427,7 +427,7 @@ def test_fingerprint():
   same = ["train.progress_bar=false", "train.log_every_steps=7", "train.max_steps=10",
           "train.checkpoint_every_steps=5", "train.keep_checkpoints=9", "parallel.num_devices=2",
           "parallel.distributed=true", "data.path=/x.npz", "data.cache_dir=/tmp/c",
-          "data.tfds_data_dir=/tmp/t", "data.placement=host", "data.device_memory_fraction=0.9",
+          "data.tfds_data_dir=/tmp/t", "data.placement=device", "train.transfer_guard=allow", "data.device_memory_fraction=0.9",
           "data.assumed_device_memory_gb=2", "data.host_prefetch=4"]
   for override in same:
     assert C.config_fingerprint(_load("ei_cifar10_vgg16", override)) == base, override
@@ -503,3 +503,16 @@ def test_cli_errors(argv, message, monkeypatch):
   with pytest.raises(C.ConfigError) as e:
     _parse(*argv)
   assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_host_placement_and_transfer_guard_are_validated():
+  """data.placement='host' is refused with the reason (the loop has no host path yet, never a
+  silent device run); train.transfer_guard takes jax.transfer_guard's levels only."""
+  cfg = _load("ei_cifar10_vgg16")
+  cfg.data.placement = "host"
+  with pytest.raises(C.ConfigError, match=r"data.placement='host'.*issue 13"):
+    C.validate_config(cfg)
+  cfg = _load("ei_cifar10_vgg16")
+  cfg.train.transfer_guard = "disalow"
+  with pytest.raises(C.ConfigError, match=r"train.transfer_guard.*did you mean disallow"):
+    C.validate_config(cfg)

@@ -25,6 +25,7 @@ EXTRA = ("train.epochs=3",)   # 36 steps: 12 per epoch, checkpoints every 3, rec
 
 WRAPPER = r'''
 import json, os, signal, sys
+import jax
 from ei_snn_jax.training import checkpointing, runfolder, train
 from experiments import train as train_cli
 
@@ -34,10 +35,10 @@ die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 
 if kind in ("kill_step", "sigterm", "sigint"):
   real_make = train.make_train_step
-  def make(exp):
-    step_fn = real_make(exp)
+  def make(exp, **kwargs):
+    step_fn = real_make(exp, **kwargs)
     def wrapped(state, *args):
-      if int(state.step) == at:
+      if int(jax.device_get(state.step)) == at:
         {"kill_step": die, "sigterm": lambda: os.kill(os.getpid(), signal.SIGTERM),
          "sigint": lambda: os.kill(os.getpid(), signal.SIGINT)}[kind]()
       return step_fn(state, *args)

@@ -49,7 +49,7 @@ def test_find_dead_layers_on_an_own_model():
 
 def test_training_stops_at_the_first_dead_logging_step(tmp_path, monkeypatch):
   def kill_conv1(state):
-    if int(state.step) == 4:   # g_I of conv1 to 0, as weight decay + projection can leave them
+    if int(jax.device_get(state.step)) == 4:   # g_I of conv1 to 0, as weight decay + projection can leave them
       params = dict(state.params)
       conv1 = {**params["conv1"], "ei": {**params["conv1"]["ei"]}}
       conv1["ei"]["g_i"] = jnp.zeros_like(conv1["ei"]["g_i"])

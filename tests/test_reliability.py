@@ -160,11 +160,13 @@ def capture_steps(monkeypatch, on_call):
   """Wrap the jitted train step: ``on_call(state) -> state`` runs before every step."""
   real = train.make_train_step
 
-  def make(exp):
-    step = real(exp)
+  def make(exp, **kwargs):
+    step = real(exp, **kwargs)
 
     def wrapped(state, *args):
-      return step(on_call(state), *args)
+      with jax.transfer_guard("allow"):   # the injected fault may move data; the loop may not
+        state = on_call(state)
+      return step(state, *args)
 
     return wrapped
 
@@ -303,7 +305,7 @@ def test_nonfinite_step_stops_with_step_and_layer(tmp_path, monkeypatch, capsys)
   calls = []
 
   def poison(state):
-    step = int(state.step)
+    step = int(jax.device_get(state.step))
     calls.append(step)
     if step != BAD_STEP:
       return state

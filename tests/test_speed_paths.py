@@ -164,14 +164,15 @@ def test_train_step_outputs_are_device_arrays_and_state_is_donated(plain):
 
 
 def test_training_loop_reads_the_host_once_per_window_not_per_step(tmp_path, monkeypatch):
-  """``jax.device_get`` from train.py runs per logging window and per epoch, never per step; the
-  only per-step host read is ``bool(metrics["finite"])``, the NaN guard, one step behind."""
-  calls = []
+  """``jax.device_get`` of metrics from train.py runs per logging window and per epoch, never per
+  step; the only per-step host read is the NaN guard's one flag (a scalar, one step behind)."""
+  calls, flags = [], []
   real = jax.device_get
 
   def counting(x):
     if sys._getframe(1).f_globals.get("__name__") == train.__name__:
-      calls.append(1)
+      is_flag = isinstance(x, jax.Array) and x.ndim == 0 and x.dtype == jnp.bool_
+      (flags if is_flag else calls).append(1)
     return real(x)
 
   monkeypatch.setattr(jax, "device_get", counting)
@@ -179,6 +180,55 @@ def test_training_loop_reads_the_host_once_per_window_not_per_step(tmp_path, mon
   assert summary["step"] == 8                      # 2 epochs of 4 steps
   assert len(metrics.read_metrics(tmp_path, "train")) == 2
   assert len(calls) == 4                           # per epoch: the metric window + the sums
+  assert len(flags) == 8                           # the guard's flag, once per step
+
+
+def test_steady_state_loop_runs_under_transfer_guard_disallow(tmp_path, monkeypatch):
+  """Issue 11: an ordinary step moves no data between host and device. The loop dispatches it
+  under ``jax.transfer_guard(train.transfer_guard)`` ("disallow" by default): the epoch's index
+  table is uploaded once, the step slices its row on the device, and the NaN guard reads its
+  flag explicitly. A run finishes under it, and an implicit transfer inside a step is refused."""
+  summary = train.train_and_evaluate(tiny_config("train.log_every_steps=100"), tmp_path / "ok")
+  assert summary["finished"] and summary["step"] == 8
+
+  real = train.make_train_step
+
+  def make(exp, **kwargs):
+    step = real(exp, **kwargs)
+
+    def wrapped(state, *args):
+      # Per-step host indices, as the loop fed them before issue 11: an implicit upload. (On
+      # XLA:CPU the guard catches host -> device transfers; device -> host reads are free there.)
+      jax.jit(lambda a: a)(np.arange(4, dtype=np.int32))
+      return step(state, *args)
+
+    return wrapped
+
+  monkeypatch.setattr(train, "make_train_step", make)
+  with pytest.raises(Exception, match="(?i)disallowed"):
+    train.train_and_evaluate(tiny_config(), tmp_path / "guarded")
+  # The same run with the guard at "allow" goes through.
+  summary = train.train_and_evaluate(tiny_config("train.transfer_guard=allow"), tmp_path / "free")
+  assert summary["finished"]
+
+
+def test_epoch_table_step_equals_per_step_indices(plain):
+  """The loop's step (its epoch's index table, row = step mod steps per epoch) gives the same
+  state and metrics as the step fed that row's (idx, mask)."""
+  exp, state = plain
+  table = train.epoch_table(exp, 0)
+  assert table[0].shape == (exp.steps_per_epoch, exp.config.train.batch_size)
+  for row in range(exp.steps_per_epoch):
+    want = data.batch_indices(exp.config.seed, 0, len(exp.dataset.x_train),
+                              exp.config.train.batch_size, row)
+    np.testing.assert_array_equal(table[0][row], want[0])
+    np.testing.assert_array_equal(table[1][row], want[1])
+  s1 = jax.tree.map(jnp.copy, state).replace(step=jnp.asarray(1, jnp.int32))
+  s2 = jax.tree.map(jnp.copy, s1)
+  a, ma = train.make_train_step(exp)(s1, exp.train_x, exp.train_y, table[0][1], table[1][1])
+  b, mb = train.make_train_step(exp, from_epoch_table=True)(s2, exp.train_x, exp.train_y, *table)
+  for x, y in zip(jax.tree.leaves((a, ma)), jax.tree.leaves((b, mb))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 # --- the benchmark script --------------------------------------------------------------------
@@ -209,3 +259,58 @@ def test_benchmark_runs_on_cpu_at_small_batch(tmp_path):
   if jax.devices()[0].platform == "cpu":
     assert record["snn"]["device_peak_bytes"] is None and "host RSS" in benchmark.markdown_table(
         [record])
+
+
+def test_benchmark_records_xla_cost_and_memory_analysis(tmp_path, capsys):
+  """--cost_only compiles the train and eval steps of the SNN and its ANN ceiling and records
+  XLA's FLOPs, bytes accessed and memory analysis, their SNN/ANN ratios and the cost table."""
+  from experiments import benchmark
+
+  out = tmp_path / "cost.jsonl"
+  argv = ["--model", "vgg8", "--variant", "ei", "--width", "0.125", "--batch", "4", "--T", "2",
+          "--devices", "1", "--in_process", "--cost_only", "--note", "unit test",
+          "--out", str(out)]
+  assert benchmark.main(argv) == 0
+  record = json.loads(out.read_text())
+  for part in ("snn", "ann"):
+    for kind in ("train", "eval"):
+      assert record[part][f"{kind}_flops"] > 0 and record[part][f"{kind}_bytes_accessed"] > 0
+      assert record[part][f"{kind}_temp_bytes"] >= 0 and record[part][f"{kind}_argument_bytes"] > 0
+    assert "train_img_s" not in record[part]                      # compile only, no timing
+  # The E-I circuit adds the I convolutions and the circuit: more FLOPs and bytes than the ANN.
+  assert record["train_flops_ratio_snn_to_ann"] == pytest.approx(
+      record["snn"]["train_flops"] / record["ann"]["train_flops"])
+  assert record["train_flops_ratio_snn_to_ann"] > 1
+  assert record["train_bytes_accessed_ratio_snn_to_ann"] > 1
+  table = benchmark.cost_table([record])
+  assert "ei-vgg8" in table and "unit test" in table
+  assert f"{record['train_bytes_accessed_ratio_snn_to_ann']:.2f}" in table
+  assert "train GB/step" in capsys.readouterr().out
+
+
+def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain):
+  """Issue 11: the per-layer probe reductions are off the hot path. The step's metrics are the
+  scalars of the loop; ``make_probe_step`` returns the layer statistics of the same forward pass
+  (same batch, same augmentation key) as a step that records them in-line."""
+  exp, state = plain
+  idx, mask = data.batch_indices(exp.config.seed, 0, len(exp.dataset.x_train), 8, 0)
+  stats = train.make_probe_step(exp)(state, exp.train_x, exp.train_y, idx, mask)
+  assert any(k.startswith("firing_rate/") for k in stats) and any(
+      k.startswith("integrated_mean/") for k in stats)
+  # The same numbers as probing the model on the step's augmented batch directly.
+  from ei_snn_jax.analysis import probes
+  from ei_snn_jax.data import transforms
+  c = exp.config
+  train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
+  x, _, dropout_key = train._training_input(exp, train_fn, state.step, exp.train_x, exp.train_y,
+                                            jnp.asarray(idx), c.seed)
+  _, new_vars = exp.model.apply({"params": state.params}, x, train=True, mutable=["probes"],
+                                rngs={"dropout": dropout_key})
+  want = probes.probe_summary(new_vars["probes"])
+  assert set(want) == set(stats)
+  for key in want:
+    np.testing.assert_allclose(np.asarray(stats[key]), np.asarray(want[key]), rtol=1e-5,
+                               atol=1e-6, err_msg=key)
+  state = jax.tree.map(jnp.copy, state)
+  _, step_metrics = train.make_train_step(exp)(state, exp.train_x, exp.train_y, idx, mask)
+  assert set(step_metrics) == {"loss", "accuracy", "lr", "grad_norm", "finite", "bad_leaf"}

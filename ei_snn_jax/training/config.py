@@ -55,6 +55,7 @@ STABILIZATIONS = ("adaptive", "epsilon", "none")
 CONV_DTYPES = ("float32", "bfloat16")
 CUTOUT_FILLS = ("red", "grey")
 MOMENTUM_FIRST_STEPS = ("reference", "optax")
+TRANSFER_GUARDS = ("disallow", "log", "allow")
 # Where the dataset lives during training (``data.placement``; equal to data.placement.PLACEMENTS).
 PLACEMENTS = ("auto", "device", "host")
 
@@ -80,6 +81,7 @@ FINGERPRINT_EXCLUDE = (
     "train.keep_checkpoints",
     "train.max_steps",
     "train.stop_on_dead_layer",
+    "train.transfer_guard",
     "parallel",
     "data.cache_dir",
     "data.path",
@@ -132,7 +134,8 @@ def base_config() -> ml_collections.ConfigDict:
                                  and streamed (``data.host_feed``); "auto" keeps them on the
                                  devices when they take at most data.device_memory_fraction of
                                  the smallest device's memory (``data.placement``). The batches
-                                 are the same either way.
+                                 are the same either way. The training loop has only the
+                                 device path so far: "host" is refused (issue 13).
     data.device_memory_fraction  in (0, 1]: the part of a device's memory the dataset may take.
     data.assumed_device_memory_gb  device memory where the backend reports none (XLA:CPU).
     data.host_prefetch           batches the host path reads and uploads ahead (>= 1).
@@ -206,6 +209,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.max_steps = 0             # stop early after this many steps (0 = full schedule)
   c.train.progress_bar = True
   c.train.stop_on_dead_layer = True  # stop (exit 2) when an E-I layer dies (analysis.health)
+  c.train.transfer_guard = "disallow"  # implicit host<->device transfers on ordinary steps
   c.train.num_replicas = 1          # >1: vmap independent seeds in one run (seed, seed+1, ...)
 
   c.parallel = ml_collections.ConfigDict()
@@ -505,7 +509,12 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   choice("model.conv_dtype", CONV_DTYPES, "conv dtype")
   choice("data.cutout_fill", CUTOUT_FILLS, "cutout fill")
   choice("optim.momentum_first_step", MOMENTUM_FIRST_STEPS, "momentum first step")
+  choice("train.transfer_guard", TRANSFER_GUARDS, "jax.transfer_guard level of ordinary steps")
   choice("data.placement", PLACEMENTS, "data placement")
+  if _get(cfg, "data.placement") == "host":   # never a silent run on the device path
+    problems.append("data.placement='host': the training loop does not stream from the host "
+                    "yet (data.host_feed is ready, the wiring is open: issue 13); use 'auto' "
+                    "or 'device'")
   fraction = cfg.data.device_memory_fraction
   if not 0 < fraction <= 1:
     problems.append(f"data.device_memory_fraction={fraction!r} is out of range: it must be in "

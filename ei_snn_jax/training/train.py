@@ -222,8 +222,27 @@ def _first_nonfinite_leaf(tree) -> Array:
   return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
 
 
-def make_train_step(exp: Experiment):
+def _training_input(exp: Experiment, train_fn, step, train_x, train_y, idx, seed):
+  """The step's model input and labels: gather, augment with the (seed, step) key, shard; plus
+  the step's dropout key. Shared by the training step and the probe step (same batch, same keys)."""
+  streams = rng.rng_streams(seed)
+  augment_key = rng.step_key(streams["augment"], step)
+  dropout_key = rng.step_key(streams["dropout"], step)
+  x = jax.lax.with_sharding_constraint(train_fn(augment_key, train_x[idx]), exp.input_sharded)
+  return x, train_y[idx], dropout_key
+
+
+def make_train_step(exp: Experiment, from_epoch_table: bool = False):
   """Jitted (state, train_x, train_y, idx, mask) -> (state, metrics); the state is donated.
+
+  ``from_epoch_table``: the step takes its whole epoch's index table instead, ``(state,
+  train_x, train_y, epoch_idx, epoch_mask)`` (``epoch_table``, uploaded once per epoch), and
+  slices row ``state.step % steps_per_epoch`` on the device, so an ordinary step moves nothing
+  between host and device (the training loop runs it under ``jax.transfer_guard``).
+
+  The step returns only scalars (loss, accuracy, lr, grad norm, the NaN-guard flags): the
+  per-layer probe statistics are not computed here but by ``make_probe_step`` on logging steps,
+  which keeps their reductions over every current out of the hot path (issue 11).
 
   With ``train.num_replicas`` = N > 1 the step is vmapped over the stacked state and (N, batch)
   idx/mask (``replicas.vmap_train_step``); metrics then have a leading replica axis.
@@ -233,22 +252,19 @@ def make_train_step(exp: Experiment):
   train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
 
   def step_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
-    images = train_x[idx]
-    labels = train_y[idx]
-    streams = rng.rng_streams(seed)
-    augment_key = rng.step_key(streams["augment"], state.step)
-    dropout_key = rng.step_key(streams["dropout"], state.step)
-    x = jax.lax.with_sharding_constraint(train_fn(augment_key, images), exp.input_sharded)
+    x, labels, dropout_key = _training_input(exp, train_fn, state.step, train_x, train_y, idx,
+                                             seed)
     weights = mask.astype(jnp.float32)
 
     def loss_fn(params):
       variables = {"params": params}
-      mutable = ["probes"]
       if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
-        mutable.append("batch_stats")
-      logits, new_vars = model.apply(variables, x, train=True, mutable=mutable,
-                                     rngs={"dropout": dropout_key})
+        logits, new_vars = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": dropout_key})
+      else:
+        logits, new_vars = model.apply(variables, x, train=True,
+                                       rngs={"dropout": dropout_key}), {}
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
       loss = jnp.sum(ce * weights) / jnp.sum(weights)
       return loss, (logits, new_vars)
@@ -268,15 +284,77 @@ def make_train_step(exp: Experiment):
     # A non-finite step changes nothing, so the state stays the last good one.
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {"loss": loss, "accuracy": correct / n, "lr": schedule(state.step),
-               "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaf": bad_leaf,
-               **probes.probe_summary(new_vars.get("probes", {}))}
+               "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaf": bad_leaf}
     return new_state, metrics
 
   rep, dat = exp.replicated, exp.index_sharded
   if exp.num_replicas > 1:
     step_fn = replicas.vmap_train_step(step_fn, replicas.seeds(c))
-  return jax.jit(step_fn, in_shardings=(rep, rep, rep, dat, dat), out_shardings=(rep, rep),
-                 donate_argnums=(0,))
+  if not from_epoch_table:
+    return jax.jit(step_fn, in_shardings=(rep, rep, rep, dat, dat), out_shardings=(rep, rep),
+                   donate_argnums=(0,))
+  spe = exp.steps_per_epoch
+
+  def table_step(state: TrainState, train_x, train_y, epoch_idx, epoch_mask):
+    row = state.step % spe                   # the step's row of its epoch's table
+    idx = jax.lax.with_sharding_constraint(
+        jax.lax.dynamic_index_in_dim(epoch_idx, row, keepdims=False), dat)
+    mask = jax.lax.with_sharding_constraint(
+        jax.lax.dynamic_index_in_dim(epoch_mask, row, keepdims=False), dat)
+    return step_fn(state, train_x, train_y, idx, mask)
+
+  table = epoch_table_sharding(exp)
+  return jax.jit(table_step, in_shardings=(rep, rep, rep, table, table),
+                 out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def epoch_table_sharding(exp: Experiment) -> NamedSharding:
+  """Sharding of an epoch's (steps, [replicas,] batch) index table: the batch axis over devices."""
+  spec = P(None, "data") if exp.num_replicas == 1 else P(None, None, "data")
+  return NamedSharding(exp.mesh, spec)
+
+
+def epoch_table(exp: Experiment, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+  """The (idx, mask) of every step of ``epoch`` stacked on a leading step axis (host arrays):
+  row i is ``replicas.batch_indices(config, epoch, n, i)``, the (seed, epoch) order."""
+  n = len(exp.dataset.x_train)
+  rows = [replicas.batch_indices(exp.config, epoch, n, i) for i in range(exp.steps_per_epoch)]
+  return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def make_probe_step(exp: Experiment):
+  """Jitted (state, train_x, train_y, idx, mask) -> the per-layer probe statistics
+  (``probes.probe_summary``: mean/std of every current, firing rates, dead-layer signs) of the
+  training forward pass on that step's batch, with the step's own augmentation and dropout keys.
+
+  Called on logging steps *before* the training step, so it sees exactly the forward pass the
+  step differentiates; ordinary steps pay nothing for the probes. Batch statistics are read but
+  not updated. With replicas the statistics have a leading replica axis.
+  """
+  c = exp.config
+  model = exp.model
+  train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
+
+  def probe_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
+    del mask
+    x, _, dropout_key = _training_input(exp, train_fn, state.step, train_x, train_y, idx, seed)
+    variables = {"params": state.params}
+    mutable = ["probes"]
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+      mutable.append("batch_stats")
+    _, new_vars = model.apply(variables, x, train=True, mutable=mutable,
+                              rngs={"dropout": dropout_key})
+    return probes.probe_summary(new_vars.get("probes", {}))
+
+  rep, dat = exp.replicated, exp.index_sharded
+  if exp.num_replicas > 1:
+    seed_array = np.asarray(replicas.seeds(c), np.int32)
+    one = probe_fn
+    probe_fn = lambda state, train_x, train_y, idx, mask: jax.vmap(
+        one, in_axes=(replicas.state_axes(state), None, None, 0, 0, 0))(
+            state, train_x, train_y, idx, mask, seed_array)
+  return jax.jit(probe_fn, in_shardings=(rep, rep, rep, dat, dat), out_shardings=rep)
 
 
 def make_eval_step(exp: Experiment):
@@ -451,9 +529,11 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
     ckpt.reconcile(int(state.step), state, meta)
     for log in all_loggers:
       log.truncate_after(int(state.step))
-  train_step, eval_step = make_train_step(exp), make_eval_step(exp)
+  train_step, eval_step = make_train_step(exp, from_epoch_table=True), make_eval_step(exp)
+  probe_step = make_probe_step(exp)
+  table_epoch, table, host_table = None, None, None
 
-  spe, n_train = exp.steps_per_epoch, len(exp.dataset.x_train)
+  spe = exp.steps_per_epoch
   limit = exp.total_steps
   for cap in (stop_after_steps, c.train.max_steps or None):
     if cap:
@@ -464,10 +544,21 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
   pending, window = None, _window_from_json(meta.pop("window", []))
   saved_step = int(state.step)
 
-  def check(step_metrics, step):
-    if not bool(step_metrics["finite"]):
+  def closes_window(step_done: int) -> bool:
+    """Whether the step that makes ``step_done`` steps ends a logging window."""
+    return (step_done % c.train.log_every_steps == 0 or step_done % spe == 0
+            or step_done == limit or step_done % c.train.checkpoint_every_steps == 0)
+
+  def check(step_metrics, step, batch):
+    if not bool(jax.device_get(step_metrics["finite"])):   # explicit: allowed by the guard
       ckpt.wait()
-      _raise_nonfinite(exp, state, jax.device_get(step_metrics), step)
+      # Which layer went non-finite: the probes recomputed on the failing step's batch (with
+      # the state the guard kept; not an ordinary step, so its uploads are allowed).
+      with jax.transfer_guard("allow"):
+        layer_stats = probe_step(state, exp.train_x, exp.train_y,
+                                 *(host_to_global(a, exp.index_sharded) for a in batch))
+        _raise_nonfinite(exp, state, {**jax.device_get(layer_stats),
+                                      **jax.device_get(step_metrics)}, step)
 
   if primary and start_step < limit:
     print(f"compiling the training step ({c.model.arch}, T={c.model.T}, batch "
@@ -475,24 +566,35 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
   step = start_step
   while step < limit:
     epoch, in_epoch = divmod(step, spe)
-    idx, mask = (host_to_global(a, exp.index_sharded)
-                 for a in replicas.batch_indices(c, epoch, n_train, in_epoch))
-    state, step_metrics = train_step(state, exp.train_x, exp.train_y, idx, mask)
-    if pending is not None:        # the previous step's guard: at most one step behind
-      check(*pending)
-    pending = (step_metrics, step)
+    if table_epoch != epoch:       # the epoch's order, uploaded once (explicitly)
+      host_table = epoch_table(exp, epoch)
+      table = tuple(host_to_global(a, epoch_table_sharding(exp)) for a in host_table)
+      table_epoch = epoch
+    logging_step = closes_window(step + 1)
+    # This step's (idx, mask) on the host, for the probe step and the NaN-guard diagnosis.
+    batch = (host_table[0][in_epoch], host_table[1][in_epoch])
+    if logging_step:              # the layer statistics, before the step donates the state
+      layer_stats = probe_step(state, exp.train_x, exp.train_y,
+                               *(host_to_global(a, exp.index_sharded) for a in batch))
+    with jax.transfer_guard(c.train.transfer_guard):   # an ordinary step moves no data
+      state, step_metrics = train_step(state, exp.train_x, exp.train_y, *table)
+      step_metrics["finite"].copy_to_host_async()
+      if pending is not None:        # the previous step's guard: at most one step behind
+        check(*pending)
+    pending = (step_metrics, step, batch)
     window.append(step_metrics)
     step += 1
     progress.update(step)
     # Checkpoint steps close the logging window too, so that a run resumed from any checkpoint
     # writes exactly the records of an uninterrupted one (and no save follows a bad step).
-    if (step % c.train.log_every_steps == 0 or step % spe == 0 or step == limit
-        or step % c.train.checkpoint_every_steps == 0):
+    if logging_step:
       check(*pending)
       pending = None
-      records = replicas.mean_metrics(jax.device_get(window), R, metrics_lib.mean_metrics)
+      window, layer_stats = jax.device_get((window, layer_stats))   # one host read
+      records = replicas.mean_metrics(window, R, metrics_lib.mean_metrics)
       window = []
-      for record in records:
+      for record, stats in zip(records, replicas.per_replica(layer_stats, R)):
+        record.update({k: float(v) for k, v in stats.items()})  # the window's last step
         record.update(step=step, epoch=step / spe)
       record = replicas.write_records(loggers, logger, "train", records)
       progress.postfix(loss=record["loss"], acc=record["accuracy"], lr=record["lr"])
