@@ -316,10 +316,14 @@ def epoch_table_sharding(exp: Experiment) -> NamedSharding:
 
 def epoch_table(exp: Experiment, epoch: int) -> tuple[np.ndarray, np.ndarray]:
   """The (idx, mask) of every step of ``epoch`` stacked on a leading step axis (host arrays):
-  row i is ``replicas.batch_indices(config, epoch, n, i)``, the (seed, epoch) order."""
-  n = len(exp.dataset.x_train)
-  rows = [replicas.batch_indices(exp.config, epoch, n, i) for i in range(exp.steps_per_epoch)]
-  return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+  row i is ``replicas.batch_indices(config, epoch, n, i)``, the (seed, epoch) order
+  (``data.epoch_table``)."""
+  c = exp.config
+  idx, mask = data_lib.epoch_table(tuple(replicas.seeds(c)), epoch, len(exp.dataset.x_train),
+                                   c.train.batch_size)
+  if exp.num_replicas == 1:                    # (steps, 1, batch) -> (steps, batch)
+    return idx[:, 0], mask[:, 0]
+  return idx, mask
 
 
 def make_probe_step(exp: Experiment):
