@@ -284,6 +284,14 @@ class _EILayer(_CircuitLayer):
     if opts.scale_wei_grad:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
 
+    if (opts.stabilization == "adaptive" and opts.ste and not self.output_layer
+        and not self.is_mutable_collection("probes")):
+      # The training step's path: [I_bal | I_IE] from one convolution with W_EI folded into the
+      # kernel, then I_int in one custom_vjp (equal up to float rounding, fewer arrays stored).
+      kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
+      i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
+      i_int = circuit.fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
+      return _tile_time(i_int, self.time_repeats)
     # E and I feed-forward currents from one fused convolution/matmul (same values as two).
     kernel = jnp.concatenate([w_ee, w_ie], axis=-1)
     i_both = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32

@@ -88,6 +88,10 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
   flags.DEFINE_bool("cost_only", False, "compile only: record XLA's cost and memory analysis "
                     "of the steps, no timing (minutes on CPU even at batch 128)", **f)
   flags.DEFINE_bool("ann", True, "also measure the ANN ceiling (--noann: skip it)", **f)
+  flags.DEFINE_integer("rounds", 1, "measure the parts this many times, interleaved (snn, ann, "
+                       "snn, ann, ...; each a fresh process), and record every round's img/s "
+                       "and the median SNN/ANN ratio: a ratio that other load on a shared "
+                       "machine shifts less than one round's", lower_bound=1, **f)
   flags.DEFINE_bool("in_process", False, "run the parts in this process (memory numbers then "
                     "overlap)", **f)
   flags.DEFINE_string("out", None, "JSONL file to append to, or a directory (ending in /) for "
@@ -339,6 +343,7 @@ def _finish(out: dict[str, Any], exp, cfg) -> dict[str, Any]:
   devices = exp.mesh.devices.ravel().tolist()
   out["device_peak_bytes"] = _device_peak_bytes(devices)
   out["host_rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  out["load_avg_1min"] = os.getloadavg()[0]
   out["tfds_imported"] = any(m in sys.modules for m in ("tensorflow_datasets", "tensorflow"))
   out["env"] = {
       "platform": devices[0].platform, "device_kind": devices[0].device_kind,
@@ -421,6 +426,26 @@ def make_record(args, argv, parts: dict[str, dict]) -> dict[str, Any]:
   return record
 
 
+ROUND_KEYS = ("train_img_s", "eval_img_s", "train_cpu_ms_per_step", "load_avg_1min")
+
+
+def rounds_summary(rounds: Sequence[dict[str, dict]]) -> dict[str, Any]:
+  """``rounds`` (each {part: {ROUND_KEYS...}}) as record fields: the rounds themselves, each
+  round's SNN/ANN ratio (the two parts measured back to back) and the median of those ratios."""
+  import statistics
+  out: dict[str, Any] = {"rounds": list(rounds), "rounds_median": {
+      part: {key: statistics.median(r[part][key] for r in rounds)
+             for key in ROUND_KEYS if all(r[part].get(key) is not None for r in rounds)}
+      for part in rounds[0]}}
+  for kind in ("train", "eval"):
+    ratios = [r["snn"][f"{kind}_img_s"] / r["ann"][f"{kind}_img_s"] for r in rounds
+              if r.get("ann") and r["snn"].get(f"{kind}_img_s") and r["ann"].get(f"{kind}_img_s")]
+    if ratios:
+      out[f"{kind}_ratio_snn_to_ann_rounds"] = ratios
+      out[f"{kind}_ratio_snn_to_ann_median"] = statistics.median(ratios)
+  return out
+
+
 def _gb(value) -> str:
   return "–" if value is None else f"{value / 2**30:.2f}"
 
@@ -430,13 +455,16 @@ def _num(value, fmt="{:,.0f}") -> str:
 
 
 def markdown_table(records: Sequence[dict]) -> str:
-  """One row per record: SNN and ANN-ceiling throughput, compile time, memory."""
+  """One row per record: SNN and ANN-ceiling throughput (the median over rounds when the record
+  has several), compile time, memory."""
   head = ("| model | device | batch×T | dtype | replicas | train img/s | eval img/s | "
           "train compile s | peak mem GiB (kind) | ANN train img/s | ANN eval img/s | "
           "SNN/ANN train | SNN/ANN eval |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in records:
-    snn, ann = r.get("snn", {}), r.get("ann", {})
+    medians = r.get("rounds_median", {})
+    snn = {**r.get("snn", {}), **medians.get("snn", {})}
+    ann = {**r.get("ann", {}), **medians.get("ann", {})}
     mem = (f"{_gb(snn.get('device_peak_bytes'))} (device)" if snn.get("device_peak_bytes")
            is not None else f"{_gb(snn.get('host_rss_peak_bytes'))} (host RSS)")
     lines.append(
@@ -445,9 +473,17 @@ def markdown_table(records: Sequence[dict]) -> str:
         f"{_num(snn.get('eval_img_s'), '{:,.1f}')} | {_num(snn.get('train_compile_s'), '{:.1f}')}"
         f" | {mem} | {_num(ann.get('train_img_s'), '{:,.1f}')} | "
         f"{_num(ann.get('eval_img_s'), '{:,.1f}')} | "
-        f"{_num(r.get('train_ratio_snn_to_ann'), '{:.2f}')} | "
-        f"{_num(r.get('eval_ratio_snn_to_ann'), '{:.2f}')} |")
+        f"{_ratio(r, 'train')} | {_ratio(r, 'eval')} |")
   return "\n".join(lines)
+
+
+def _ratio(record: dict, kind: str) -> str:
+  """The SNN/ANN img/s ratio: the median of the per-round ratios when there were several
+  interleaved rounds, else the one round's."""
+  median = record.get(f"{kind}_ratio_snn_to_ann_median")
+  if median is not None:
+    return f"{median:.2f} (median of {len(record[f'{kind}_ratio_snn_to_ann_rounds'])})"
+  return _num(record.get(f"{kind}_ratio_snn_to_ann"), "{:.2f}")
 
 
 def cost_table(records: Sequence[dict]) -> str:
@@ -501,11 +537,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     jax.config.update("jax_enable_compilation_cache", False)   # compile times are real
     pathlib.Path(args.part_out).write_text(json.dumps(measure(args, args.part)))
     return 0
-  parts = {}
-  for part in PARTS if args.ann else PARTS[:1]:
-    print(f"[benchmark] measuring {part} ...", file=sys.stderr, flush=True)
-    parts[part] = _run_part(args, argv, part)
+  parts, rounds = {}, []
+  for i in range(args.rounds):
+    rates = {}
+    for part in PARTS if args.ann else PARTS[:1]:
+      print(f"[benchmark] measuring {part} (round {i + 1}/{args.rounds}) ...", file=sys.stderr,
+            flush=True)
+      measured = _run_part(args, argv, part)
+      parts.setdefault(part, measured)              # the full record of the first round
+      rates[part] = {k: measured.get(k) for k in ROUND_KEYS}
+    rounds.append(rates)
   record = make_record(args, argv, parts)
+  if args.rounds > 1:
+    record.update(rounds_summary(rounds))
   out = pathlib.Path(args.out or RESULTS)
   if args.out is None or args.out.endswith("/") or out.is_dir():
     out = out / f"benchmark_{_slug(record['device_kind'])}.jsonl"

@@ -245,3 +245,69 @@ def test_scale_gradient_is_identity_forward():
   np.testing.assert_array_equal(ei_prop.scale_gradient(x, 0.25), x)
   np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(ei_prop.scale_gradient(v, 0.25) * 2))(x),
                              np.full(4, 0.5))
+
+
+# ----------------------- the training path's fused E-I epilogue ------------------------------
+
+@pytest.mark.parametrize("name", ["conv", "conv_zero_sample", "conv_zero_wei_rows",
+                                  "dense_partial_zero"])
+def test_fused_integrated_current_equals_the_plain_circuit_float64(name):
+  """``balanced_kernel`` + ``fused_integrated_current`` (the training step's path) give the
+  plain circuit's I_int and gradients (every parameter and the input) to float64 rounding,
+  exact-zero shunting currents and all-zero samples included."""
+  x, p, k, stride = make_case(name)
+  g_out = np.random.default_rng(2).normal(size=(x.shape[0],) + (
+      circuit.conv(jnp.asarray(x), jnp.asarray(p["w_ee"]), (stride, stride)).shape[1:] if k
+      else (p["w_ee"].shape[-1],)))
+  kw = dict(strides=(stride, stride)) if k else {}
+  n_e = p["w_ee"].shape[-1]
+
+  def plain(q, xj):
+    out = circuit.ei_currents(xj, q["w_ee"], q["w_ie"], q["w_ei"], q["g_i"], q["g_e"],
+                              q["bias"], **kw)["integrated"]
+    return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0) * g_out)
+
+  def fused(q, xj):
+    kernel = jnp.concatenate([circuit.balanced_kernel(q["w_ee"], q["w_ie"], q["w_ei"]),
+                              q["w_ie"]], axis=-1)
+    i_bal_ie = circuit.feedforward(xj, kernel, **kw)
+    out = circuit.fused_integrated_current(i_bal_ie, q["w_ei"], q["g_i"], q["g_e"], q["bias"])
+    assert out.shape[-1] == n_e
+    return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0) * g_out)
+
+  with jax.enable_x64(True):
+    params = jax.tree.map(jnp.asarray, p)
+    xj = jnp.asarray(x)
+    want, want_grads = jax.value_and_grad(plain, argnums=(0, 1))(params, xj)
+    got, got_grads = jax.value_and_grad(fused, argnums=(0, 1))(params, xj)
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got_grads),
+                          jax.tree.leaves(want_grads)):
+    assert np.all(np.isfinite(g)), path
+    np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=str(path))
+
+
+def test_training_path_equals_probe_path_float32():
+  """A layer applied as the training step applies it (no probes: the fused path) and as the
+  probe step does (``probes`` mutable: the plain circuit) gives the same I_int and gradients to
+  float32 rounding; the W_EI gradient keeps its 1/fan_in scaling on both."""
+  x, p, k, stride = make_case("conv_partial_zero")
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p)
+  xj = jnp.asarray(x, jnp.float32)
+  layer = layers.EIConv(8)
+  g_out = jnp.asarray(np.random.default_rng(5).normal(size=(4, 6, 6, 8)), jnp.float32)
+
+  def loss(q, probes):
+    if probes:
+      out, _ = layer.apply({"params": q}, xj, mutable=["probes"])
+    else:
+      out = layer.apply({"params": q}, xj)
+    return jnp.sum(out * g_out), out
+
+  (_, fused_out), fused_grads = jax.value_and_grad(loss, has_aux=True)(params, False)
+  (_, plain_out), plain_grads = jax.value_and_grad(loss, has_aux=True)(params, True)
+  np.testing.assert_allclose(fused_out, plain_out, rtol=1e-5, atol=1e-5)
+  for n in plain_grads:
+    scale = float(jnp.max(jnp.abs(plain_grads[n])))
+    np.testing.assert_allclose(fused_grads[n], plain_grads[n], rtol=1e-4, atol=1e-5 * scale,
+                               err_msg=n)

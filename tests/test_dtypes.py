@@ -90,8 +90,11 @@ def test_bfloat16_convolutions_accumulate_in_float32():
   # Dense layers: the matmul accumulates in float32 too.
   dense = layers.EIDense(8, dtype=jnp.bfloat16)
   xd = x.reshape((N, -1))
-  [matmul] = equations(lambda v: dense.apply(v, xd), {"params": ei_params(75, 8, None, np.float32)},
-                       primitive="dot_general")[:1]
+  # The feed-forward matmul is the one whose first operand is the (cast) input; the others are
+  # the W_EI mixes (the balanced kernel, the shunting current), which stay float32.
+  matmuls = equations(lambda v: dense.apply(v, xd), {"params": ei_params(75, 8, None, np.float32)},
+                      primitive="dot_general")
+  [matmul] = [m for m in matmuls if m.invars[0].aval.shape == xd.shape]
   assert [v.aval.dtype for v in matmul.invars] == [jnp.bfloat16] * 2
   assert matmul.params["preferred_element_type"] == jnp.float32
 

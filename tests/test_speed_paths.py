@@ -288,6 +288,33 @@ def test_benchmark_records_xla_cost_and_memory_analysis(tmp_path, capsys):
   assert "train GB/step" in capsys.readouterr().out
 
 
+def test_benchmark_rounds_give_per_round_ratios_and_their_median():
+  """--rounds N: each round's SNN/ANN ratio is taken from its own back-to-back pair, and the
+  table shows their median (not the ratio of two medians, nor the first round's)."""
+  from experiments import benchmark
+
+  rounds = [{"snn": {"train_img_s": 4.0, "eval_img_s": 10.0},
+             "ann": {"train_img_s": 5.0, "eval_img_s": 20.0}},
+            {"snn": {"train_img_s": 2.0, "eval_img_s": 9.0},        # a disturbed round
+             "ann": {"train_img_s": 4.0, "eval_img_s": 10.0}},
+            {"snn": {"train_img_s": 3.0, "eval_img_s": 8.0},
+             "ann": {"train_img_s": 3.0, "eval_img_s": 16.0}}]
+  summary = benchmark.rounds_summary(rounds)
+  assert summary["train_ratio_snn_to_ann_rounds"] == [0.8, 0.5, 1.0]
+  assert summary["train_ratio_snn_to_ann_median"] == 0.8
+  assert summary["eval_ratio_snn_to_ann_median"] == 0.5
+  record = {"name": "ei-vgg16", "device_kind": "cpu", "num_devices": 1, "batch": 8, "T": 4,
+            "dtype": "float32", "replicas": 1, "snn": {}, "ann": {},
+            "train_ratio_snn_to_ann": 0.8, **summary}
+  assert summary["rounds_median"]["snn"]["train_img_s"] == 3.0
+  table = benchmark.markdown_table([record])
+  assert "0.80 (median of 3)" in table
+  assert "| 3.0 | 9.0 |" in table                    # the SNN's median img/s, not round 1's
+  # Without an ANN part there is no ratio to summarise.
+  assert "train_ratio_snn_to_ann_median" not in benchmark.rounds_summary(
+      [{"snn": {"train_img_s": 1.0}}])
+
+
 def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain):
   """Issue 11: the per-layer probe reductions are off the hot path. The step's metrics are the
   scalars of the loop; ``make_probe_step`` returns the layer statistics of the same forward pass

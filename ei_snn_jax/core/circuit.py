@@ -16,6 +16,11 @@ One name per quantity everywhere (``ei_currents``' keys, the layers' probe stati
 analysis figures): ``inhibitory`` is I_IE, the inhibitory population's own current, and
 ``lateral_inhibition`` is I_EI = W_EI I_IE, what it subtracts from the excitatory units.
 
+The training step uses a lean form of the same circuit (the probe step and the ablations keep
+the plain one): W_EI commutes with the convolution, so one convolution with the kernel
+[``balanced_kernel`` | W_IE] = [W_EE - W_IE W_EI^T | W_IE] gives [I_bal | I_IE], and
+``fused_integrated_current`` turns it into I_int as one ``custom_vjp`` that stores few arrays.
+
 Dtypes (spec §11.7, §11.9): convolutions and matmuls may run in a low precision (``dtype``, e.g.
 bfloat16) but always accumulate in at least float32 (``preferred_element_type``), and the
 circuit after them (lateral inhibition, the division) runs in ``accumulation_dtype``: float32
@@ -144,3 +149,74 @@ def ei_currents(x: Array, w_ee: Array, w_ie: Array, w_ei: Array, g_i: Array, g_e
   return dict(excitatory=i_ee, inhibitory=i_ie,
               **inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
                                     stabilization=stabilization, ste=ste))
+
+
+
+def balanced_kernel(w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
+  """W_EE - W_IE W_EI^T: the kernel whose feed-forward current is I_bal = I_EE - W_EI I_IE
+  (W_EI is a 1x1 mix, so it commutes with the convolution/matmul; spec §1.2). Kernels (..., n)
+  with n_E / n_I output units, W_EI (n_E, n_I)."""
+  return w_ee - jnp.einsum("...i,ei->...e", w_ie, w_ei)
+
+
+def _row_minimum_positive(i_shunt: Array) -> Array:
+  """Per sample (row of the merged T*B axis), the smallest strictly positive entry (+inf if none),
+  shaped (N, 1, ..., 1): the value E-I Prop's adaptive stabilisation puts in place of zeros."""
+  def min_positive(a, b):      # a monoid on [0, inf) with identity 0 ("no positive value yet")
+    return jnp.where(a == 0, b, jnp.where(b == 0, a, jnp.minimum(a, b)))
+
+  axes = tuple(range(1, i_shunt.ndim))
+  smallest = jax.lax.reduce(i_shunt, jnp.zeros((), i_shunt.dtype), min_positive, axes)
+  smallest = jnp.where(smallest == 0, jnp.inf, smallest)
+  return smallest.reshape(smallest.shape + (1,) * len(axes))
+
+
+@jax.custom_vjp
+def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
+                             b_e: Array) -> Array:
+  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E from [I_bal | I_IE] (last axis, n_E then
+  n_I; e.g. one convolution with the kernel [``balanced_kernel`` | W_IE]), with I_shunt =
+  W_EI (g_I . I_IE), adaptive stabilisation and its straight-through gradient (spec §1.2,
+  §3.1-3.2), as one ``custom_vjp`` that stores only its inputs, I_shunt and each sample's
+  smallest positive I_shunt. With d = stabilize(I_shunt) and a = dL/dI_int . g_E / d:
+
+      dL/dI_bal = a,   dL/dI_shunt = -a I_bal / d,   dL/dg_E = sum dL/dI_int . I_bal / d,
+      dL/dI_IE = g_I . (dL/dI_shunt W_EI),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
+      dL/dW_EI = sum dL/dI_shunt^T (g_I . I_IE),   dL/db_E = sum dL/dI_int.
+  """
+  return _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e)[0]
+
+
+def _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e):
+  n_e = w_ei.shape[0]
+  i_bal_ie = i_bal_ie.astype(accumulation_dtype(i_bal_ie.dtype))
+  i_shunt = shunting_current(i_bal_ie[..., n_e:], w_ei, g_i)
+  smallest = _row_minimum_positive(i_shunt)
+  denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
+  return (g_e * i_bal_ie[..., :n_e] / denominator + b_e,
+          (i_bal_ie, i_shunt, smallest, w_ei, g_i, g_e))
+
+
+def _fused_bwd(residuals, g):
+  # The barrier keeps XLA from sharing the recomputed denominator with the forward pass (which
+  # would then be stored after all).
+  i_bal_ie, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
+  n_e = w_ei.shape[0]
+  i_ie = i_bal_ie[..., n_e:]
+  denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
+  normalized = i_bal_ie[..., :n_e] / denominator                 # I_bal / d
+  sum_axes = tuple(range(g.ndim - 1))
+  g_bal = g * g_e / denominator
+  g_shunt = -g_bal * normalized
+  g_shunt_i = jnp.einsum("...e,ei->...i", g_shunt, w_ei)
+  g_w_ei = (g_i[:, None] * jnp.einsum("...i,...e->ie", i_ie, g_shunt)).T
+  g_g_i = jnp.sum(i_ie * g_shunt_i, axis=sum_axes)
+  g_g_e = jnp.sum(g * normalized, axis=sum_axes)
+  g_b_e = jnp.sum(g, axis=sum_axes)
+  g_bal_ie = jnp.concatenate([g_bal, g_i * g_shunt_i], axis=-1)
+  return (g_bal_ie.astype(i_bal_ie.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
+          g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype))
+
+
+fused_integrated_current.defvjp(
+    lambda *args: _fused_forward(*args), _fused_bwd)
