@@ -446,3 +446,66 @@ def test_rebuild_errors(tmp_path):
   _one_line_error("boom", data.rebuild_cifar10_from_compact, bad, tmp_path / "out.npz")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar10_compact.npz",
                                                         "rebuild_cifar10.py"]
+
+
+# ---------------------------------------------------------------------------------------------
+# memory_map=True (the host path of data.placement): cached arrays stay in their files.
+# ---------------------------------------------------------------------------------------------
+
+def _is_mapped(a) -> bool:
+  """Whether ``a`` is (a view of) an ``np.memmap``."""
+  while a is not None:
+    if isinstance(a, np.memmap):
+      return True
+    a = a.base
+  return False
+
+
+def _images(n, shape, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n,) + shape, dtype=np.uint8)
+
+
+def test_arrays_npz_and_npy_dir_are_mapped_only_when_asked(tmp_path):
+  x, y = _images(12, (32, 32, 3)), np.arange(12) % 10
+  np.savez(tmp_path / "a.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
+  (tmp_path / "dir").mkdir()
+  for k, v in (("x_train", x), ("y_train", y), ("x_test", x[:5]), ("y_test", y[:5])):
+    np.save(tmp_path / "dir" / f"{k}.npy", v)
+  for path in (tmp_path / "a.npz", tmp_path / "dir"):
+    mapped = data.load_arrays(path, 10, memory_map=True)
+    read = data.load_arrays(path, 10)
+    assert [_is_mapped(a) for a in mapped] == [True, False, True, False]   # labels: int32 copies
+    assert not any(_is_mapped(a) for a in read)
+    for a, b in zip(mapped, read):
+      np.testing.assert_array_equal(a, b)
+  ds = data.load_dataset(_cfg(source="arrays", path=str(tmp_path / "a.npz"), train_subset=10),
+                         memory_map=True)
+  assert _is_mapped(ds.x_train) and ds.x_train.shape[0] == 10
+  np.testing.assert_array_equal(ds.x_train, x[:10])
+  # A compressed .npz cannot be mapped: it is read, with a warning.
+  np.savez_compressed(tmp_path / "c.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
+  fallback = data.load_arrays(tmp_path / "c.npz", 10, memory_map=True)
+  assert not _is_mapped(fallback[0])
+  np.testing.assert_array_equal(fallback[0], x)
+
+
+def test_tiny_imagenet_and_dvs_caches_are_mapped_when_asked(tmp_path):
+  from ei_snn_jax.data import dvs, sources, tiny_imagenet
+  x, y = _images(6, (64, 64, 3)), np.arange(6)
+  sources._save_npz_atomic(tmp_path / tiny_imagenet.CACHE_NAME,
+                           format=np.asarray(tiny_imagenet.CACHE_FORMAT), wnids=np.asarray(["a"]),
+                           x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+  for memory_map in (True, False):
+    ds = tiny_imagenet.load_tiny_imagenet(None, cache_dir=tmp_path, memory_map=memory_map)
+    assert _is_mapped(ds.x_train) == _is_mapped(ds.x_test) == memory_map
+    np.testing.assert_array_equal(ds.x_train, x)
+    assert ds.y_train.dtype == np.int32
+  T = 2
+  events = _images(4, (T, 128, 128, 2))
+  sources._save_npz_atomic(tmp_path / f"cifar10_dvs_T{T}.npz", x_train=events,
+                           y_train=np.arange(4), x_test=events[:1], y_test=np.arange(1),
+                           format=np.asarray(dvs.CACHE_FORMAT), T=np.asarray(T))
+  for memory_map in (True, False):
+    ds = dvs.load_cifar10_dvs(None, T, cache_dir=tmp_path, memory_map=memory_map)
+    assert _is_mapped(ds.x_train) == memory_map
+    np.testing.assert_array_equal(ds.x_train, events)

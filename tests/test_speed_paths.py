@@ -329,8 +329,8 @@ def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain
   from ei_snn_jax.data import transforms
   c = exp.config
   train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
-  x, _, dropout_key = train._training_input(exp, train_fn, state.step, exp.train_x, exp.train_y,
-                                            jnp.asarray(idx), c.seed)
+  x, _, dropout_key = train._training_input(exp, train_fn, state.step, exp.train_x[idx],
+                                            exp.train_y[idx], c.seed)
   _, new_vars = exp.model.apply({"params": state.params}, x, train=True, mutable=["probes"],
                                 rngs={"dropout": dropout_key})
   want = probes.probe_summary(new_vars["probes"])

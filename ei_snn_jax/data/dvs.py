@@ -305,12 +305,12 @@ def _need_path(path, name: str, T: int, cache_dir, expected: str) -> None:
 
 
 def _cached(name: str, T: int, cache_dir: str | os.PathLike | None, build: Callable[[], tuple],
-            num_classes: int) -> Dataset:
+            num_classes: int, memory_map: bool = False) -> Dataset:
   cache = None
   if cache_dir is not None:
     cache = pathlib.Path(cache_dir).expanduser() / f"{name}_T{int(T)}.npz"
     if cache.is_file():
-      return _load_cache(cache, name, T, num_classes)
+      return _load_cache(cache, name, T, num_classes, memory_map)
   x_train, y_train, x_test, y_test = build()
   if cache is not None:
     try:
@@ -323,8 +323,9 @@ def _cached(name: str, T: int, cache_dir: str | os.PathLike | None, build: Calla
                  num_classes=num_classes, name=name)
 
 
-def _load_cache(path: pathlib.Path, name: str, T: int, num_classes: int) -> Dataset:
-  arrays = read_cache_arrays(path, CACHE_FORMAT, "DVS")
+def _load_cache(path: pathlib.Path, name: str, T: int, num_classes: int,
+                memory_map: bool = False) -> Dataset:
+  arrays = read_cache_arrays(path, CACHE_FORMAT, "DVS", memory_map)
   for split in ("train", "test"):
     x = arrays[f"x_{split}"]
     if x.ndim != 5 or x.shape[1] != T or x.shape[2:] != SENSOR_SIZE + (2,):
@@ -335,8 +336,9 @@ def _load_cache(path: pathlib.Path, name: str, T: int, num_classes: int) -> Data
 
 def load_dvs128_gesture(path: str | os.PathLike | None, T: int,
                         cache_dir: str | os.PathLike | None = None,
-                        workers: int | None = None) -> Dataset:
-  """DVS128-Gesture as (N, T, 128, 128, 2) event counts, official split (spec §7.4)."""
+                        workers: int | None = None, memory_map: bool = False) -> Dataset:
+  """DVS128-Gesture as (N, T, 128, 128, 2) event counts, official split (spec §7.4);
+  ``memory_map``: a cache read later is mapped, not read into memory."""
   expected = ("point data.path at the DvsGesture folder (trials_to_train.txt, *.aedat, "
               "*_labels.csv) or at spikingjelly's DVS128Gesture root holding "
               f"{frames_folder_name(T)}/")
@@ -351,12 +353,13 @@ def load_dvs128_gesture(path: str | os.PathLike | None, T: int,
       return _gesture_from_frames(folder, T, workers)
     return _gesture_from_aedat(folder, T, workers)
 
-  return _cached("dvs128_gesture", T, cache_dir, build, GESTURE_NUM_CLASSES)
+  return _cached("dvs128_gesture", T, cache_dir, build, GESTURE_NUM_CLASSES, memory_map)
 
 
 def load_cifar10_dvs(path: str | os.PathLike | None, T: int, cache_dir: str | os.PathLike | None = None,
-                     workers: int | None = None) -> Dataset:
-  """CIFAR10-DVS as (N, T, 128, 128, 2) event counts, spikingjelly's 90/10 split (spec §7.4)."""
+                     workers: int | None = None, memory_map: bool = False) -> Dataset:
+  """CIFAR10-DVS as (N, T, 128, 128, 2) event counts, spikingjelly's 90/10 split (spec §7.4);
+  ``memory_map``: a cache read later is mapped, not read into memory."""
   expected = ("point data.path at the folder of class folders airplane/ ... truck/ of *.aedat "
               "files (spikingjelly's extract/) or at spikingjelly's CIFAR10DVS root holding "
               f"{frames_folder_name(T)}/")
@@ -373,4 +376,4 @@ def load_cifar10_dvs(path: str | os.PathLike | None, T: int, cache_dir: str | os
       return _cifar10_dvs_from_frames(folder, T, workers)
     return _cifar10_dvs_from_aedat(folder, T, workers)
 
-  return _cached("cifar10_dvs", T, cache_dir, build, len(CIFAR10_DVS_CLASSES))
+  return _cached("cifar10_dvs", T, cache_dir, build, len(CIFAR10_DVS_CLASSES), memory_map)

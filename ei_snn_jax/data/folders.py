@@ -35,9 +35,10 @@ SOURCES = {"tiny_imagenet": ("auto", "folder", "tfds", "synthetic"),
 _SUBSET_SEED = 0x5B5E7
 
 
-def load_folder_arrays(name: str, source: str, data_cfg: Any, seed: int = 0,
-                       T: int = 4) -> tuple[np.ndarray, ...]:
-  """(x_train, y_train, x_test, y_test) of dataset ``name`` (module doc); T: DVS frames."""
+def load_folder_arrays(name: str, source: str, data_cfg: Any, seed: int = 0, T: int = 4,
+                       memory_map: bool = False) -> tuple[np.ndarray, ...]:
+  """(x_train, y_train, x_test, y_test) of dataset ``name`` (module doc); T: DVS frames;
+  ``memory_map``: the converted caches are mapped, not read (``load_dataset``)."""
   if source not in SOURCES[name]:
     raise DataError(f"data.name={name} cannot use data.source={source}: use one of "
                     f"{', '.join(SOURCES[name])}")
@@ -55,11 +56,12 @@ def load_folder_arrays(name: str, source: str, data_cfg: Any, seed: int = 0,
   elif name == "tiny_imagenet":
     ds = tiny_imagenet.load_tiny_imagenet(path, cache_dir=cache_dir, source=source,
                                           tfds_name=_get(data_cfg, "tfds_name"),
-                                          tfds_data_dir=_get(data_cfg, "tfds_data_dir"))
+                                          tfds_data_dir=_get(data_cfg, "tfds_data_dir"),
+                                          memory_map=memory_map)
   elif name == "dvs128_gesture":
-    ds = dvs.load_dvs128_gesture(path, T, cache_dir=cache_dir)
+    ds = dvs.load_dvs128_gesture(path, T, cache_dir=cache_dir, memory_map=memory_map)
   else:
-    ds = dvs.load_cifar10_dvs(path, T, cache_dir=cache_dir)
+    ds = dvs.load_cifar10_dvs(path, T, cache_dir=cache_dir, memory_map=memory_map)
   return ds.x_train, ds.y_train, ds.x_test, ds.y_test
 
 

@@ -16,8 +16,8 @@ resumes a run exactly and the batches equal the device path's.
   ahead; an iterator and a context manager (``close`` joins the thread); a worker exception is
   raised by ``next`` with its original traceback.
 * ``training_feed``: the feed of a training run from its seed, batch size and start step.
-* ``memory_map_npz``: the arrays of an ``np.savez`` file (the converted-dataset caches) as
-  read-only memory maps, which ``np.load(mmap_mode=...)`` does only for ``.npy`` files.
+* ``memory_map_npz`` (from ``data.memmap``, re-exported): the arrays of an ``np.savez`` file
+  (the converted-dataset caches) as read-only memory maps.
 
 Why a thread of our own and not grain: the work per step is one gather from a uint8 array and
 one host-to-device copy (augmentation stays on the device, spec §7.4), and both spend their time
@@ -31,18 +31,16 @@ would add grain, array-record, protobuf, cloudpickle and etils to the package's 
 from __future__ import annotations
 
 import functools
-import os
 import queue
-import struct
 import threading
 import weakref
-import zipfile
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import jax
 import numpy as np
 
 from ei_snn_jax.data import order
+from ei_snn_jax.data.memmap import memory_map_npz  # noqa: F401 - re-exported
 
 
 class TrainBatch(NamedTuple):
@@ -260,41 +258,3 @@ def training_feed(images: Any, labels: Any, *, seed: int, batch_size: int,
                                    num_replicas)
   return HostBatchFeed(images, labels, indices, sharding, prefetch=prefetch,
                        first_step=start_step)
-
-
-# ---------------------------------------------------------------------------------------------
-# Memory-mapped caches.
-# ---------------------------------------------------------------------------------------------
-
-_LOCAL_HEADER = b"PK\x03\x04"
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}
-
-
-def memory_map_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Every array of an uncompressed ``.npz`` (``np.savez``) by name, the non-empty ones as
-  read-only ``np.memmap``s, so that reading a batch reads only its rows from the file."""
-  out = {}
-  with open(path, "rb") as f, zipfile.ZipFile(f) as z:
-    for info in z.infolist():
-      name = info.filename.removesuffix(".npy")
-      if info.compress_type != zipfile.ZIP_STORED:
-        raise ValueError(f"{path}: {info.filename} is compressed (np.savez_compressed), so it "
-                         f"cannot be memory-mapped: write the file with np.savez")
-      f.seek(info.header_offset)
-      local = f.read(30)
-      if local[:4] != _LOCAL_HEADER:
-        raise ValueError(f"{path}: {info.filename} has no zip local header: the file is corrupt")
-      name_len, extra_len = struct.unpack("<HH", local[26:30])
-      f.seek(info.header_offset + 30 + name_len + extra_len)
-      version = np.lib.format.read_magic(f)
-      if version not in _HEADER_READERS:
-        raise ValueError(f"{path}: {info.filename} is .npy format {version}, not 1.0 or 2.0")
-      shape, fortran_order, dtype = _HEADER_READERS[version](f)
-      if dtype.hasobject or not shape or 0 in shape:   # nothing worth mapping
-        with z.open(info) as member:
-          out[name] = np.lib.format.read_array(member, allow_pickle=False)
-        continue
-      out[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape,
-                            order="F" if fortran_order else "C", offset=f.tell())
-  return out

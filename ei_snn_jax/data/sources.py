@@ -15,6 +15,10 @@ and the [0, 1] scaling happen on the device (``ei_snn_jax.data.augment``). Sourc
              when tensorflow-datasets and tensorflow are importable, else download.
 
 Every data problem raises ``DataError`` with one line naming the problem and the fix.
+
+``load_dataset(..., memory_map=True)`` (the training run's host path, ``data.placement``) maps
+arrays read from ``.npy`` / uncompressed ``.npz`` files instead of reading them into memory, so
+that a dataset larger than the host's memory is read batch by batch.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ei_snn_jax import errors
+from ei_snn_jax.data.memmap import memory_map_npz
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +197,24 @@ def _compact_error(path: pathlib.Path) -> DataError:
       f"ei_snn_jax.data.rebuild_cifar10_from_compact) and point data.path at <out>.npz")
 
 
-def _load_npz(path: pathlib.Path, num_classes: int) -> tuple[np.ndarray, ...]:
-  """Read and validate an arrays .npz (x_train, y_train, x_test, y_test)."""
+def npz_arrays(z: Any, path: pathlib.Path, keys: tuple[str, ...],
+               memory_map: bool = False) -> list[np.ndarray]:
+  """The arrays ``keys`` of the open ``np.load`` archive ``z`` of ``path``: read into memory,
+  or with ``memory_map`` mapped from the file (``memory_map_npz``; a compressed file, which
+  cannot be mapped, is read, with a log line)."""
+  if memory_map:
+    try:
+      mapped = memory_map_npz(path)
+      return [mapped[k] for k in keys]
+    except ValueError as e:
+      log.warning("%s is read into memory: %s", path, e)
+  return [z[k] for k in keys]
+
+
+def _load_npz(path: pathlib.Path, num_classes: int,
+              memory_map: bool = False) -> tuple[np.ndarray, ...]:
+  """Read and validate an arrays .npz (x_train, y_train, x_test, y_test); ``memory_map``: map
+  the arrays instead of reading them (``npz_arrays``)."""
   desc = f"data.path {path}"
   with open(path, "rb") as f:
     head = f.read(6)
@@ -223,29 +244,32 @@ def _load_npz(path: pathlib.Path, num_classes: int) -> tuple[np.ndarray, ...]:
                       f"{', '.join(z.files) or 'none'}): save it with np.savez(path, "
                       f"x_train=..., y_train=..., x_test=..., y_test=...)")
     try:
-      arrays = [z[k] for k in ARRAY_KEYS]
+      arrays = npz_arrays(z, path, ARRAY_KEYS, memory_map)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
       raise DataError(f"{desc} could not be read ({e.__class__.__name__}: {e}): store plain "
                       f"numeric arrays (no pickled objects) and re-create the file") from None
   return validate_arrays(*arrays, num_classes, desc)
 
 
-def _load_npy_dir(path: pathlib.Path, num_classes: int) -> tuple[np.ndarray, ...]:
-  """Read a directory of x_train.npy, y_train.npy, x_test.npy, y_test.npy (or one .npz)."""
+def _load_npy_dir(path: pathlib.Path, num_classes: int,
+                  memory_map: bool = False) -> tuple[np.ndarray, ...]:
+  """Read (or map) a directory of x_train.npy, y_train.npy, x_test.npy, y_test.npy (or one
+  .npz)."""
   npys = {k: path / f"{k}.npy" for k in ARRAY_KEYS}
   present = [k for k, p in npys.items() if p.is_file()]
   if len(present) == len(ARRAY_KEYS):
     arrays = []
     for k in ARRAY_KEYS:
       try:
-        arrays.append(np.load(npys[k], allow_pickle=False))
+        arrays.append(np.load(npys[k], mmap_mode="r" if memory_map else None,
+                              allow_pickle=False))
       except (OSError, ValueError, EOFError) as e:
         raise DataError(f"data.path {npys[k]} could not be read ({e.__class__.__name__}: {e}): "
                         f"re-create it with np.save") from None
     return validate_arrays(*arrays, num_classes, f"data.path {path}")
   npzs = sorted(p for p in path.glob("*.npz") if p.is_file())
   if not present and len(npzs) == 1:
-    return _load_npz(npzs[0], num_classes)
+    return _load_npz(npzs[0], num_classes, memory_map)
   if present:
     missing = [f"{k}.npy" for k in ARRAY_KEYS if k not in present]
     raise DataError(f"data.path {path} lacks {', '.join(missing)}: a directory needs all of "
@@ -257,15 +281,17 @@ def _load_npy_dir(path: pathlib.Path, num_classes: int) -> tuple[np.ndarray, ...
                   f"y_test.npy nor an .npz: point data.path at the arrays")
 
 
-def load_arrays(path: str | os.PathLike, num_classes: int) -> tuple[np.ndarray, ...]:
-  """Load (x_train, y_train, x_test, y_test) from an .npz or a directory (spec §7.4)."""
+def load_arrays(path: str | os.PathLike, num_classes: int,
+                memory_map: bool = False) -> tuple[np.ndarray, ...]:
+  """Load (x_train, y_train, x_test, y_test) from an .npz or a directory (spec §7.4);
+  ``memory_map``: the images stay in the file, mapped (uint8 images; labels are converted)."""
   p = pathlib.Path(path).expanduser()
   if not p.exists():
     raise DataError(f"data.path {p} does not exist: {_SHARED_DATA_HINT}, or point data.path at "
                     f"an existing .npz / directory of .npy arrays")
   if p.is_dir():
-    return _load_npy_dir(p, num_classes)
-  return _load_npz(p, num_classes)
+    return _load_npy_dir(p, num_classes, memory_map)
+  return _load_npz(p, num_classes, memory_map)
 
 
 def _save_npz_atomic(path: pathlib.Path, **arrays: np.ndarray) -> pathlib.Path:
@@ -287,8 +313,10 @@ def _save_npz_atomic(path: pathlib.Path, **arrays: np.ndarray) -> pathlib.Path:
 # --------------------------------------------------------------------------------------------
 
 
-def read_cache_arrays(path: pathlib.Path, cache_format: str, what: str) -> dict[str, np.ndarray]:
-  """The four arrays of a converted-dataset cache written with ``format=cache_format``.
+def read_cache_arrays(path: pathlib.Path, cache_format: str, what: str,
+                      memory_map: bool = False) -> dict[str, np.ndarray]:
+  """The four arrays of a converted-dataset cache written with ``format=cache_format``, read
+  into memory or, with ``memory_map``, mapped from the file (``npz_arrays``).
 
   A cache of another format, or one that cannot be read, is one ``DataError`` line saying to
   delete it (it is rebuilt from data.path). ``what`` names the cache kind in the message.
@@ -298,7 +326,7 @@ def read_cache_arrays(path: pathlib.Path, cache_format: str, what: str) -> dict[
       if "format" not in z.files or str(z["format"]) != cache_format:
         raise DataError(f"{path} is not an ei_snn_jax {what} cache ({cache_format}): delete it "
                         f"so that it is rebuilt from data.path")
-      return {k: z[k] for k in ARRAY_KEYS}
+      return dict(zip(ARRAY_KEYS, npz_arrays(z, path, ARRAY_KEYS, memory_map)))
   except DataError:
     raise
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -574,12 +602,14 @@ def _take_subset(x: np.ndarray, y: np.ndarray, k: int, field: str) -> tuple[np.n
   return x[:k], y[:k]
 
 
-def load_dataset(data_cfg: Any, seed: int = 0, T: int = 4) -> Dataset:
+def load_dataset(data_cfg: Any, seed: int = 0, T: int = 4, memory_map: bool = False) -> Dataset:
   """Load ``config.data`` as a ``Dataset`` of host arrays (spec §7.4).
 
   ``seed`` only affects the synthetic source; ``T`` (``model.T``) is the number of event frames
   of the DVS sets. Subsets (``train_subset``/``test_subset`` > 0) keep the first N examples
   (for the datasets of ``data.folders``, stored in class order: a fixed random N).
+  ``memory_map``: images read from an ``.npy`` / uncompressed ``.npz`` file (the given arrays,
+  the converted caches) stay in the file as read-only memory maps instead of being read.
   """
   name = str(_get(data_cfg, "name", "cifar10")).lower()
   source = str(_get(data_cfg, "source", "auto")).lower()
@@ -595,7 +625,8 @@ def load_dataset(data_cfg: Any, seed: int = 0, T: int = 4) -> Dataset:
     from ei_snn_jax.data import folders  # pylint: disable=import-outside-toplevel
     if source == "auto" and path:
       source = "folder"
-    x_train, y_train, x_test, y_test = folders.load_folder_arrays(name, source, data_cfg, seed, T)
+    x_train, y_train, x_test, y_test = folders.load_folder_arrays(name, source, data_cfg, seed, T,
+                                                                  memory_map)
     x_train, y_train = folders.fixed_subset(x_train, y_train,
                                             int(_get(data_cfg, "train_subset", 0)),
                                             "data.train_subset")
@@ -633,7 +664,7 @@ def load_dataset(data_cfg: Any, seed: int = 0, T: int = 4) -> Dataset:
     if not path:
       raise DataError("data.source=arrays needs data.path: set it to an .npz (x_train, y_train, "
                       f"x_test, y_test) or a directory of .npy arrays ({_SHARED_DATA_HINT})")
-    arrays = load_arrays(path, num_classes)
+    arrays = load_arrays(path, num_classes, memory_map)
     print(f"data: {name} from {pathlib.Path(path).expanduser()}", flush=True)
   elif name == "synthetic":
     raise DataError(f"data.name=synthetic cannot use data.source={source}: set data.source to "
@@ -641,7 +672,7 @@ def load_dataset(data_cfg: Any, seed: int = 0, T: int = 4) -> Dataset:
   elif source == "tfds":
     cached = cache_dir / f"{name}.npz"
     if cached.is_file():
-      arrays = load_arrays(cached, num_classes)
+      arrays = load_arrays(cached, num_classes, memory_map)
     else:
       arrays = load_tfds_arrays(name, _get(data_cfg, "tfds_data_dir", None), num_classes)
       try:
@@ -649,7 +680,7 @@ def load_dataset(data_cfg: Any, seed: int = 0, T: int = 4) -> Dataset:
       except OSError as e:
         log.warning("Could not cache the TFDS arrays in %s: %s", cached, e)
   else:  # download
-    arrays = load_arrays(download_dataset(name, cache_dir), num_classes)
+    arrays = load_arrays(download_dataset(name, cache_dir), num_classes, memory_map)
 
   x_train, y_train, x_test, y_test = arrays
   x_train, y_train = _take_subset(x_train, y_train, int(_get(data_cfg, "train_subset", 0)),

@@ -164,26 +164,27 @@ def _validate(arrays: dict, desc: str, num_classes: int) -> dict:
   return arrays
 
 
-def _load_cache(path: pathlib.Path) -> dict:
-  arrays = read_cache_arrays(path, CACHE_FORMAT, "Tiny-ImageNet")
+def _load_cache(path: pathlib.Path, memory_map: bool = False) -> dict:
+  arrays = read_cache_arrays(path, CACHE_FORMAT, "Tiny-ImageNet", memory_map)
   return _validate(arrays, f"cache {path}", NUM_CLASSES)
 
 
 def load_tiny_imagenet(path: str | os.PathLike | None = None,
                        cache_dir: str | os.PathLike | None = None, source: str = "auto",
                        tfds_name: str | None = None, tfds_data_dir: str | None = None,
-                       workers: int | None = None) -> Dataset:
+                       workers: int | None = None, memory_map: bool = False) -> Dataset:
   """Tiny-ImageNet-200 as uint8 (N, 64, 64, 3) images, 200 classes (spec §7.4).
 
   ``source``: "folder" (``path``), "tfds" (``tfds_name``) or "auto" (the cache if present,
-  else the folder). The decoded arrays are cached in ``cache_dir`` when given.
+  else the folder). The decoded arrays are cached in ``cache_dir`` when given; ``memory_map``:
+  a cache read later is mapped, not read into memory.
   """
   cache = pathlib.Path(cache_dir).expanduser() / CACHE_NAME if cache_dir is not None else None
   if source not in ("auto", "folder", "tfds"):
     raise DataError(f"Tiny-ImageNet source {source!r} is not supported: use auto, folder or "
                     f"tfds")
   if cache is not None and cache.is_file() and source != "tfds":
-    arrays = _load_cache(cache)
+    arrays = _load_cache(cache, memory_map)
   elif source == "tfds":
     if not tfds_name:
       raise DataError("TFDS has no Tiny-ImageNet builder in its catalog: set data.tfds_name to "

@@ -134,8 +134,7 @@ def base_config() -> ml_collections.ConfigDict:
                                  and streamed (``data.host_feed``); "auto" keeps them on the
                                  devices when they take at most data.device_memory_fraction of
                                  the smallest device's memory (``data.placement``). The batches
-                                 are the same either way. The training loop has only the
-                                 device path so far: "host" is refused (issue 13).
+                                 and results are the same either way (``train.py``).
     data.device_memory_fraction  in (0, 1]: the part of a device's memory the dataset may take.
     data.assumed_device_memory_gb  device memory where the backend reports none (XLA:CPU).
     data.host_prefetch           batches the host path reads and uploads ahead (>= 1).
@@ -511,10 +510,6 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   choice("optim.momentum_first_step", MOMENTUM_FIRST_STEPS, "momentum first step")
   choice("train.transfer_guard", TRANSFER_GUARDS, "jax.transfer_guard level of ordinary steps")
   choice("data.placement", PLACEMENTS, "data placement")
-  if _get(cfg, "data.placement") == "host":   # never a silent run on the device path
-    problems.append("data.placement='host': the training loop does not stream from the host "
-                    "yet (data.host_feed is ready, the wiring is open: issue 13); use 'auto' "
-                    "or 'device'")
   fraction = cfg.data.device_memory_fraction
   if not 0 < fraction <= 1:
     problems.append(f"data.device_memory_fraction={fraction!r} is out of range: it must be in "

@@ -191,21 +191,24 @@ def summary(config: ml_collections.ConfigDict, meta: dict[str, Any], loggers: Se
   return out
 
 
-def vmap_train_step(step_fn, seed_list: Sequence[int]):
+def vmap_train_step(step_fn, seed_list: Sequence[int],
+                    data_axes: tuple[int | None, ...] = (None, None, 0, 0)):
   """The single-run step ``(state, train_x, train_y, idx, mask, seed)`` vmapped over replicas.
 
   Returns ``(state, train_x, train_y, idx, mask) -> (state, metrics)`` for a stacked state and
   (N, batch) idx/mask; replica r draws its augmentation and dropout keys from the streams of
-  seed ``seed_list[r]``. A non-finite loss or gradient in any replica leaves the whole stacked
-  state unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaf`` become whole-run
-  scalars, with ``bad_replica`` (-1 if none). Every other metric has a leading replica axis.
+  seed ``seed_list[r]``. ``data_axes``: the replica axis of each argument between the state and
+  the seed; ``(0, 0, 0)`` for a step ``(state, images, labels, mask, seed)`` on (N, batch, ...)
+  gathered batches (the host path). A non-finite loss or gradient in any replica leaves the
+  whole stacked state unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaf``
+  become whole-run scalars, with ``bad_replica`` (-1 if none). Every other metric has a leading
+  replica axis.
   """
   seed_array = np.asarray(seed_list, np.int32)
 
-  def replicated_step(state, train_x, train_y, idx, mask):
-    in_axes = (state_axes(state), None, None, 0, 0, 0)
-    new_state, metrics = jax.vmap(step_fn, in_axes=in_axes)(state, train_x, train_y, idx, mask,
-                                                            seed_array)
+  def replicated_step(state, *data):
+    in_axes = (state_axes(state), *data_axes, 0)
+    new_state, metrics = jax.vmap(step_fn, in_axes=in_axes)(state, *data, seed_array)
     finite = jnp.all(metrics["finite"])
     new_state = new_state.replace(step=state.step + 1)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -218,6 +221,12 @@ def vmap_train_step(step_fn, seed_list: Sequence[int]):
 
 
 def vmap_eval_step(eval_fn):
-  """``eval_fn(params, batch_stats, test_x, test_y, idx, mask)`` for stacked params: every
-  replica sees the same test batch; the sums come back with a leading replica axis."""
-  return jax.vmap(eval_fn, in_axes=(0, 0, None, None, None, None))
+  """``eval_fn(params, batch_stats, *data)`` (data: test_x, test_y, idx, mask, or the gathered
+  images, labels, mask) for stacked params: every replica sees the same test batch; the sums
+  come back with a leading replica axis."""
+
+  def replicated_eval(params, batch_stats, *data):
+    in_axes = (0, 0) + (None,) * len(data)
+    return jax.vmap(eval_fn, in_axes=in_axes)(params, batch_stats, *data)
+
+  return replicated_eval

@@ -2,9 +2,12 @@
 
 1. Validate the config; build the device mesh (batch sharded over every device, params
    replicated; multi-host via ``jax.distributed.initialize``).
-2. Load the dataset to the devices as uint8; the per-epoch order comes from (seed, epoch) and the
-   augmentation and dropout keys from (seed, step) through named PRNG streams (``rng.py``), so a
-   resumed run sees exactly the same batches.
+2. Load the dataset as uint8 and place it (``data.placement``): on the devices (each step
+   gathers its batch there), or, when it does not fit them, on the host (memory-mapped caches),
+   each step's batch streamed by ``data.host_feed``; the batch sources below hide the
+   difference from the loop. The per-epoch order comes from (seed, epoch) and the augmentation
+   and dropout keys from (seed, step) through named PRNG streams (``rng.py``), so a resumed run
+   sees exactly the same batches, on either path.
 3. E-I Init: ``model.init`` (key: the ``init`` stream) on the first augmented training batch, then
    Dale's projection.
 4. Resume from the latest complete orbax checkpoint in the workdir, if any.
@@ -27,7 +30,7 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Iterator, NamedTuple
 
 import flax
 import jax
@@ -40,7 +43,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ei_snn_jax import data as data_lib, errors, models, tree as tree_lib
 from ei_snn_jax.analysis import health, probes
 from ei_snn_jax.core import dale
-from ei_snn_jax.data import transforms
+from ei_snn_jax.data import host_feed, placement as placement_lib, transforms
 from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
 from ei_snn_jax.training import replicas, rng, runfolder
 
@@ -96,7 +99,11 @@ def host_to_global(x: Any, sharding: NamedSharding) -> Array:
 
 @dataclasses.dataclass
 class Experiment:
-  """The static pieces of a run: config, model, optimizer, data, mesh and jitted functions."""
+  """The static pieces of a run: config, model, optimizer, data, mesh and jitted functions.
+
+  ``train_x`` ... ``test_y``: the dataset replicated on the devices, or None when the run
+  streams it from the host (``placement.where == "host"``, see ``from_host``).
+  """
   config: ml_collections.ConfigDict
   model: Any
   tx: optax.GradientTransformation
@@ -105,10 +112,17 @@ class Experiment:
   mesh: Mesh
   steps_per_epoch: int
   total_steps: int
-  train_x: Array
-  train_y: Array
-  test_x: Array
-  test_y: Array
+  train_x: Array | None
+  train_y: Array | None
+  test_x: Array | None
+  test_y: Array | None
+  placement: placement_lib.Placement
+
+  @property
+  def from_host(self) -> bool:
+    """Whether the batches are read on the host and streamed (the host path of
+    ``data.placement``) rather than gathered from arrays on the devices."""
+    return self.placement.where == "host"
 
   @property
   def replicated(self) -> NamedSharding:
@@ -155,12 +169,21 @@ def initialize_distributed(parallel: ml_collections.ConfigDict) -> None:
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
-  """Validate ``config`` and build everything a run needs except its state."""
+  """Validate ``config`` and build everything a run needs except its state.
+
+  The dataset's arrays are memory-mapped where they come from a file (``load_dataset(...,
+  memory_map=True)``); ``data.placement`` (``placement.resolve_placement``, one printed line)
+  then either uploads them to every device or leaves them on the host to be streamed.
+  """
   if config.parallel.distributed:
     initialize_distributed(config.parallel)
   mesh = make_mesh(config.parallel.num_devices)
   config_lib.validate_config(config, num_devices=mesh.devices.size)
-  dataset = data_lib.load_dataset(config.data, seed=config.seed, T=config.model.T)
+  dataset = data_lib.load_dataset(config.data, seed=config.seed, T=config.model.T,
+                                  memory_map=True)
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  placement = placement_lib.resolve_placement(config.data, placement_lib.dataset_nbytes(dataset),
+                                              local)
   model = models.create_model(config.model, dataset.num_classes)
   steps_per_epoch = data_lib.num_batches(len(dataset.x_train), config.train.batch_size)
   total_steps = steps_per_epoch * config.train.epochs
@@ -168,11 +191,16 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
       config.optim.lr, config.optim.init_lr, config.optim.warmup_epochs * steps_per_epoch,
       total_steps, config.optim.weight_decay, config.optim.momentum,
       config.optim.momentum_first_step)
-  rep = NamedSharding(mesh, P())
-  put = lambda a: host_to_global(a, rep)
+  if placement.where == "host":   # nothing on the devices: data.host_feed streams the batches
+    arrays = (None,) * 4
+  else:
+    rep = NamedSharding(mesh, P())
+    arrays = (host_to_global(dataset.x_train, rep),
+              host_to_global(dataset.y_train.astype(np.int32), rep),
+              host_to_global(dataset.x_test, rep),
+              host_to_global(dataset.y_test.astype(np.int32), rep))
   return Experiment(config, model, tx, schedule, dataset, mesh, steps_per_epoch, total_steps,
-                    put(dataset.x_train), put(dataset.y_train.astype(np.int32)),
-                    put(dataset.x_test), put(dataset.y_test.astype(np.int32)))
+                    *arrays, placement)
 
 
 def first_training_batch(exp: Experiment, seed: int | None = None) -> Array:
@@ -222,17 +250,27 @@ def _first_nonfinite_leaf(tree) -> Array:
   return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
 
 
-def _training_input(exp: Experiment, train_fn, step, train_x, train_y, idx, seed):
-  """The step's model input and labels: gather, augment with the (seed, step) key, shard; plus
-  the step's dropout key. Shared by the training step and the probe step (same batch, same keys)."""
+def _training_input(exp: Experiment, train_fn, step, images, labels, seed):
+  """The step's model input and labels from its gathered batch (``train_x[idx]``,
+  ``train_y[idx]``): augment with the (seed, step) key, shard; plus the step's dropout key.
+  Shared by the training step and the probe step (same batch, same keys)."""
   streams = rng.rng_streams(seed)
   augment_key = rng.step_key(streams["augment"], step)
   dropout_key = rng.step_key(streams["dropout"], step)
-  x = jax.lax.with_sharding_constraint(train_fn(augment_key, train_x[idx]), exp.input_sharded)
-  return x, train_y[idx], dropout_key
+  x = jax.lax.with_sharding_constraint(train_fn(augment_key, images), exp.input_sharded)
+  return x, labels, dropout_key
 
 
-def make_train_step(exp: Experiment, from_epoch_table: bool = False):
+def _replicated(fn, exp: Experiment, data_axes: tuple):
+  """``fn(state, *data, seed)`` vmapped over ``train.num_replicas`` stacked states: replica r
+  uses seed ``config.seed + r``; ``data_axes``: the replica axis of each data argument (None:
+  shared, e.g. the dataset on the device path)."""
+  seed_array = np.asarray(replicas.seeds(exp.config), np.int32)
+  return lambda state, *data: jax.vmap(fn, in_axes=(replicas.state_axes(state), *data_axes, 0))(
+      state, *data, seed_array)
+
+
+def make_train_step(exp: Experiment, from_epoch_table: bool = False, from_batch: bool = False):
   """Jitted (state, train_x, train_y, idx, mask) -> (state, metrics); the state is donated.
 
   ``from_epoch_table``: the step takes its whole epoch's index table instead, ``(state,
@@ -240,20 +278,25 @@ def make_train_step(exp: Experiment, from_epoch_table: bool = False):
   slices row ``state.step % steps_per_epoch`` on the device, so an ordinary step moves nothing
   between host and device (the training loop runs it under ``jax.transfer_guard``).
 
+  ``from_batch``: the step takes the already gathered global batch, ``(state, images, labels,
+  mask)`` = ``(train_x[idx], train_y[idx], mask)`` as ``data.host_feed`` streams it (the host
+  path of ``data.placement``). Every variant runs the same ``batch_step`` on the gathered batch.
+
   The step returns only scalars (loss, accuracy, lr, grad norm, the NaN-guard flags): the
   per-layer probe statistics are not computed here but by ``make_probe_step`` on logging steps,
   which keeps their reductions over every current out of the hot path (issue 11).
 
   With ``train.num_replicas`` = N > 1 the step is vmapped over the stacked state and (N, batch)
-  idx/mask (``replicas.vmap_train_step``); metrics then have a leading replica axis.
+  idx/mask or batch (``replicas.vmap_train_step``); metrics then have a leading replica axis.
   """
+  if from_epoch_table and from_batch:
+    raise ValueError("make_train_step: from_epoch_table and from_batch exclude each other")
   c = exp.config
   model, tx, schedule = exp.model, exp.tx, exp.schedule
   train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
 
-  def step_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
-    x, labels, dropout_key = _training_input(exp, train_fn, state.step, train_x, train_y, idx,
-                                             seed)
+  def batch_step(state: TrainState, images, labels, mask, seed=c.seed):
+    x, labels, dropout_key = _training_input(exp, train_fn, state.step, images, labels, seed)
     weights = mask.astype(jnp.float32)
 
     def loss_fn(params):
@@ -287,7 +330,15 @@ def make_train_step(exp: Experiment, from_epoch_table: bool = False):
                "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaf": bad_leaf}
     return new_state, metrics
 
+  def step_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
+    return batch_step(state, train_x[idx], train_y[idx], mask, seed)
+
   rep, dat = exp.replicated, exp.index_sharded
+  if from_batch:
+    if exp.num_replicas > 1:
+      batch_step = replicas.vmap_train_step(batch_step, replicas.seeds(c), data_axes=(0, 0, 0))
+    return jax.jit(batch_step, in_shardings=(rep, dat, dat, dat), out_shardings=(rep, rep),
+                   donate_argnums=(0,))
   if exp.num_replicas > 1:
     step_fn = replicas.vmap_train_step(step_fn, replicas.seeds(c))
   if not from_epoch_table:
@@ -326,10 +377,12 @@ def epoch_table(exp: Experiment, epoch: int) -> tuple[np.ndarray, np.ndarray]:
   return idx, mask
 
 
-def make_probe_step(exp: Experiment):
+def make_probe_step(exp: Experiment, from_batch: bool = False):
   """Jitted (state, train_x, train_y, idx, mask) -> the per-layer probe statistics
   (``probes.probe_summary``: mean/std of every current, firing rates, dead-layer signs) of the
   training forward pass on that step's batch, with the step's own augmentation and dropout keys.
+  ``from_batch``: it takes the gathered batch instead, ``(state, images, labels, mask)``, as
+  ``make_train_step(from_batch=True)``.
 
   Called on logging steps *before* the training step, so it sees exactly the forward pass the
   step differentiates; ordinary steps pay nothing for the probes. Batch statistics are read but
@@ -339,9 +392,9 @@ def make_probe_step(exp: Experiment):
   model = exp.model
   train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
 
-  def probe_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
+  def probe_batch(state: TrainState, images, labels, mask, seed=c.seed):
     del mask
-    x, _, dropout_key = _training_input(exp, train_fn, state.step, train_x, train_y, idx, seed)
+    x, _, dropout_key = _training_input(exp, train_fn, state.step, images, labels, seed)
     variables = {"params": state.params}
     mutable = ["probes"]
     if state.batch_stats:
@@ -351,24 +404,26 @@ def make_probe_step(exp: Experiment):
                               rngs={"dropout": dropout_key})
     return probes.probe_summary(new_vars.get("probes", {}))
 
+  def probe_fn(state: TrainState, train_x, train_y, idx, mask, seed=c.seed):
+    return probe_batch(state, train_x[idx], train_y[idx], mask, seed)
+
   rep, dat = exp.replicated, exp.index_sharded
+  fn, data_axes, shardings = ((probe_batch, (0, 0, 0), (rep, dat, dat, dat)) if from_batch else
+                              (probe_fn, (None, None, 0, 0), (rep, rep, rep, dat, dat)))
   if exp.num_replicas > 1:
-    seed_array = np.asarray(replicas.seeds(c), np.int32)
-    one = probe_fn
-    probe_fn = lambda state, train_x, train_y, idx, mask: jax.vmap(
-        one, in_axes=(replicas.state_axes(state), None, None, 0, 0, 0))(
-            state, train_x, train_y, idx, mask, seed_array)
-  return jax.jit(probe_fn, in_shardings=(rep, rep, rep, dat, dat), out_shardings=rep)
+    fn = _replicated(fn, exp, data_axes)
+  return jax.jit(fn, in_shardings=shardings, out_shardings=rep)
 
 
-def make_eval_step(exp: Experiment):
-  """Jitted (params, batch_stats, idx, mask) -> (sum of loss, number correct) on the test set."""
+def make_eval_step(exp: Experiment, from_batch: bool = False):
+  """Jitted (params, batch_stats, test_x, test_y, idx, mask) -> (sum of loss, number correct)
+  on a test batch; ``from_batch``: (params, batch_stats, images, labels, mask), the gathered
+  batch (``test_x[idx]``, ``test_y[idx]``) streamed from the host."""
   model = exp.model
   transform = transforms.eval_transform(exp.config.data.name)
 
-  def eval_fn(params, batch_stats, test_x, test_y, idx, mask):
-    x = jax.lax.with_sharding_constraint(transform(test_x[idx]), exp.input_sharded)
-    labels = test_y[idx]
+  def eval_batch(params, batch_stats, images, labels, mask):
+    x = jax.lax.with_sharding_constraint(transform(images), exp.input_sharded)
     variables = {"params": params}
     if batch_stats:
       variables["batch_stats"] = batch_stats
@@ -377,24 +432,47 @@ def make_eval_step(exp: Experiment):
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return jnp.sum(ce * w), jnp.sum((jnp.argmax(logits, -1) == labels) * w)
 
+  def eval_fn(params, batch_stats, test_x, test_y, idx, mask):
+    return eval_batch(params, batch_stats, test_x[idx], test_y[idx], mask)
+
   rep, dat = exp.replicated, exp.batch_sharded
+  fn, shardings = ((eval_batch, (rep, rep, dat, dat, dat)) if from_batch else
+                   (eval_fn, (rep, rep, rep, rep, dat, dat)))
   if exp.num_replicas > 1:
-    eval_fn = replicas.vmap_eval_step(eval_fn)
-  return jax.jit(eval_fn, in_shardings=(rep, rep, rep, rep, dat, dat), out_shardings=(rep, rep))
+    fn = replicas.vmap_eval_step(fn)
+  return jax.jit(fn, in_shardings=shardings, out_shardings=(rep, rep))
+
+
+@contextlib.contextmanager
+def eval_inputs(exp: Experiment) -> Iterator[Iterator[tuple]]:
+  """The eval step's inputs after (params, batch_stats), one tuple per test batch of
+  ``data.eval_batches`` (in order, the last padded and masked): on the device path the test
+  arrays and the uploaded (idx, mask); on the host path the gathered batch, read and uploaded
+  by a ``data.host_feed`` thread that leaving the context stops."""
+  batches = data_lib.eval_batches(len(exp.dataset.x_test), exp.config.train.eval_batch_size)
+  if not exp.from_host:
+    yield ((exp.test_x, exp.test_y, *(host_to_global(a, exp.batch_sharded) for a in batch))
+           for batch in batches)
+    return
+  prefetch = int(exp.config.data.host_prefetch)
+  with host_feed.HostBatchFeed(exp.dataset.x_test, exp.dataset.y_test, batches,
+                               exp.batch_sharded, prefetch=prefetch) as feed:
+    yield (tuple(batch) for batch in feed)
 
 
 def evaluate(exp: Experiment, state: TrainState, eval_step=None) -> dict[str, Any]:
-  """Test loss and accuracy over the whole (possibly subset) test split.
+  """Test loss and accuracy over the whole (possibly subset) test split, from the devices or
+  streamed from the host (``data.placement``): the same batches and sums either way.
 
   With ``train.num_replicas`` > 1 each value is a list, one entry per replica.
   """
-  eval_step = eval_step or make_eval_step(exp)
+  eval_step = eval_step or make_eval_step(exp, from_batch=exp.from_host)
   n = len(exp.dataset.x_test)
   loss_sum, correct = 0.0, 0.0
-  for idx, mask in data_lib.eval_batches(n, exp.config.train.eval_batch_size):
-    l, k = eval_step(state.params, state.batch_stats, exp.test_x, exp.test_y,
-                     host_to_global(idx, exp.batch_sharded), host_to_global(mask, exp.batch_sharded))
-    loss_sum, correct = loss_sum + l, correct + k
+  with eval_inputs(exp) as batches:
+    for args in batches:
+      l, k = eval_step(state.params, state.batch_stats, *args)
+      loss_sum, correct = loss_sum + l, correct + k
   if exp.num_replicas > 1:
     return {"test_loss": [float(v) / n for v in np.asarray(loss_sum)],
             "test_accuracy": [float(v) / n for v in np.asarray(correct)]}
@@ -504,6 +582,73 @@ def _window_from_json(window: list[Any]) -> list[Any]:
           for m in window]
 
 
+class StepInputs(NamedTuple):
+  """One training step's inputs from a batch source."""
+  train: tuple                    # the training step's arguments after the state
+  probe: Callable[[], tuple]      # the probe step's arguments after the state (on demand)
+
+
+class DeviceBatches:
+  """The device path's step inputs: the dataset on every device and the epoch's index table,
+  uploaded once per epoch (``make_train_step(from_epoch_table=True)`` slices the step's row)."""
+
+  def __init__(self, exp: Experiment):
+    self.exp = exp
+    self._epoch, self._host_table, self._table = None, None, None
+
+  def for_step(self, step: int) -> StepInputs:
+    """The inputs of global step ``step`` (steps come in order)."""
+    exp = self.exp
+    epoch, in_epoch = divmod(step, exp.steps_per_epoch)
+    if self._epoch != epoch:       # the epoch's order, uploaded once (explicitly)
+      self._host_table = epoch_table(exp, epoch)
+      self._table = tuple(host_to_global(a, epoch_table_sharding(exp)) for a in self._host_table)
+      self._epoch = epoch
+    # This step's (idx, mask) stay on the host; the probes upload them only when asked.
+    idx, mask = (a[in_epoch] for a in self._host_table)
+    probe = lambda: (exp.train_x, exp.train_y, *(host_to_global(a, exp.index_sharded)
+                                                 for a in (idx, mask)))
+    return StepInputs((exp.train_x, exp.train_y, *self._table), probe)
+
+  def __enter__(self) -> DeviceBatches:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    pass
+
+
+class HostBatches:
+  """The host path's step inputs: each step's gathered global batch, read from the host arrays
+  and uploaded ``data.host_prefetch`` steps ahead by a ``data.host_feed`` thread that starts at
+  ``start_step`` (the restored step) and ends at ``end_step``. Leaving the context (normally or
+  by an exception) stops and joins the thread."""
+
+  def __init__(self, exp: Experiment, start_step: int, end_step: int):
+    c = exp.config
+    self._feed = host_feed.training_feed(
+        exp.dataset.x_train, exp.dataset.y_train, seed=c.seed, batch_size=c.train.batch_size,
+        sharding=exp.index_sharded, start_step=start_step, end_step=end_step,
+        num_replicas=exp.num_replicas, prefetch=int(c.data.host_prefetch))
+
+  def for_step(self, step: int) -> StepInputs:
+    """The inputs of global step ``step`` (steps come in order)."""
+    if self._feed.next_step != step:
+      raise RuntimeError(f"the host feed is at step {self._feed.next_step}, not {step}")
+    batch = tuple(next(self._feed))            # (images, labels, mask) on the devices
+    return StepInputs(batch, lambda: batch)
+
+  def __enter__(self) -> HostBatches:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self._feed.close()
+
+
+def batch_source(exp: Experiment, start_step: int, end_step: int) -> DeviceBatches | HostBatches:
+  """The training loop's step inputs for the run's placement (a context manager)."""
+  return HostBatches(exp, start_step, end_step) if exp.from_host else DeviceBatches(exp)
+
+
 def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolder.StopSignals,
            stop_after_steps: int | None) -> dict[str, Any]:
   """The body of ``train_and_evaluate`` (the workdir is locked and signals are caught)."""
@@ -533,9 +678,10 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
     ckpt.reconcile(int(state.step), state, meta)
     for log in all_loggers:
       log.truncate_after(int(state.step))
-  train_step, eval_step = make_train_step(exp, from_epoch_table=True), make_eval_step(exp)
-  probe_step = make_probe_step(exp)
-  table_epoch, table, host_table = None, None, None
+  host = exp.from_host       # the steps take the streamed batch, else index the devices' data
+  train_step = make_train_step(exp, from_epoch_table=not host, from_batch=host)
+  probe_step = make_probe_step(exp, from_batch=host)
+  eval_step = make_eval_step(exp, from_batch=host)
 
   spe = exp.steps_per_epoch
   limit = exp.total_steps
@@ -553,14 +699,13 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
     return (step_done % c.train.log_every_steps == 0 or step_done % spe == 0
             or step_done == limit or step_done % c.train.checkpoint_every_steps == 0)
 
-  def check(step_metrics, step, batch):
+  def check(step_metrics, step, inputs):
     if not bool(jax.device_get(step_metrics["finite"])):   # explicit: allowed by the guard
       ckpt.wait()
       # Which layer went non-finite: the probes recomputed on the failing step's batch (with
       # the state the guard kept; not an ordinary step, so its uploads are allowed).
       with jax.transfer_guard("allow"):
-        layer_stats = probe_step(state, exp.train_x, exp.train_y,
-                                 *(host_to_global(a, exp.index_sharded) for a in batch))
+        layer_stats = probe_step(state, *inputs.probe())
         _raise_nonfinite(exp, state, {**jax.device_get(layer_stats),
                                       **jax.device_get(step_metrics)}, step)
 
@@ -568,92 +713,89 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
     print(f"compiling the training step ({c.model.arch}, T={c.model.T}, batch "
           f"{c.train.batch_size}); the first step waits for it", flush=True)
   step = start_step
-  while step < limit:
-    epoch, in_epoch = divmod(step, spe)
-    if table_epoch != epoch:       # the epoch's order, uploaded once (explicitly)
-      host_table = epoch_table(exp, epoch)
-      table = tuple(host_to_global(a, epoch_table_sharding(exp)) for a in host_table)
-      table_epoch = epoch
-    logging_step = closes_window(step + 1)
-    # This step's (idx, mask) on the host, for the probe step and the NaN-guard diagnosis.
-    batch = (host_table[0][in_epoch], host_table[1][in_epoch])
-    if logging_step:              # the layer statistics, before the step donates the state
-      layer_stats = probe_step(state, exp.train_x, exp.train_y,
-                               *(host_to_global(a, exp.index_sharded) for a in batch))
-    with jax.transfer_guard(c.train.transfer_guard):   # an ordinary step moves no data
-      state, step_metrics = train_step(state, exp.train_x, exp.train_y, *table)
-      step_metrics["finite"].copy_to_host_async()
-      if pending is not None:        # the previous step's guard: at most one step behind
-        check(*pending)
-    pending = (step_metrics, step, batch)
-    window.append(step_metrics)
-    step += 1
-    progress.update(step)
-    # Checkpoint steps close the logging window too, so that a run resumed from any checkpoint
-    # writes exactly the records of an uninterrupted one (and no save follows a bad step).
-    if logging_step:
-      check(*pending)
-      pending = None
-      window, layer_stats = jax.device_get((window, layer_stats))   # one host read
-      records = replicas.mean_metrics(window, R, metrics_lib.mean_metrics)
-      window = []
-      for record, stats in zip(records, replicas.per_replica(layer_stats, R)):
-        record.update({k: float(v) for k, v in stats.items()})  # the window's last step
-        record.update(step=step, epoch=step / spe)
-      record = replicas.write_records(loggers, logger, "train", records)
-      progress.postfix(loss=record["loss"], acc=record["accuracy"], lr=record["lr"])
-      dead = [d for r in records for d in health.dead_layers(r)]
-      if dead and c.train.stop_on_dead_layer:
-        ckpt.wait()
-        raise health.DeadLayerError(health.describe(dead[0], step))
-    epoch_done = step % spe == 0
-    if epoch_done:
-      sums = replicas.per_replica(jax.device_get(state.sums), R)
-      tests = replicas.per_replica(evaluate(exp, state, eval_step), R)
-      records = [{"epoch": step // spe, "step": step,
-                  "train_loss": float(s["loss"] / s["count"]),
-                  "train_accuracy": float(s["correct"] / s["count"]),
-                  "wall_time": time.time() - t_start, **test} for s, test in zip(sums, tests)]
-      state = state.replace(sums=jax.tree.map(
-          lambda a: host_to_global(np.zeros(a.shape, a.dtype), exp.replicated), state.sums))
-      accuracies = [test["test_accuracy"] for test in tests]
-      accuracy = float(np.mean(accuracies))  # with replicas, the best checkpoint is the best mean
-      is_best = accuracy > meta["best_test_accuracy"]
-      if is_best:
-        meta.update(best_test_accuracy=accuracy, best_epoch=step // spe)
-      for record, best in zip(records, replicas.update_bests(meta, accuracies, step // spe)):
-        record["best_test_accuracy"] = best
-      record = replicas.write_records(loggers, logger, "epoch", records)
-      progress.message(f"epoch {step // spe}: test acc {record['test_accuracy']:.4f} "
-                       f"(best {meta['best_test_accuracy']:.4f}), train loss "
-                       f"{record['train_loss']:.4f}")
-      if is_best:
-        meta["best_step"] = step
-      meta["wall_time"] = time.time() - t_start
-      ckpt.save(step, state, meta, best=is_best)
-      saved_step = step
-    elif step % c.train.checkpoint_every_steps == 0 or step == limit:
-      meta["wall_time"] = time.time() - t_start
-      ckpt.save(step, state, meta)
-      saved_step = step
-    if stop.received and step < limit:
-      if pending is not None:
+  with batch_source(exp, start_step, limit) as batches:   # stops a feed thread on any exit
+    while step < limit:
+      # This step's inputs: the epoch's index table (device path) or its streamed batch (host).
+      inputs = batches.for_step(step)
+      logging_step = closes_window(step + 1)
+      if logging_step:              # the layer statistics, before the step donates the state
+        layer_stats = probe_step(state, *inputs.probe())
+      # An ordinary step moves no data: the device path's table is uploaded once per epoch, the
+      # host path's batch by the feed's thread (explicit device_put, outside this guard).
+      with jax.transfer_guard(c.train.transfer_guard):
+        state, step_metrics = train_step(state, *inputs.train)
+        step_metrics["finite"].copy_to_host_async()
+        if pending is not None:        # the previous step's guard: at most one step behind
+          check(*pending)
+      pending = (step_metrics, step, inputs)
+      window.append(step_metrics)
+      step += 1
+      progress.update(step)
+      # Checkpoint steps close the logging window too, so that a run resumed from any checkpoint
+      # writes exactly the records of an uninterrupted one (and no save follows a bad step).
+      if logging_step:
         check(*pending)
         pending = None
-      if saved_step != step:   # the unfinished logging window travels with the checkpoint
+        window, layer_stats = jax.device_get((window, layer_stats))   # one host read
+        records = replicas.mean_metrics(window, R, metrics_lib.mean_metrics)
+        window = []
+        for record, stats in zip(records, replicas.per_replica(layer_stats, R)):
+          record.update({k: float(v) for k, v in stats.items()})  # the window's last step
+          record.update(step=step, epoch=step / spe)
+        record = replicas.write_records(loggers, logger, "train", records)
+        progress.postfix(loss=record["loss"], acc=record["accuracy"], lr=record["lr"])
+        dead = [d for r in records for d in health.dead_layers(r)]
+        if dead and c.train.stop_on_dead_layer:
+          ckpt.wait()
+          raise health.DeadLayerError(health.describe(dead[0], step))
+      epoch_done = step % spe == 0
+      if epoch_done:
+        sums = replicas.per_replica(jax.device_get(state.sums), R)
+        tests = replicas.per_replica(evaluate(exp, state, eval_step), R)
+        records = [{"epoch": step // spe, "step": step,
+                    "train_loss": float(s["loss"] / s["count"]),
+                    "train_accuracy": float(s["correct"] / s["count"]),
+                    "wall_time": time.time() - t_start, **test} for s, test in zip(sums, tests)]
+        state = state.replace(sums=jax.tree.map(
+            lambda a: host_to_global(np.zeros(a.shape, a.dtype), exp.replicated), state.sums))
+        accuracies = [test["test_accuracy"] for test in tests]
+        accuracy = float(np.mean(accuracies))  # with replicas, the best checkpoint is the best mean
+        is_best = accuracy > meta["best_test_accuracy"]
+        if is_best:
+          meta.update(best_test_accuracy=accuracy, best_epoch=step // spe)
+        for record, best in zip(records, replicas.update_bests(meta, accuracies, step // spe)):
+          record["best_test_accuracy"] = best
+        record = replicas.write_records(loggers, logger, "epoch", records)
+        progress.message(f"epoch {step // spe}: test acc {record['test_accuracy']:.4f} "
+                         f"(best {meta['best_test_accuracy']:.4f}), train loss "
+                         f"{record['train_loss']:.4f}")
+        if is_best:
+          meta["best_step"] = step
         meta["wall_time"] = time.time() - t_start
-        ckpt.save(step, state, {**meta, "window": _window_to_json(jax.device_get(window))})
-      ckpt.wait()
-      progress.close()
-      for log in all_loggers:
-        log.close()
-      ckpt.close()
-      name = signal.Signals(stop.received).name
-      raise runfolder.TrainingInterrupted(
-          f"stopped by {name} at step {step}/{limit}: checkpoint saved in {workdir}; rerun the "
-          f"same command to continue", stop.received)
-  if pending is not None:
-    check(*pending)
+        ckpt.save(step, state, meta, best=is_best)
+        saved_step = step
+      elif step % c.train.checkpoint_every_steps == 0 or step == limit:
+        meta["wall_time"] = time.time() - t_start
+        ckpt.save(step, state, meta)
+        saved_step = step
+      if stop.received and step < limit:
+        if pending is not None:
+          check(*pending)
+          pending = None
+        if saved_step != step:   # the unfinished logging window travels with the checkpoint
+          meta["wall_time"] = time.time() - t_start
+          ckpt.save(step, state, {**meta, "window": _window_to_json(jax.device_get(window))})
+        ckpt.wait()
+        progress.close()
+        for log in all_loggers:
+          log.close()
+        ckpt.close()
+        name = signal.Signals(stop.received).name
+        raise runfolder.TrainingInterrupted(
+            f"stopped by {name} at step {step}/{limit}: checkpoint saved in {workdir}; rerun the "
+            f"same command to continue", stop.received)
+    if pending is not None:
+      check(*pending)
   if c.train.max_steps and step == c.train.max_steps and step % spe:
     # A shortened run (train.max_steps) ends mid-epoch: evaluate what it reached.
     tests = replicas.per_replica(evaluate(exp, state, eval_step), R)
