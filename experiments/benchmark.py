@@ -132,7 +132,7 @@ def make_config(args: flags.FlagValues):
   eval_batch = args.eval_batch or args.batch or cfg.train.eval_batch_size
   overrides += [
       "data.source=synthetic", "data.name=synthetic", "data.train_subset=0",
-      "data.test_subset=0", f"data.synthetic_train_size={4 * batch}",
+      "data.test_subset=0", "data.placement=device", f"data.synthetic_train_size={4 * batch}",
       f"data.synthetic_test_size={eval_batch}", f"train.batch_size={batch}",
       f"train.eval_batch_size={eval_batch}", f"train.num_replicas={args.replicas}",
       f"parallel.num_devices={args.devices}", "train.progress_bar=False"]

@@ -311,3 +311,34 @@ def test_training_path_equals_probe_path_float32():
     scale = float(jnp.max(jnp.abs(plain_grads[n])))
     np.testing.assert_allclose(fused_grads[n], plain_grads[n], rtol=1e-4, atol=1e-5 * scale,
                                err_msg=n)
+
+
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_small_maps_on_cpu_convolve_as_patches_matmul(size):
+  """On CPU, ``conv`` computes a 3x3 convolution on a map of <= 16 positions as patches @ kernel
+  (XLA:CPU differentiates the convolution ~36x slower at 2x2): the same values and gradients as
+  ``lax.conv_general_dilated`` to float32 rounding, bfloat16 operands accumulated in float32."""
+  rng = np.random.default_rng(size)
+  x = jnp.asarray(rng.random((3, size, size, 6)), jnp.float32)
+  w = jnp.asarray(rng.random((3, 3, 6, 5)), jnp.float32)
+  same = ((1, 1), (1, 1))
+  assert circuit._small_map_on_cpu(x, w, (1, 1), same) == (jax.default_backend() == "cpu")
+  assert not circuit._small_map_on_cpu(jnp.zeros((3, 5, 5, 6)), w, (1, 1), same)
+  assert not circuit._small_map_on_cpu(x, w, (2, 2), same)
+
+  def reference(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), same,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  g_out = jnp.asarray(rng.normal(size=(3, size, size, 5)), jnp.float32)
+  got, got_grads = jax.value_and_grad(lambda a, b: jnp.sum(circuit.conv(a, b) * g_out),
+                                      (0, 1))(x, w)
+  want, want_grads = jax.value_and_grad(lambda a, b: jnp.sum(reference(a, b) * g_out),
+                                        (0, 1))(x, w)
+  np.testing.assert_allclose(circuit.conv(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for g, r in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+  low = circuit.conv(x, w, dtype=jnp.bfloat16)
+  assert low.dtype == jnp.float32
+  np.testing.assert_allclose(low, reference(x, w), rtol=2e-2, atol=2e-2)
