@@ -297,6 +297,15 @@ def test_report_cli_one_line_errors(tmp_path, capsys):
   assert err.startswith("error: no runs in") and "\n" not in err
 
 
+def test_paper_results_use_the_configs_dataset_names():
+  """Every published number is keyed by a ``config.data.name`` the project loads, so a run's
+  lookup finds it (the gesture set is "dvs128_gesture" everywhere)."""
+  from ei_snn_jax.training import config as config_lib
+  names = {r.key[0] for table in paper_results.RESULTS.values() for r in table}
+  assert names <= set(config_lib.DATASETS), names - set(config_lib.DATASETS)
+  assert paper_results.lookup("dvs128_gesture", "vgg8", "ei", 16)["readme"].top1 == 95.83
+
+
 def test_paper_results_lookup():
   assert paper_results.lookup("cifar10", "vgg16", "ei", 4)["readme"].top1 == 91.01
   both = paper_results.lookup("cifar10", "resnet18", "ei", 4)

@@ -1,8 +1,8 @@
 """Published top-1 accuracies to compare runs against (spec §8.1 paper table, §8.2 README).
 
 Copied as data from ../shared/spec/paper_spec.md §8; every entry names its source. Keys follow the
-configs: ``dataset`` is ``config.data.name`` ("cifar10", "cifar100"; "cifar10_dvs",
-"dvs_gesture", "tiny_imagenet" for datasets this project does not load yet), ``arch`` is
+configs: ``dataset`` is ``config.data.name`` ("cifar10", "cifar100", "cifar10_dvs",
+"dvs128_gesture", "tiny_imagenet", "mnist"), ``arch`` is
 ``config.model.arch`` ("vgg8" ... "resnet18"; "resnet19"/"cnn5" for other papers' networks),
 ``variant`` is ``config.model.variant`` ("ei" = DeepEISNN, "bn" = BN-SNN, "dann"; "tebn" and
 "backeisnn" for other methods) and ``T`` the number of time steps (None where the source does not
@@ -62,7 +62,7 @@ PAPER: tuple[Result, ...] = (
     _paper("cifar10", "vgg16", "dann", None, 88.54,
            'DANN, labelled "ANN" in the table (maybe not spiking); T not applicable'),
     _paper("cifar10", "cnn5", "backeisnn", None, 90.93, "BackEISNN, 5-layer CNN; T not stated"),
-    _paper("dvs_gesture", "vgg8", "ei", 16, 94.86, "DeepEISNN"),
+    _paper("dvs128_gesture", "vgg8", "ei", 16, 94.86, "DeepEISNN"),
     _paper("cifar10_dvs", "vgg8", "ei", 10, 77.66, "DeepEISNN"),
     _paper("tiny_imagenet", "resnet18", "ei", 4, 50.29, "DeepEISNN"),
 )
@@ -78,7 +78,7 @@ README: tuple[Result, ...] = (
     _readme("cifar100", "vgg19", 4, 64.06),
     _readme("cifar10_dvs", "vgg8", 10, 78.40),
     _readme("cifar10_dvs", "vgg11", 10, 78.40),
-    _readme("dvs_gesture", "vgg8", 16, 95.83),
+    _readme("dvs128_gesture", "vgg8", 16, 95.83),
     _readme("tiny_imagenet", "resnet18", 4, 50.29),
 )
 
