@@ -88,6 +88,11 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
   flags.DEFINE_bool("cost_only", False, "compile only: record XLA's cost and memory analysis "
                     "of the steps, no timing (minutes on CPU even at batch 128)", **f)
   flags.DEFINE_bool("ann", True, "also measure the ANN ceiling (--noann: skip it)", **f)
+  flags.DEFINE_bool("small_map_matmul", True, "on CPU, 3x3 convolutions on maps of <= 16 "
+                    "positions as patches @ kernel (the library's default, "
+                    "circuit.SMALL_MAP_POSITIONS); --nosmall_map_matmul keeps them "
+                    "convolutions, as a GPU compiles them (for XLA cost numbers comparable "
+                    "with a GPU's lowering)", **f)
   flags.DEFINE_integer("rounds", 1, "measure the parts this many times, interleaved (snn, ann, "
                        "snn, ann, ...; each a fresh process), and record every round's img/s "
                        "and the median SNN/ANN ratio: a ratio that other load on a shared "
@@ -281,7 +286,20 @@ def _rates(kind: str, t: dict[str, Any], images: int) -> dict[str, Any]:
 
 
 def measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
-  """Compile and time the train and eval steps of ``part`` ("snn" or "ann")."""
+  """Compile and time the train and eval steps of ``part`` ("snn" or "ann"), with the CPU's
+  small-map convolutions as --small_map_matmul says (restored afterwards)."""
+  from ei_snn_jax.core import circuit
+
+  before = circuit.SMALL_MAP_POSITIONS
+  if not args.small_map_matmul:
+    circuit.SMALL_MAP_POSITIONS = 0
+  try:
+    return _measure(args, part)
+  finally:
+    circuit.SMALL_MAP_POSITIONS = before
+
+
+def _measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
   import jax
 
   from ei_snn_jax import data as data_lib
@@ -355,8 +373,16 @@ def _finish(out: dict[str, Any], exp, cfg) -> dict[str, Any]:
       "variant": cfg.model.variant, "width_multiplier": cfg.model.width_multiplier,
       "static_input_once": cfg.model.static_input_once, "scan_unroll": cfg.model.scan_unroll,
       "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()),
-      "compile_cache": _compile_cache_dir()}
+      "compile_cache": _compile_cache_dir(),
+      "small_map_positions": _small_map_positions()}
   return out
+
+
+def _small_map_positions() -> int:
+  """Maps up to this many positions were convolved as patches @ kernel (0: none; CPU only)."""
+  import jax
+  from ei_snn_jax.core import circuit
+  return circuit.SMALL_MAP_POSITIONS if jax.default_backend() == "cpu" else 0
 
 
 def _compile_cache_dir() -> str | None:

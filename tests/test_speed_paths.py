@@ -269,9 +269,13 @@ def test_benchmark_records_xla_cost_and_memory_analysis(tmp_path, capsys):
   out = tmp_path / "cost.jsonl"
   argv = ["--model", "vgg8", "--variant", "ei", "--width", "0.125", "--batch", "4", "--T", "2",
           "--devices", "1", "--in_process", "--cost_only", "--note", "unit test",
-          "--out", str(out)]
+          "--nosmall_map_matmul", "--out", str(out)]
+  from ei_snn_jax.core import circuit
+  before = circuit.SMALL_MAP_POSITIONS
   assert benchmark.main(argv) == 0
+  assert circuit.SMALL_MAP_POSITIONS == before              # the switch is not left off
   record = json.loads(out.read_text())
+  assert record["small_map_positions"] == 0                  # convolutions, as on a GPU
   for part in ("snn", "ann"):
     for kind in ("train", "eval"):
       assert record[part][f"{kind}_flops"] > 0 and record[part][f"{kind}_bytes_accessed"] > 0

@@ -75,6 +75,7 @@ def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
 # XLA:CPU differentiates a 3x3 convolution on a tiny feature map very slowly: at 2x2, batch 32,
 # 512 -> 640 channels, forward + both gradients took 470 ms against 13 ms as patches @ kernel
 # (and 17 ms in PyTorch's oneDNN); at 4x4 58 vs 49 ms, from 8x8 up the convolution wins.
+# Maps of at most this many positions take that path on CPU (0 turns it off). Read at trace time.
 SMALL_MAP_POSITIONS = 16
 
 
@@ -182,7 +183,6 @@ def ei_currents(x: Array, w_ee: Array, w_ie: Array, w_ei: Array, g_i: Array, g_e
                                     stabilization=stabilization, ste=ste))
 
 
-
 def balanced_kernel(w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
   """W_EE - W_IE W_EI^T: the kernel whose feed-forward current is I_bal = I_EE - W_EI I_IE
   (W_EI is a 1x1 mix, so it commutes with the convolution/matmul; spec §1.2). Kernels (..., n)
@@ -202,7 +202,6 @@ def _row_minimum_positive(i_shunt: Array) -> Array:
   return smallest.reshape(smallest.shape + (1,) * len(axes))
 
 
-@jax.custom_vjp
 def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
                              b_e: Array) -> Array:
   """I_int = g_E . I_bal / stabilize(I_shunt) + b_E from [I_bal | I_IE] (last axis, n_E then
@@ -214,13 +213,20 @@ def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Arra
       dL/dI_bal = a,   dL/dI_shunt = -a I_bal / d,   dL/dg_E = sum dL/dI_int . I_bal / d,
       dL/dI_IE = g_I . (dL/dI_shunt W_EI),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
       dL/dW_EI = sum dL/dI_shunt^T (g_I . I_IE),   dL/db_E = sum dL/dI_int.
+
+  Computed in ``accumulation_dtype`` (at least float32).
   """
+  return _fused_integrated_current(i_bal_ie.astype(accumulation_dtype(i_bal_ie.dtype)), w_ei,
+                                   g_i, g_e, b_e)
+
+
+@jax.custom_vjp
+def _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e):
   return _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e)[0]
 
 
 def _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e):
   n_e = w_ei.shape[0]
-  i_bal_ie = i_bal_ie.astype(accumulation_dtype(i_bal_ie.dtype))
   i_shunt = shunting_current(i_bal_ie[..., n_e:], w_ei, g_i)
   smallest = _row_minimum_positive(i_shunt)
   denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
@@ -249,5 +255,4 @@ def _fused_bwd(residuals, g):
           g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype))
 
 
-fused_integrated_current.defvjp(
-    lambda *args: _fused_forward(*args), _fused_bwd)
+_fused_integrated_current.defvjp(_fused_forward, _fused_bwd)
