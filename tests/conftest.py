@@ -41,3 +41,18 @@ def cifar10_npz():
       pytest.fail(f"{reason}; CI=true, so the real-data tests must run", pytrace=False)
     pytest.skip(f"{reason}; skipped outside CI")
   return data.rebuild_cifar10_from_compact(compact, CACHE / "cifar10.npz")
+
+
+def with_nan_in(state, layer: str = "['conv2']['ei']['w_ee']"):
+  """``state`` with the parameter at ``layer`` (a ``jax.tree_util.keystr`` path) made NaN: the
+  fault the NaN-guard tests inject."""
+  import jax.numpy as jnp
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: x * jnp.nan if jax.tree_util.keystr(path) == layer else x, state.params)
+  return state.replace(params=params)
+
+
+@pytest.fixture
+def nan_in_layer():
+  """``with_nan_in`` (a fixture, so that test modules need not import conftest)."""
+  return with_nan_in

@@ -190,14 +190,10 @@ def test_sigterm_stop_closes_the_feed_and_the_rerun_finishes_exactly(runs, tmp_p
   assert_bitwise_equal(final_state(tmp_path, cfg)[0], final_state(full_dir, cfg)[0])
 
 
-def test_nan_guard_on_the_host_path_names_the_layer_and_closes_the_feed(tmp_path, monkeypatch):
+def test_nan_guard_on_the_host_path_names_the_layer_and_closes_the_feed(tmp_path, monkeypatch,
+                                                                        nan_in_layer):
   def poison_at_2(state, args):
-    if int(jax.device_get(state.step)) != 2:
-      return state
-    params = jax.tree_util.tree_map_with_path(
-        lambda path, x: x * jnp.nan if jax.tree_util.keystr(path) == "['conv2']['ei']['w_ee']"
-        else x, state.params)
-    return state.replace(params=params)
+    return nan_in_layer(state) if int(jax.device_get(state.step)) == 2 else state
 
   wrap_steps(monkeypatch, poison_at_2)
   with pytest.raises(train.NonFiniteError, match=r"at step 2 .*first went non-finite in layer "
