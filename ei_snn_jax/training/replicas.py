@@ -90,7 +90,8 @@ def state_axes(state: Any) -> Any:
 @functools.lru_cache(maxsize=1)
 def _epoch_indices(seed_list: tuple[int, ...], epoch: int, n: int,
                    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Every batch of one epoch for every replica: idx, mask of shape (steps, N, batch)."""
+  """``data.epoch_table`` of one epoch for every replica, (steps, N, batch), cached: the steps
+  of an epoch ask for their rows one at a time."""
   return data_lib.epoch_table(seed_list, epoch, n, batch_size)
 
 
@@ -191,6 +192,15 @@ def summary(config: ml_collections.ConfigDict, meta: dict[str, Any], loggers: Se
   return out
 
 
+def vmap_with_seeds(fn, seed_list: Sequence[int], data_axes: tuple[int | None, ...]):
+  """``fn(state, *data, seed)`` vmapped over a stacked state: replica r runs with seed
+  ``seed_list[r]``; ``data_axes``: the replica axis of each data argument (None: shared, e.g. the
+  dataset on the device path). Returns ``(state, *data) -> fn's outputs, stacked``."""
+  seed_array = np.asarray(seed_list, np.int32)
+  return lambda state, *data: jax.vmap(fn, in_axes=(state_axes(state), *data_axes, 0))(
+      state, *data, seed_array)
+
+
 def vmap_train_step(step_fn, seed_list: Sequence[int],
                     data_axes: tuple[int | None, ...] = (None, None, 0, 0)):
   """The single-run step ``(state, train_x, train_y, idx, mask, seed)`` vmapped over replicas.
@@ -204,11 +214,10 @@ def vmap_train_step(step_fn, seed_list: Sequence[int],
   become whole-run scalars, with ``bad_replica`` (-1 if none). Every other metric has a leading
   replica axis.
   """
-  seed_array = np.asarray(seed_list, np.int32)
+  per_replica = vmap_with_seeds(step_fn, seed_list, data_axes)
 
   def replicated_step(state, *data):
-    in_axes = (state_axes(state), *data_axes, 0)
-    new_state, metrics = jax.vmap(step_fn, in_axes=in_axes)(state, *data, seed_array)
+    new_state, metrics = per_replica(state, *data)
     finite = jnp.all(metrics["finite"])
     new_state = new_state.replace(step=state.step + 1)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)

@@ -261,15 +261,6 @@ def _training_input(exp: Experiment, train_fn, step, images, labels, seed):
   return x, labels, dropout_key
 
 
-def _replicated(fn, exp: Experiment, data_axes: tuple):
-  """``fn(state, *data, seed)`` vmapped over ``train.num_replicas`` stacked states: replica r
-  uses seed ``config.seed + r``; ``data_axes``: the replica axis of each data argument (None:
-  shared, e.g. the dataset on the device path)."""
-  seed_array = np.asarray(replicas.seeds(exp.config), np.int32)
-  return lambda state, *data: jax.vmap(fn, in_axes=(replicas.state_axes(state), *data_axes, 0))(
-      state, *data, seed_array)
-
-
 def make_train_step(exp: Experiment, from_epoch_table: bool = False, from_batch: bool = False):
   """Jitted (state, train_x, train_y, idx, mask) -> (state, metrics); the state is donated.
 
@@ -411,7 +402,7 @@ def make_probe_step(exp: Experiment, from_batch: bool = False):
   fn, data_axes, shardings = ((probe_batch, (0, 0, 0), (rep, dat, dat, dat)) if from_batch else
                               (probe_fn, (None, None, 0, 0), (rep, rep, rep, dat, dat)))
   if exp.num_replicas > 1:
-    fn = _replicated(fn, exp, data_axes)
+    fn = replicas.vmap_with_seeds(fn, replicas.seeds(c), data_axes)
   return jax.jit(fn, in_shardings=shardings, out_shardings=rep)
 
 
