@@ -414,10 +414,15 @@ class LIF(nn.Module):
     carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
     v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
     tau, threshold = self._dynamics()
-    v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold, spike_fn=spike_fn,
-                                     unroll=n.unroll)
-    if carry:
-      self.put_variable(NEURON_STATE, "v", v_end)
+    if (not carry and not n.learnable_tau and not n.learnable_threshold and n.unroll is True
+        and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T):
+      # Same spikes; the backward pass through time as one T x T mix (issue 11).
+      spikes = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha)(x_seq)
+    else:
+      v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold,
+                                       spike_fn=spike_fn, unroll=n.unroll)
+      if carry:
+        self.put_variable(NEURON_STATE, "v", v_end)
     if self.is_mutable_collection("probe_values"):   # the rate of each time step, shape (T,)
       per_step = jnp.mean(spikes.reshape((self.T, -1)), axis=1)
       self.sow("probe_values", "firing_rate_per_step", per_step, reduce_fn=lambda _, b: b)

@@ -119,3 +119,38 @@ def test_any_callable_surrogate_and_learnable_tau_and_threshold():
 
   g_tau, g_theta = jax.grad(loss, argnums=(0, 1))(jnp.float32(2.0), jnp.float32(1.0))
   assert np.isfinite(g_tau) and g_tau != 0 and np.isfinite(g_theta) and g_theta < 0
+
+
+@pytest.mark.parametrize("surrogate", sorted(neurons.SURROGATES))
+@pytest.mark.parametrize("T", [1, 2, 4])
+def test_written_out_backward_equals_autodiff_of_the_scan(surrogate, T):
+  # Currents on the threshold, above and below; tau 2 and 3 (lambda 1/2 and 2/3).
+  for tau in (2.0, 3.0):
+    with jax.enable_x64(True):
+      x = jax.random.normal(jax.random.key(T), (T, 5, 7), jnp.float64) * 1.5
+      x = x.at[0, 0, :3].set(1.0)
+      w = jax.random.normal(jax.random.key(9), x.shape, jnp.float64)
+      spike = neurons.make_spike_fn(surrogate, 3.0)
+      written = neurons.make_lif_multistep(tau, 1.0, surrogate, 3.0)
+      np.testing.assert_array_equal(written(x),
+                                    neurons.lif_multistep(x, tau=tau, spike_fn=spike))
+
+      def loss(lif, x):
+        return jnp.sum(lif(x) * w)
+
+      g_auto = jax.grad(lambda x: loss(lambda x: neurons.lif_multistep(x, tau=tau,
+                                                                         spike_fn=spike), x))(x)
+      g_written = jax.grad(lambda x: loss(written, x))(x)
+      assert np.any(g_auto != 0)
+      np.testing.assert_allclose(g_written, g_auto, rtol=1e-12, atol=1e-12)
+
+
+def test_written_out_backward_in_float32_and_bfloat16_keeps_the_dtype():
+  x = jax.random.normal(jax.random.key(0), (4, 3, 8)) * 2
+  written = neurons.make_lif_multistep()
+  g32 = jax.grad(lambda x: jnp.sum(written(x) * jnp.arange(8.0)))(x)
+  auto = jax.grad(lambda x: jnp.sum(neurons.lif_multistep(x) * jnp.arange(8.0)))(x)
+  np.testing.assert_allclose(g32, auto, rtol=1e-6, atol=1e-6)
+  xb = x.astype(jnp.bfloat16)
+  gb = jax.grad(lambda x: jnp.sum(written(x).astype(jnp.float32)))(xb)
+  assert written(xb).dtype == jnp.bfloat16 and gb.dtype == jnp.bfloat16

@@ -96,6 +96,28 @@ def test_lif_on_merged_time_batch_equals_per_step_loop():
   np.testing.assert_allclose(g_merged, g_step, rtol=1e-6, atol=1e-6)
 
 
+def test_lif_layer_takes_the_written_out_backward_only_where_it_applies():
+  T, B = 4, 3
+  x = jax.random.normal(jax.random.key(3), (T * B, 4, 4, 5)) * 1.5 + 0.8
+  weights = jax.random.normal(jax.random.key(4), x.shape)
+
+  def grad_and_jaxpr(neuron, T=T):
+    loss = lambda x: jnp.sum(layers.LIF(T, neuron).apply({}, x) * weights)
+    return jax.grad(loss)(x), str(jax.make_jaxpr(jax.grad(loss))(x))
+
+  written, jaxpr = grad_and_jaxpr(layers.NeuronOptions())
+  assert "scan" not in jaxpr                                         # make_lif_multistep
+  rolled, jaxpr = grad_and_jaxpr(layers.NeuronOptions(unroll=1))     # lax.scan, autodiff
+  assert "scan" in jaxpr
+  np.testing.assert_allclose(written, rolled, rtol=1e-6, atol=1e-6)
+  assert np.any(np.asarray(written) != 0)
+  # Longer windows than neurons.WRITTEN_OUT_BACKWARD_MAX_T keep autodiff of the scan.
+  long_window = neurons.WRITTEN_OUT_BACKWARD_MAX_T + 2
+  x = jnp.tile(x[:B], (long_window, 1, 1, 1))
+  weights = jnp.tile(weights[:B], (long_window, 1, 1, 1))
+  assert "scan" in grad_and_jaxpr(layers.NeuronOptions(), long_window)[1]
+
+
 def test_ei_conv_on_merged_time_batch_equals_per_step():
   T, B = 3, 2
   x = jax.random.uniform(jax.random.key(1), (T * B, 8, 8, 4))
