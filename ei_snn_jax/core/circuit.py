@@ -239,18 +239,21 @@ def _fused_bwd(residuals, g):
   # would then be stored after all).
   i_bal_ie, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
   n_e = w_ei.shape[0]
-  i_ie = i_bal_ie[..., n_e:]
+  i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
   denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
-  normalized = i_bal_ie[..., :n_e] / denominator                 # I_bal / d
   sum_axes = tuple(range(g.ndim - 1))
-  g_bal = g * g_e / denominator
-  g_shunt = -g_bal * normalized
+  # Each full-size result is one expression of the residuals, with no intermediate shared
+  # between them, so XLA computes each in one pass over its inputs instead of storing I_bal / d
+  # and dL/dI_bal for the others to re-read (issue 11).
+  g_shunt = -(g * g_e * i_bal) / denominator / denominator       # -a I_bal / d
   g_shunt_i = jnp.einsum("...e,ei->...i", g_shunt, w_ei)
-  g_w_ei = (g_i[:, None] * jnp.einsum("...i,...e->ie", i_ie, g_shunt)).T
-  g_g_i = jnp.sum(i_ie * g_shunt_i, axis=sum_axes)
-  g_g_e = jnp.sum(g * normalized, axis=sum_axes)
-  g_b_e = jnp.sum(g, axis=sum_axes)
-  g_bal_ie = jnp.concatenate([g_bal, g_i * g_shunt_i], axis=-1)
+  mix = jnp.einsum("...i,...e->ie", i_ie, g_shunt)                # sum_n I_IE^T dL/dI_shunt
+  g_w_ei = (g_i[:, None] * mix).T
+  g_g_i = jnp.sum(mix * w_ei.T, axis=1)               # = sum_n I_IE . (dL/dI_shunt W_EI)
+  zero = jnp.zeros((), g.dtype)
+  g_g_e, g_b_e = jax.lax.reduce((g * (i_bal / denominator), g), (zero, zero),   # one pass
+                                lambda a, b: (a[0] + b[0], a[1] + b[1]), sum_axes)
+  g_bal_ie = jnp.concatenate([g * g_e / denominator, g_i * g_shunt_i], axis=-1)
   return (g_bal_ie.astype(i_bal_ie.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
           g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype))
 
