@@ -287,15 +287,21 @@ def test_fused_integrated_current_equals_the_plain_circuit_float64(name):
     np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=str(path))
 
 
-def test_training_path_equals_probe_path_float32():
+@pytest.mark.parametrize("path", ["folded_kernel", "mixed_currents"])
+def test_training_path_equals_probe_path_float32(path):
   """A layer applied as the training step applies it (no probes: the fused path) and as the
   probe step does (``probes`` mutable: the plain circuit) gives the same I_int and gradients to
-  float32 rounding; the W_EI gradient keeps its 1/fan_in scaling on both."""
+  float32 rounding; the W_EI gradient keeps its 1/fan_in scaling on both. With 4 samples of
+  6x6 positions (M = 144 > fan-in 45) the fused path folds W_EI into the kernel; with one
+  sample (M = 36) it mixes the currents."""
   x, p, k, stride = make_case("conv_partial_zero")
+  if path == "mixed_currents":
+    x = x[:1]
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p)
   xj = jnp.asarray(x, jnp.float32)
   layer = layers.EIConv(8)
-  g_out = jnp.asarray(np.random.default_rng(5).normal(size=(4, 6, 6, 8)), jnp.float32)
+  assert (layer._output_positions(xj) > 9 * x.shape[-1]) == (path == "folded_kernel")
+  g_out = jnp.asarray(np.random.default_rng(5).normal(size=x.shape[:3] + (8,)), jnp.float32)
 
   def loss(q, probes):
     if probes:
