@@ -93,6 +93,12 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
                     "circuit.SMALL_MAP_POSITIONS); --nosmall_map_matmul keeps them "
                     "convolutions, as a GPU compiles them (for XLA cost numbers comparable "
                     "with a GPU's lowering)", **f)
+  flags.DEFINE_bool("cpu_graph_fusion", True, "on CPU, let XLA hand whole chains of "
+                    "convolutions and elementwise ops to its YNNPACK library as one call (XLA's "
+                    "default); --nocpu_graph_fusion keeps one library call per convolution or "
+                    "matmul (XLA_FLAGS=" + NO_CPU_GRAPH_FUSION + "), so that the cost analysis "
+                    "counts every activation: with the default, the ANN ceiling's whole eval "
+                    "step is one such call and its activations are not counted", **f)
   flags.DEFINE_integer("rounds", 1, "measure the parts this many times, interleaved (snn, ann, "
                        "snn, ann, ...; each a fresh process), and record every round's img/s "
                        "and the median SNN/ANN ratio: a ratio that other load on a shared "
@@ -107,6 +113,12 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
   flags.DEFINE_string("part_out", None, "internal: where the child writes its part", **f)
 
 
+# The XLA:CPU flag behind --nocpu_graph_fusion: an empty list of YNNPACK fusion kinds, so each
+# convolution and matmul is its own library call (measured on jax 0.10.2: with it the ANN
+# ceiling's eval step of VGG-16 at batch 32 reports 0.75 GB accessed instead of 0.13 GB).
+NO_CPU_GRAPH_FUSION = "--xla_cpu_experimental_ynn_fusion_type="
+
+
 def parse_args(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
   """The parsed flags and the positional arguments (the --table files); ConfigError if wrong."""
   from ei_snn_jax.training.config import ConfigError
@@ -116,7 +128,20 @@ def parse_args(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
                       "FILES: see --help")
   if rest and not fv.table:
     raise ConfigError(f"unexpected arguments {' '.join(rest)}: see --help")
+  if not fv.cpu_graph_fusion and fv.in_process and _backend_started():
+    raise ConfigError("--nocpu_graph_fusion sets an XLA flag that is read when JAX starts its "
+                      "backend, which this process already has: drop --in_process (each part "
+                      f"then runs in a fresh process) or start Python with XLA_FLAGS="
+                      f"{NO_CPU_GRAPH_FUSION}")
   return fv, rest
+
+
+def _backend_started() -> bool:
+  """Whether this process's JAX backend is initialised (XLA_FLAGS no longer take effect)."""
+  if "jax" not in sys.modules:
+    return False
+  from jax._src import xla_bridge
+  return xla_bridge.backends_are_initialized()
 
 
 def make_config(args: flags.FlagValues):
@@ -373,7 +398,7 @@ def _finish(out: dict[str, Any], exp, cfg) -> dict[str, Any]:
       "variant": cfg.model.variant, "width_multiplier": cfg.model.width_multiplier,
       "static_input_once": cfg.model.static_input_once, "scan_unroll": cfg.model.scan_unroll,
       "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()),
-      "compile_cache": _compile_cache_dir(),
+      "compile_cache": _compile_cache_dir(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "small_map_positions": _small_map_positions()}
   return out
 
@@ -558,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       print()
       print(cost_table(records))
     return 0
+  if not args.cpu_graph_fusion and NO_CPU_GRAPH_FUSION not in os.environ.get("XLA_FLAGS", ""):
+    # Read when the backend starts (in this process or the parts it spawns, which inherit it).
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {NO_CPU_GRAPH_FUSION}".strip()
   if args.part:                                   # a child process: one measurement
     import jax
     jax.config.update("jax_enable_compilation_cache", False)   # compile times are real

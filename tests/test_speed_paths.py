@@ -17,6 +17,9 @@ programs are shared through the persistent compilation cache).
 """
 
 import json
+import os
+import pathlib
+import subprocess
 import sys
 
 import jax
@@ -27,6 +30,8 @@ import pytest
 from ei_snn_jax.training import config as config_lib, metrics, train
 from ei_snn_jax import data, layers
 from ei_snn_jax.core import neurons
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 TINY = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=32",
         "data.synthetic_test_size=16", "data.train_subset=0", "data.test_subset=0",
@@ -367,3 +372,30 @@ def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain
   state = jax.tree.map(jnp.copy, state)
   _, step_metrics = train.make_train_step(exp)(state, exp.train_x, exp.train_y, idx, mask)
   assert set(step_metrics) == {"loss", "accuracy", "lr", "grad_norm", "finite", "bad_leaf"}
+
+
+def test_benchmark_without_cpu_graph_fusion_counts_every_activation(tmp_path):
+  """--nocpu_graph_fusion: each part runs in a fresh process with XLA_FLAGS keeping one library
+  call per convolution, recorded in the JSONL, and the ANN ceiling's eval step then reports more
+  bytes than with XLA's default graph fusion (where its whole forward pass is one call whose
+  activations the cost analysis does not count); refused in a process whose backend started."""
+  from experiments import benchmark
+  from ei_snn_jax.training.config import ConfigError
+
+  common = ["--model", "vgg8", "--variant", "ei", "--width", "0.125", "--batch", "4", "--T", "2",
+            "--devices", "1", "--cost_only", "--nosmall_map_matmul"]
+  default_out, off_out = tmp_path / "default.jsonl", tmp_path / "off.jsonl"
+  assert benchmark.main([*common, "--in_process", "--out", str(default_out)]) == 0
+  proc = subprocess.run([sys.executable, "-m", "experiments.benchmark", *common,
+                         "--nocpu_graph_fusion", "--out", str(off_out)], cwd=REPO,
+                        capture_output=True, text=True,
+                        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  default, off = json.loads(default_out.read_text()), json.loads(off_out.read_text())
+  assert benchmark.NO_CPU_GRAPH_FUSION in off["xla_flags"]
+  assert benchmark.NO_CPU_GRAPH_FUSION not in default["xla_flags"]
+  assert off["ann"]["eval_bytes_accessed"] > 1.5 * default["ann"]["eval_bytes_accessed"]
+  assert off["ann"]["eval_flops"] == pytest.approx(default["ann"]["eval_flops"],
+                                                   rel=0.01)      # the same computation
+  with pytest.raises(ConfigError, match="drop --in_process"):
+    benchmark.parse_args([*common, "--nocpu_graph_fusion", "--in_process"])
