@@ -305,12 +305,10 @@ class _EILayer(_CircuitLayer):
       if self._output_positions(x) > fan_in:
         kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
         i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
-      else:
-        i_both = self._feedforward(x, jnp.concatenate([w_ee, w_ie], axis=-1),
-                                   dtype=opts.conv_dtype)
-        i_ie = i_both[..., n_e:]
-        i_bal_ie = jnp.concatenate(
-            [circuit.balanced_current(i_both[..., :n_e], i_ie, w_ei), i_ie], axis=-1)
+      else:   # two products: no copy of the concatenated kernel, which outweighs the currents
+        i_ee = self._feedforward(x, w_ee, dtype=opts.conv_dtype)
+        i_ie = self._feedforward(x, w_ie, dtype=opts.conv_dtype)
+        i_bal_ie = jnp.concatenate([circuit.balanced_current(i_ee, i_ie, w_ei), i_ie], axis=-1)
       i_int = circuit.fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
       return _tile_time(i_int, self.time_repeats)
     # E and I feed-forward currents from one fused convolution/matmul (same values as two).
