@@ -90,13 +90,16 @@ def test_bfloat16_convolutions_accumulate_in_float32():
   # Dense layers: the matmul accumulates in float32 too.
   dense = layers.EIDense(8, dtype=jnp.bfloat16)
   xd = x.reshape((N, -1))
-  # The feed-forward matmul is the one whose first operand is the (cast) input; the others are
-  # the W_EI mixes (the balanced kernel, the shunting current), which stay float32.
+  # The feed-forward matmuls are those whose first operand is the (cast) input: one with the
+  # folded kernel, or x W_EE and x W_IE where the layer mixes the currents (here: N = 6 rows
+  # < fan-in 75); the others are the W_EI mixes, which stay float32.
   matmuls = equations(lambda v: dense.apply(v, xd), {"params": ei_params(75, 8, None, np.float32)},
                       primitive="dot_general")
-  [matmul] = [m for m in matmuls if m.invars[0].aval.shape == xd.shape]
-  assert [v.aval.dtype for v in matmul.invars] == [jnp.bfloat16] * 2
-  assert matmul.params["preferred_element_type"] == jnp.float32
+  feedforward = [m for m in matmuls if m.invars[0].aval.shape == xd.shape]
+  assert len(feedforward) == 2
+  for matmul in feedforward:
+    assert [v.aval.dtype for v in matmul.invars] == [jnp.bfloat16] * 2
+    assert matmul.params["preferred_element_type"] == jnp.float32
 
 
 def test_param_dtype():
