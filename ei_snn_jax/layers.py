@@ -431,13 +431,13 @@ class LIF(nn.Module):
     spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
     x_seq = neurons.split_time(x.astype(self._compute_dtype(x)), self.T)
     carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
-    v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
-    tau, threshold = self._dynamics()
     if (not carry and not n.learnable_tau and not n.learnable_threshold and n.unroll is True
         and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T):
-      # Same spikes; the backward pass through time as one T x T mix (issue 11).
+      # Same spikes from V_0 = 0; the backward pass through time as one T x T mix (issue 11).
       spikes = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha)(x_seq)
     else:
+      v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
+      tau, threshold = self._dynamics()
       v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold,
                                        spike_fn=spike_fn, unroll=n.unroll)
       if carry:
