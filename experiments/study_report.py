@@ -1,0 +1,410 @@
+r"""The results page of the study (experiments/study.py): one verdict per claim, the table of
+conditions and the figures, all computed from the recorded result files (pure functions of
+their dicts), so the page rebuilds without training anything:
+
+  python -m experiments.study --report_only
+
+Decision rules (stated on the page): an accuracy difference counts when it exceeds two pooled
+seed standard deviations and at least 2 points (``noise_floor``); a LIF layer is silent below a
+firing rate of ``study.SILENT_RATE``; a bimodality coefficient above 5/9 (+0.05) that rose during
+training counts as bimodal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from experiments import seed_spread
+from experiments.study import (CHANCE, CONDITIONS, FIGURES, PAGE, REPO, RESULTS_DIR, SCALE,
+                               SILENT_RATE)
+
+
+# ------------------------------------------------------------------------------------------------
+# Verdicts: one per claim, from the recorded results (pure functions of the result dicts)
+
+
+def final_accuracies(result: dict[str, Any]) -> list[float]:
+  """Each seed's last evaluated test accuracy (percent); a seed with no evaluation (its run
+  diverged before the first epoch ended) counts as chance."""
+  return [s["test_accuracy"][-1] if s.get("test_accuracy") else CHANCE
+          for s in result["seeds"]]
+
+
+def accuracy(result: dict[str, Any]) -> dict[str, float]:
+  """mean, sd, ... of the final test accuracies over the seeds."""
+  return seed_spread.spread(final_accuracies(result))
+
+
+def noise_floor(a: dict[str, float], b: dict[str, float]) -> float:
+  """The smallest accuracy difference (points) read as real here: two pooled seed sds, and at
+  least 2 points."""
+  sd = [x for x in (a["sd"], b["sd"]) if x is not None and math.isfinite(x)]
+  pooled = math.sqrt(sum(x * x for x in sd) / len(sd)) if sd else 0.0
+  return max(2.0, 2.0 * pooled)
+
+
+def _mean_of(result: dict[str, Any], when: str, fn) -> float:
+  vals = [fn(s[when]) for s in result["seeds"] if s.get(when)]
+  vals = [v for v in vals if v is not None and math.isfinite(v)]
+  return float(np.mean(vals)) if vals else math.nan
+
+
+def silent_layers(result: dict[str, Any], when: str) -> float:
+  """Mean number of silent LIF layers over the seeds at "init" or "final"."""
+  return _mean_of(result, when, lambda s: s["silent_layers"])
+
+
+def wei_gradient_ratio(result: dict[str, Any], when: str = "init") -> float:
+  """Mean over seeds of |dL/dW_EI| / |dL/d(every other parameter)|."""
+  def ratio(s):
+    g = s.get("gradient_norm")
+    return g["w_ei"] / g["other"] if g and g.get("other") else math.nan
+  return _mean_of(result, when, ratio)
+
+
+def bimodality(result: dict[str, Any], when: str, what: str) -> float:
+  """Mean over seeds of the bimodality coefficient of W_EE or the integrated current."""
+  return _mean_of(result, when, lambda s: s["bimodality"].get(what))
+
+
+Verdict = dict[str, str]
+
+
+def _verdict(claim: str, verdict: str, evidence: str) -> Verdict:
+  return {"claim": claim, "verdict": verdict, "evidence": evidence}
+
+
+def _pair(results, base: str, other: str):
+  if base not in results or other not in results:
+    return None
+  a, b = accuracy(results[base]), accuracy(results[other])
+  return a, b, a["mean"] - b["mean"], noise_floor(a, b)
+
+
+def _fmt(s: dict[str, float]) -> str:
+  sd = f" ± {s['sd']:.1f}" if s["sd"] is not None and math.isfinite(s["sd"]) else ""
+  return f"{s['mean']:.1f}{sd} %"
+
+
+def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
+  """Reproduced / not reproduced / inconclusive for each claim, with the numbers deciding it.
+  Conditions not yet recorded make their claim "not run yet"."""
+  out: list[Verdict] = []
+  full = results.get("ei_vgg16")
+  trains = full is not None and accuracy(full)["mean"] >= CHANCE + 10
+
+  def need(claim, *names):
+    missing = [n for n in names if n not in results]
+    if missing:
+      out.append(_verdict(claim, "not run yet", f"missing: {', '.join(missing)}"))
+      return False
+    if not trains:
+      out.append(_verdict(claim, "inconclusive", "the full method itself does not learn at "
+                          f"this scale ({_fmt(accuracy(full))}): a larger scale is needed"))
+      return False
+    return True
+
+  claim = "Without E-I Init, training fails (firing-rate collapse)"
+  if need(claim, "ei_vgg16", "no_ei_init"):
+    a, b, gap, noise = _pair(results, "ei_vgg16", "no_ei_init")
+    silent = (silent_layers(results["no_ei_init"], "init"),
+              silent_layers(results["no_ei_init"], "final"))
+    ev = (f"full {_fmt(a)}, without {_fmt(b)} (gap {gap:.1f}, noise {noise:.1f}); silent layers "
+          f"without E-I Init: {silent[0]:.1f} at init, {silent[1]:.1f} at the end "
+          f"(full: {silent_layers(full, 'init'):.1f} / {silent_layers(full, 'final'):.1f})")
+    fails = b["mean"] <= CHANCE + 5 or (gap > noise and max(silent) > 0)
+    out.append(_verdict(claim, "reproduced" if fails else
+                        ("not reproduced" if gap <= noise else "inconclusive"), ev))
+
+  claim = "Without adaptive stabilization, numerical explosion"
+  if need(claim, "ei_vgg16", "no_stabilization"):
+    a, b, gap, noise = _pair(results, "ei_vgg16", "no_stabilization")
+    r = results["no_stabilization"]
+    ev = (f"full {_fmt(a)}, without {_fmt(b)}; non-finite step: "
+          f"{'yes' if r['nonfinite_event'] else 'no'} ({r['status']}"
+          f"{': ' + r['status_line'] if r['status'] == 'diverged' else ''})")
+    explodes = r["nonfinite_event"] or b["mean"] <= CHANCE + 5
+    out.append(_verdict(claim, "reproduced" if explodes else
+                        ("not reproduced" if gap <= noise else "inconclusive"), ev))
+
+  claim = "Without the straight-through estimator, wrong gradient direction (worse training)"
+  if need(claim, "ei_vgg16", "no_ste"):
+    a, b, gap, noise = _pair(results, "ei_vgg16", "no_ste")
+    ev = f"full {_fmt(a)}, without {_fmt(b)} (gap {gap:.1f}, noise {noise:.1f})"
+    out.append(_verdict(claim, "reproduced" if gap > noise else "not reproduced", ev))
+
+  claim = "Without the W_EI gradient scaling, excessively large inhibitory-path gradients"
+  if need(claim, "ei_vgg16", "no_wei_grad_scaling"):
+    a, b, gap, noise = _pair(results, "ei_vgg16", "no_wei_grad_scaling")
+    r_full = wei_gradient_ratio(full)
+    r_no = wei_gradient_ratio(results["no_wei_grad_scaling"])
+    factor = r_no / r_full if r_full else math.nan
+    ev = (f"|dL/dW_EI| / |dL/d(rest)| at init: {r_no:.3g} without, {r_full:.3g} with the "
+          f"scaling ({factor:.0f}x); accuracy full {_fmt(a)}, without {_fmt(b)} "
+          f"(gap {gap:.1f}, noise {noise:.1f})")
+    if factor >= 10:
+      verdict = ("reproduced" if gap > noise else
+                 "reproduced for the gradients; no accuracy cost at this scale")
+    else:
+      verdict = "not reproduced"
+    out.append(_verdict(claim, verdict, ev))
+
+  claim = "Weights and activity become bimodal during training"
+  if need(claim, "ei_vgg16"):
+    w0, w1 = bimodality(full, "init", "w_ee"), bimodality(full, "final", "w_ee")
+    c0 = bimodality(full, "init", "integrated_current")
+    c1 = bimodality(full, "final", "integrated_current")
+    ev = (f"bimodality coefficient (> 0.555 suggests two modes) of W_EE {w0:.3f} -> {w1:.3f}, "
+          f"of I_int {c0:.3f} -> {c1:.3f} (init -> end)")
+    rises = [(b0, b1) for b0, b1 in ((w0, w1), (c0, c1)) if math.isfinite(b0 + b1)]
+    bimodal = any(b1 > 5 / 9 + 0.05 and b1 > b0 + 0.05 for b0, b1 in rises)
+    out.append(_verdict(claim, "reproduced" if bimodal else "not reproduced", ev))
+
+  claim = "E-I reaches within a few points of BN-SNN"
+  if need(claim, "ei_vgg16", "bn_vgg16"):
+    a, b, gap, noise = _pair(results, "ei_vgg16", "bn_vgg16")
+    ev = f"E-I {_fmt(a)}, BN-SNN {_fmt(b)} (E-I − BN = {gap:.1f} points)"
+    out.append(_verdict(claim, "reproduced" if gap >= -5 else "not reproduced", ev))
+
+  claim = "E-I beats the spiking DANN (normalization-free baseline)"
+  if need(claim, "ei_vgg16", "dann_vgg16"):
+    a, b, gap, noise = _pair(results, "ei_vgg16", "dann_vgg16")
+    ev = f"E-I {_fmt(a)}, DANN {_fmt(b)} (gap {gap:.1f}, noise {noise:.1f})"
+    out.append(_verdict(claim, "reproduced" if gap > noise else "not reproduced", ev))
+
+  claim = "Depth: E-I trains at every depth, without E-I Init it falls behind as depth grows"
+  depths = [("vgg8", "ei_vgg8", "no_ei_init_vgg8"), ("vgg11", "ei_vgg11", "no_ei_init_vgg11"),
+            ("vgg16", "ei_vgg16", "no_ei_init"), ("vgg19", "ei_vgg19", "no_ei_init_vgg19")]
+  names = [n for _, e, o in depths for n in (e, o)]
+  if need(claim, *names):
+    gaps = [(arch, accuracy(results[e])["mean"], accuracy(results[o])["mean"])
+            for arch, e, o in depths]
+    ev = "; ".join(f"{arch}: E-I {ei:.1f} %, without E-I Init {no:.1f} %" for arch, ei, no in gaps)
+    all_train = all(ei >= CHANCE + 10 for _, ei, _ in gaps)
+    widening = (gaps[-1][1] - gaps[-1][2]) > (gaps[0][1] - gaps[0][2]) + 5
+    out.append(_verdict(claim, "reproduced" if all_train and widening else
+                        ("not reproduced" if all_train else "inconclusive"), ev))
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures and the page
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _legend(ax, fontsize: int = 8) -> None:
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=fontsize)
+
+
+def plot_accuracy(results: dict[str, dict[str, Any]], path: pathlib.Path) -> pathlib.Path | None:
+  """Test accuracy per epoch (mean ± sd over seeds) of the VGG-16 conditions, and the final
+  accuracy against depth for E-I, E-I without E-I Init and BN-SNN."""
+  plt = _plt()
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
+  for name, r in results.items():
+    if r["group"] == "depth":
+      continue
+    accs = [s["test_accuracy"] for s in r["seeds"] if s["test_accuracy"]]
+    if not accs:
+      continue
+    n = min(len(a) for a in accs)
+    a = np.array([x[:n] for x in accs])
+    e = np.arange(1, n + 1)
+    ax.plot(e, a.mean(0), marker="o", label=r.get("label") or name)
+    ax.fill_between(e, a.mean(0) - a.std(0), a.mean(0) + a.std(0), alpha=0.15)
+  ax.axhline(CHANCE, color="grey", lw=0.8, ls=":")
+  ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="VGG-16 conditions")
+  _legend(ax, 7)
+  series = {"E-I": ("ei_vgg8", "ei_vgg11", "ei_vgg16", "ei_vgg19"),
+            "E-I without E-I Init": ("no_ei_init_vgg8", "no_ei_init_vgg11", "no_ei_init",
+                                     "no_ei_init_vgg19"),
+            "BN-SNN": ("bn_vgg8", "bn_vgg11", "bn_vgg16", "bn_vgg19")}
+  depth = [8, 11, 16, 19]
+  for label, names in series.items():
+    pts = [(d, accuracy(results[n])) for d, n in zip(depth, names) if n in results]
+    if pts:
+      bx.errorbar([d for d, _ in pts], [s["mean"] for _, s in pts],
+                  yerr=[s["sd"] if math.isfinite(s["sd"]) else 0 for _, s in pts],
+                  marker="o", capsize=3, label=label)
+  bx.axhline(CHANCE, color="grey", lw=0.8, ls=":")
+  bx.set(xlabel="VGG depth", ylabel="final test accuracy (%)", title="depth series",
+         xticks=depth)
+  _legend(bx)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_firing_rates(results: dict[str, dict[str, Any]], path: pathlib.Path,
+                      names: Sequence[str] = ("ei_vgg16", "no_ei_init", "no_stabilization")
+                      ) -> pathlib.Path | None:
+  """Each LIF layer's firing rate (mean over seeds) at E-I Init and at the end."""
+  from ei_snn_jax.analysis import probes
+  names = [n for n in names if n in results]
+  if not names:
+    return None
+  plt = _plt()
+  fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.8), squeeze=False)
+  for ax, name in zip(axes[0], names):
+    r = results[name]
+    for when, style in (("init", "--"), ("final", "-")):
+      snaps = [s[when] for s in r["seeds"] if s.get(when)]
+      if not snaps:
+        continue
+      layers = sorted(snaps[0]["firing_rate"], key=probes.layer_sort_key)
+      rates = np.array([[s["firing_rate"][l] for l in layers] for s in snaps])
+      ax.plot(range(len(layers)), np.maximum(rates.mean(0), 1e-5), style, marker="o",
+              label=when)
+    ax.axhline(SILENT_RATE, color="grey", lw=0.8, ls=":")
+    ax.set(yscale="log", xlabel="LIF layer", ylabel="firing rate", title=r.get("label") or name)
+    _legend(ax)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_wei_gradients(results: dict[str, dict[str, Any]], path: pathlib.Path
+                       ) -> pathlib.Path | None:
+  """|dL/dW_EI| / |dL/d(rest)| at init and at the end, per E-I condition."""
+  rows = [(r.get("label") or n, wei_gradient_ratio(r, "init"), wei_gradient_ratio(r, "final"))
+          for n, r in results.items() if math.isfinite(wei_gradient_ratio(r, "init"))]
+  if not rows:
+    return None
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+  y = np.arange(len(rows))
+  ax.barh(y - 0.2, [r[1] for r in rows], 0.4, label="init")
+  ax.barh(y + 0.2, [r[2] if math.isfinite(r[2]) else 0 for r in rows], 0.4, label="end")
+  ax.set(yticks=y, yticklabels=[r[0] for r in rows], xscale="log",
+         xlabel="|dL/dW_EI| / |dL/d(other parameters)|")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_bimodality(results: dict[str, dict[str, Any]], path: pathlib.Path,
+                    name: str = "ei_vgg16") -> pathlib.Path | None:
+  """Histograms of W_EE and of I_int at init and at the end (first seed of ``name``)."""
+  if name not in results or not results[name]["seeds"]:
+    return None
+  seed = results[name]["seeds"][0]
+  plt = _plt()
+  fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+  for ax, what, title in ((axes[0], "w_ee", "W_EE (all layers)"),
+                          (axes[1], "integrated_current", "I_int on the probe batch")):
+    for when in ("init", "final"):
+      h = seed.get(when, {}).get("histogram", {}).get(what) if seed.get(when) else None
+      if not h or not h["counts"]:
+        continue
+      edges = np.array(h["edges"])
+      ax.stairs(np.array(h["counts"]) / max(1, sum(h["counts"])), edges,
+                label=f"{when} (b = {seed[when]['bimodality'][what] or float('nan'):.2f})")
+    ax.set(title=title, ylabel="fraction")
+    _legend(ax)
+  fig.suptitle(f"{results[name].get('label') or name}, seed {seed['seed']}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _first(n: int) -> str:
+  return f"the first {n}" if n else "all"
+
+
+def _cell(x: float, fmt: str = "{:.1f}") -> str:
+  return fmt.format(x) if x is not None and math.isfinite(x) else "–"
+
+
+def _rel(path: pathlib.Path) -> str:
+  path = pathlib.Path(path).resolve()
+  return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def write_page(results: dict[str, dict[str, Any]], page: pathlib.Path = PAGE,
+               figures_dir: pathlib.Path = FIGURES,
+               results_dir: pathlib.Path = RESULTS_DIR) -> pathlib.Path:
+  """The results page: scale and commands, the table, one verdict per claim, the figures."""
+  figures_dir.mkdir(parents=True, exist_ok=True)
+  sc = dict(SCALE)
+  sc.update(next((r["overrides"] for r in results.values() if r.get("overrides")), {}))
+  figs = [("Test accuracy", plot_accuracy(results, figures_dir / "study_accuracy.png")),
+          ("Firing rates at init and at the end",
+           plot_firing_rates(results, figures_dir / "study_firing_rates.png")),
+          ("W_EI gradients", plot_wei_gradients(results, figures_dir / "study_wei_grad.png")),
+          ("Bimodality", plot_bimodality(results, figures_dir / "study_bimodality.png"))]
+  lines = [
+      "<!-- written by python -m experiments.study; edit experiments/study.py instead -->",
+      "# The paper's claims at laptop scale",
+      "",
+      "Each condition trains "
+      f"{sc['train.num_replicas']} seeds (vmapped replicas, seeds {sc['seed']}–"
+      f"{sc['seed'] + sc['train.num_replicas'] - 1}) of a CIFAR-10 network at "
+      f"{sc['model.width_multiplier']}× width on {_first(sc['data.train_subset'])} "
+      f"training images for {sc['train.epochs']} epochs (batch {sc['train.batch_size']}, "
+      f"T 4, one warm-up epoch where the recipe warms up), tested on "
+      f"{_first(sc['data.test_subset'])} test images. Every other setting is the paper's recipe of "
+      "the variant. Not a reproduction of the paper's accuracies: a test of its qualitative "
+      "claims (spec §8.3, §8.4, §8.1, §9) at a size this 2-core CPU trains.",
+      "",
+      "Run or resume everything, then rebuild this page (`--report_only` rebuilds it from the "
+      f"committed results in `{_rel(results_dir)}/` without training):",
+      "",
+      "```",
+      "python -m experiments.study --root=runs/study",
+      "python -m experiments.study --report_only",
+      "```",
+      "",
+      "## Verdicts",
+      "",
+      "| claim | verdict | the numbers that decide it |",
+      "|---|---|---|",
+  ]
+  lines += [f"| {v['claim']} | **{v['verdict']}** | {v['evidence']} |" for v in verdicts(results)]
+  lines += ["", "Rules: an accuracy difference counts when it exceeds two pooled seed standard "
+            "deviations and at least 2 points; a layer is silent below a firing rate of "
+            f"{SILENT_RATE:g}; a bimodality coefficient above 5/9 (+0.05) that rose during "
+            "training counts as bimodal.", "",
+            "## Conditions", "",
+            "| condition | status | final test acc (%) | best epoch acc (%) | silent layers "
+            "init / end | W_EI grad ratio init | wall time | load |",
+            "|---|---|---|---|---|---|---|---|"]
+  for c in CONDITIONS:
+    r = results.get(c.name)
+    if r is None:
+      lines.append(f"| {c.label} (`{c.name}`) | not run yet | | | | | | |")
+      continue
+    acc = accuracy(r)
+    best = np.mean([max(s["test_accuracy"]) for s in r["seeds"] if s["test_accuracy"]] or
+                   [math.nan])
+    wall = r.get("wall_time_s")
+    load = r.get("load")
+    lines.append(
+        f"| {r.get('label') or c.name} (`{c.name}`) | {r['status']} | {_fmt(acc)} | "
+        f"{_cell(best)} | {_cell(silent_layers(r, 'init'))} / {_cell(silent_layers(r, 'final'))}"
+        f" | {_cell(wei_gradient_ratio(r), '{:.3g}')} | "
+        f"{_cell(wall / 60 if wall else math.nan)} min | {load or '–'} |")
+  lines += ["", "## Figures", ""]
+  for title, p in figs:
+    if p is not None:
+      rel = os.path.relpath(p, page.parent)
+      lines += [f"### {title}", "", f"![{title}]({rel})", ""]
+  page.parent.mkdir(parents=True, exist_ok=True)
+  page.write_text("\n".join(lines) + "\n")
+  return page

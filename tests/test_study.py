@@ -1,0 +1,192 @@
+"""experiments/study.py, study_report.py and seed_spread.py: the study's conditions, its
+recorder and seed spread on a tiny real run of two vmapped seeds, and its verdicts and page on
+hand-made results."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+from experiments import seed_spread, study, study_report
+
+TINY_OVERRIDES = [
+    "data.source=synthetic", "data.name=cifar10", "data.synthetic_train_size=64",
+    "data.synthetic_test_size=32", "train.batch_size=16", "train.eval_batch_size=32",
+    "train.epochs=2", "train.log_every_steps=1", "model.T=2", "model.width_multiplier=0.125",
+    "parallel.num_devices=1", "train.progress_bar=False", "train.num_replicas=2",
+    "train.checkpoint_every_steps=4", "seed=3", "train.max_steps=0", "data.train_subset=0",
+    "data.test_subset=0",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A finished run of the quick-start config: 2 vmapped seeds, 2 epochs of 4 steps."""
+  from configs import default
+  from ei_snn_jax.training import config as config_lib, train
+  config = config_lib.apply_overrides(default.get_config("runlocal"), TINY_OVERRIDES)
+  workdir = tmp_path_factory.mktemp("study") / "ei_vgg8"
+  train.train_and_evaluate(config, workdir)
+  study.status_path(workdir).write_text(json.dumps({"status": "finished", "line": "done"}))
+  return workdir
+
+
+def test_every_condition_is_a_valid_config_at_both_scales():
+  from ei_snn_jax.training import config as config_lib
+  assert len({c.name for c in study.CONDITIONS}) == len(study.CONDITIONS)
+  for scale in study.SCALES.values():
+    for cond in study.CONDITIONS:
+      overrides = study.condition_overrides(cond, scale)
+      cfg = config_lib.load_config(cond.config, [f"{k}={v}" for k, v in overrides.items()])
+      config_lib.validate_config(cfg, 1)
+      for key, value in dict(cond.overrides).items():
+        group, field = key.split(".")
+        assert cfg[group][field] == value
+      assert cfg.train.num_replicas == scale["train.num_replicas"]
+      # A warm-up epoch only where the variant's recipe warms up (BN-SNN does not).
+      assert cfg.optim.warmup_epochs == (0 if cfg.model.variant == "bn" else 1)
+
+
+def test_ablations_change_only_their_component():
+  from ei_snn_jax.training import config as config_lib
+  def load(name):
+    cond = study.BY_NAME[name]
+    return config_lib.load_config(cond.config, [f"{k}={v}" for k, v in
+                                                study.condition_overrides(cond).items()])
+  full = load("ei_vgg16").to_dict()
+  for name, key, value in (("no_ei_init", "ei_init", False),
+                           ("no_stabilization", "ei_stabilization", "none"),
+                           ("no_ste", "ei_ste", False),
+                           ("no_wei_grad_scaling", "ei_scale_wei_grad", False)):
+    changed = load(name).to_dict()
+    assert changed["model"][key] == value != full["model"][key]
+    changed["model"][key] = full["model"][key]
+    assert changed == full, name
+
+
+def test_classify_exit():
+  assert study.classify_exit(0, "x\ndone: step 8/8\n")["status"] == "finished"
+  d = study.classify_exit(2, "step 3\nerror: non-finite loss/gradient at step 40: ...\n")
+  assert d == {"status": "diverged", "line": "error: non-finite loss/gradient at step 40: ..."}
+  assert study.classify_exit(2, "error: layer conv3 is dead: ...")["status"] == "diverged"
+  assert study.classify_exit(-15, "")["status"] == "stopped"
+  failed = study.classify_exit(2, "error: config file 'x.py' not found")
+  assert failed["status"] == "failed" and failed["returncode"] == 2
+
+
+def test_bimodality_coefficient_separates_one_mode_from_two():
+  rng = np.random.default_rng(0)
+  one = rng.normal(size=20000)
+  two = np.concatenate([rng.normal(-3, 1, 10000), rng.normal(3, 1, 10000)])
+  assert study.bimodality_coefficient(one) == pytest.approx(1 / 3, abs=0.02)
+  assert study.bimodality_coefficient(two) > 5 / 9 + 0.1
+  assert math.isnan(study.bimodality_coefficient(np.ones(10)))
+  h = study.histogram(two, bins=10)
+  assert len(h["counts"]) == 10 and len(h["edges"]) == 11 and sum(h["counts"]) == two.size
+
+
+def test_record_of_a_tiny_run(tiny_run, tmp_path):
+  cond = study.BY_NAME["ei_vgg8"]
+  result = study.record(cond, tiny_run, batch_size=16)
+  assert result["status"] == "finished" and result["final_step"] == 8
+  assert [s["seed"] for s in result["seeds"]] == [3, 4]
+  for i, s in enumerate(result["seeds"]):
+    assert len(s["test_accuracy"]) == 2 and all(0 <= a <= 100 for a in s["test_accuracy"])
+    for when in ("init", "final"):
+      snap = s[when]
+      assert sorted(snap["firing_rate"]) == [f"lif{k}" for k in range(5)]
+      assert all(0 <= r <= 1 for r in snap["firing_rate"].values())
+      g = snap["gradient_norm"]
+      assert g["w_ei"] > 0 and g["other"] > 0
+      assert ("histogram" in snap) == (i == 0)
+  # Different seeds start from different E-I Inits.
+  assert result["seeds"][0]["init"]["firing_rate"] != result["seeds"][1]["init"]["firing_rate"]
+  path = study.write_result(result, tmp_path)
+  assert study.load_results(tmp_path)["ei_vgg8"]["seeds"][0]["seed"] == 3
+  assert path.stat().st_size < 20_000
+
+
+def test_seed_spread_of_a_tiny_run(tiny_run, capsys):
+  s = seed_spread.summarize(tiny_run, stall_below=101.0, reference=(20.0, 1.0, 6))
+  assert [row["seed"] for row in s["seeds"]] == [3, 4]
+  accs = [row["test_accuracy"] for row in s["seeds"]]
+  e1 = s["epochs"][0]
+  assert e1["mean"] == pytest.approx(np.mean([a[0] for a in accs]))
+  assert e1["stalled"] == 2 and e1["vs_reference"]["F_df"] == [1, 5]
+  assert seed_spread.main([f"--workdir={tiny_run}", "--stall_below=0"]) == 0
+  out = capsys.readouterr().out
+  assert "epoch 2:" in out and "stalled (< 0 %) 0" in out
+  assert seed_spread.main([f"--workdir={tiny_run / 'nothing'}"]) == 2
+
+
+def _result(name, accs, *, group="ablation", status="finished", silent=(0, 0), wei=(0.01, 0.01),
+            bimodal=(0.5, 0.5)):
+  snap = lambda k: {"firing_rate": {"lif0": 0.1}, "silent_layers": silent[k],
+                    "gradient_norm": {"w_ei": wei[k], "other": 1.0},
+                    "bimodality": {"w_ee": bimodal[k], "integrated_current": 0.3}}
+  return {"condition": name, "label": name, "group": group, "status": status,
+          "status_line": "error: non-finite" if status == "diverged" else "",
+          "nonfinite_event": status == "diverged", "overrides": {},
+          "seeds": [{"seed": i, "test_accuracy": [a - 5, a], "init": snap(0), "final": snap(1)}
+                    for i, a in enumerate(accs)]}
+
+
+def _verdict(results, prefix):
+  return next(v for v in study_report.verdicts(results) if v["claim"].startswith(prefix))
+
+
+def test_verdicts_follow_the_numbers():
+  full = _result("ei_vgg16", [40, 41, 42], group="method", bimodal=(0.55, 0.7))
+  results = {
+      "ei_vgg16": full,
+      "no_ei_init": _result("no_ei_init", [10, 10.5, 9.5], silent=(3, 4)),
+      "no_stabilization": _result("no_stabilization", [10, 10, 10], status="diverged"),
+      "no_ste": _result("no_ste", [40.5, 41, 41.5]),
+      "no_wei_grad_scaling": _result("no_wei_grad_scaling", [41, 41, 41], wei=(0.5, 0.2)),
+      "bn_vgg16": _result("bn_vgg16", [44, 45, 46], group="baseline"),
+      "dann_vgg16": _result("dann_vgg16", [30, 31, 32], group="baseline"),
+  }
+  assert _verdict(results, "Without E-I Init")["verdict"] == "reproduced"
+  assert "3.0 at init" in _verdict(results, "Without E-I Init")["evidence"]
+  assert _verdict(results, "Without adaptive")["verdict"] == "reproduced"
+  assert _verdict(results, "Without the straight")["verdict"] == "not reproduced"
+  wei = _verdict(results, "Without the W_EI")
+  assert wei["verdict"] == "reproduced for the gradients; no accuracy cost at this scale"
+  assert "(50x)" in wei["evidence"]
+  assert _verdict(results, "Weights and activity")["verdict"] == "reproduced"
+  assert _verdict(results, "E-I reaches")["verdict"] == "reproduced"
+  assert _verdict(results, "E-I beats")["verdict"] == "reproduced"
+  assert _verdict(results, "Depth")["verdict"] == "not run yet"
+  # Within noise: no collapse, no explosion, no DANN gap.
+  results["no_ei_init"] = _result("no_ei_init", [40, 41, 42])
+  results["no_stabilization"] = _result("no_stabilization", [41, 41, 41])
+  results["dann_vgg16"] = _result("dann_vgg16", [40, 42, 41])
+  assert _verdict(results, "Without E-I Init")["verdict"] == "not reproduced"
+  assert _verdict(results, "Without adaptive")["verdict"] == "not reproduced"
+  assert _verdict(results, "E-I beats")["verdict"] == "not reproduced"
+  # A full method that does not learn decides nothing.
+  results["ei_vgg16"] = _result("ei_vgg16", [11, 12, 13], group="method")
+  assert _verdict(results, "Without E-I Init")["verdict"] == "inconclusive"
+
+
+def test_page_lists_every_condition_and_claim(tmp_path):
+  results = {"ei_vgg16": _result("ei_vgg16", [40, 41, 42], group="method"),
+             "no_ei_init": _result("no_ei_init", [10, 10.5, 9.5], silent=(3, 4))}
+  page = study_report.write_page(results, tmp_path / "study.md", tmp_path / "figures", tmp_path)
+  text = page.read_text()
+  for cond in study.CONDITIONS:
+    assert f"(`{cond.name}`)" in text
+  for v in study_report.verdicts(results):
+    assert v["claim"] in text
+  assert (tmp_path / "figures" / "study_accuracy.png").stat().st_size > 10_000
+  assert "![Test accuracy](figures/study_accuracy.png)" in text
+
+
+def test_study_cli_one_line_errors(capsys):
+  assert study.main(["--only=no_such_condition", "--report_only"]) == 2
+  assert "unknown condition(s) no_such_condition" in capsys.readouterr().err
+  assert study.main(["--report_only", "stray"]) == 2
