@@ -50,7 +50,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ei_snn_jax import roles
+from ei_snn_jax import errors, roles, tree as tree_lib
 from ei_snn_jax.core import circuit, ei_init, ei_prop, neurons
 
 Array = jax.Array
@@ -60,12 +60,27 @@ Dtype = Any
 NEURON_STATE = "neuron_state"
 
 
+class LayerError(errors.UserError, ValueError):
+  """A layer built or called in a way it cannot work: one line naming the layer and the fix."""
+
+
+def layer_name(module: nn.Module) -> str:
+  """The name a message gives a layer: its path in the model ("conv3", "stage1_block0.conv1";
+  the wrappers "ei"/"dann" left out, as in the probes), or its class for a bare layer."""
+  try:
+    path = tree_lib.layer_path(module.path)
+  except (AttributeError, ValueError):   # unbound: no path yet
+    path = ""
+  return path or module.name or type(module).__name__
+
+
 @dataclasses.dataclass(frozen=True)
 class EIOptions:
   """Switches of the E-I method (defaults = the paper). Frozen, so usable as a module attribute.
 
   Attributes:
-    ei_ratio: n_I = n_E // ei_ratio (4 in every paper config).
+    ei_ratio: n_I = n_E // ei_ratio (4 in every paper config); an output layer (``EIHead``) has
+      n_I = max(1, n_E // ei_ratio), so a head for 2 or 3 classes has one inhibitory unit.
     ei_init: data-dependent E-I Init (spec §2); False = plain DANN-style init (ablation).
     stabilization: "adaptive" (E-I Prop §3.1), "epsilon" or "none" (ablations).
     ste: straight-through estimator for the stabilised denominator (§3.2).
@@ -74,6 +89,10 @@ class EIOptions:
       input and parameters, float32 by default; e.g. "bfloat16" for speed, accumulated in
       float32); a layer's own ``dtype`` takes precedence. The E-I division runs in at least
       float32.
+    fused: with adaptive stabilisation and the STE, compute I_int in the training step's lean
+      form (``circuit.fused_integrated_current``, a memory-saving ``custom_vjp``: reverse-mode
+      autodiff only). False: the plain circuit, the same values, differentiable in forward mode
+      too (``jax.jvp``, ``jax.jacfwd``).
   """
   ei_ratio: int = 4
   ei_init: bool = True
@@ -81,6 +100,15 @@ class EIOptions:
   ste: bool = True
   scale_wei_grad: bool = True
   conv_dtype: str | None = None
+  fused: bool = True
+
+  def __post_init__(self):
+    if isinstance(self.ei_ratio, bool) or not isinstance(self.ei_ratio, int) or self.ei_ratio < 1:
+      raise LayerError(f"EIOptions: ei_ratio={self.ei_ratio!r} must be an integer >= 1 "
+                       "(n_I = n_E // ei_ratio inhibitory units; the paper uses 4)")
+    if self.stabilization not in ei_prop.STABILIZATIONS:
+      raise LayerError(f"EIOptions: unknown stabilization={self.stabilization!r}; choose one of "
+                       f"{ei_prop.STABILIZATIONS}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +116,8 @@ class NeuronOptions:
   """LIF settings (spec §5): tau 2, threshold 1, sigmoid surrogate alpha 4, scan unrolling.
 
   Attributes:
-    tau, threshold: the membrane time constant and the firing threshold theta (their initial
-      values when learnable).
+    tau, threshold: the membrane time constant (tau >= 1, so that the leak factor 1 - 1/tau is
+      in [0, 1)) and the firing threshold theta > 0 (their initial values when learnable).
     surrogate: a name of ``neurons.SURROGATES`` or any function (u, alpha) -> dS/du (pass the
       same function object each time: the options are hashed).
     alpha: surrogate sharpness.
@@ -106,6 +134,17 @@ class NeuronOptions:
   unroll: int | bool = True
   learnable_tau: bool = False
   learnable_threshold: bool = False
+
+  def __post_init__(self):
+    if not self.tau >= 1.0:
+      raise LayerError(f"NeuronOptions: tau={self.tau} must be >= 1 (the leak factor 1 - 1/tau "
+                       f"would be {1.0 - 1.0 / self.tau if self.tau else float('-inf'):.3g}, "
+                       "outside [0, 1)); the paper uses tau = 2")
+    if self.learnable_tau and not self.tau > 1.0:
+      raise LayerError(f"NeuronOptions: a learnable tau needs tau > 1 at initialisation "
+                       f"(w = -log(tau - 1)), got tau={self.tau}")
+    if not self.threshold > 0:
+      raise LayerError(f"NeuronOptions: threshold={self.threshold} must be > 0")
 
 
 def _tile_time(x: Array, T: int) -> Array:
@@ -147,6 +186,14 @@ def _record_health(module: nn.Module, i_shunt: Array, g_i: Array, w_ei: Array) -
     module.sow("probes", name, jnp.mean(flags.astype(jnp.float32)), reduce_fn=lambda _, b: b)
 
 
+def inhibitory_units(features: int, ei_ratio: int, output_layer: bool = False) -> int:
+  """n_I of an E-I layer with n_E = ``features``: n_E // ei_ratio (spec §1.1), and at least one
+  in an output layer, max(1, n_E // ei_ratio), so that a head fits any number of classes (the
+  10- and 100-class heads of the paper are unchanged: 2 and 25)."""
+  n_i = features // ei_ratio
+  return max(1, n_i) if output_layer else n_i
+
+
 class _CircuitLayer(nn.Module):
   """What every E-I and DANN layer shares (spec §1.2-1.3, §9): n_E = ``features`` excitatory
   units, feed-forward kernels from the input (dense here; ``_ConvGeometry`` makes them
@@ -186,9 +233,15 @@ class _CircuitLayer(nn.Module):
     """Shape of the kernel from ``c_in`` input features to ``n`` units: (d, n), dense."""
     return (c_in, n)
 
-  def _conv_kwargs(self) -> dict[str, Any]:
+  def _conv_kwargs(self, x: Array) -> dict[str, Any]:
     """Keyword arguments of ``circuit.feedforward`` beyond the kernel (none for dense)."""
     return {}
+
+  def _check_input(self, x: Array) -> None:
+    """Raise a one-line ``LayerError`` unless x is (N, ..., d) (dense: features last)."""
+    if x.ndim < 2:
+      raise LayerError(f"{layer_name(self)}: a dense layer takes (N, d) inputs (samples first) "
+                       f"but got shape {tuple(x.shape)}; add the batch axis (x[None])")
 
   def _fan_in(self, c_in: int) -> int:
     """d, the inputs of one unit: c_in for a dense layer, k*k*c_in for a convolution."""
@@ -203,7 +256,7 @@ class _CircuitLayer(nn.Module):
     """W * x with this layer's geometry (``circuit.feedforward``), computed in ``self.dtype``
     (else ``dtype``, else promoted from x and kernel), returned in at least float32."""
     dtype = self.dtype if self.dtype is not None else dtype
-    return circuit.feedforward(x, kernel, dtype=dtype, **self._conv_kwargs())
+    return circuit.feedforward(x, kernel, dtype=dtype, **self._conv_kwargs(x))
 
   def _weights(self, names: tuple[str, str], scale, c_in: int, n_e: int,
                n_i: int) -> tuple[Array, Array, Array]:
@@ -228,29 +281,75 @@ class _CircuitLayer(nn.Module):
     return _tile_time(currents["integrated"], self.time_repeats)
 
 
+def _pair(value, what: str, layer: str, minimum: int) -> tuple[int, int]:
+  """An int or a pair of ints (Flax's spelling of a 2-D size) as (height, width)."""
+  pair = (value, value) if isinstance(value, int) else tuple(value) \
+      if isinstance(value, (tuple, list)) else None
+  if (pair is None or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                and v >= minimum for v in pair)):
+    raise LayerError(f"{layer}: {what}={value!r} must be an int >= {minimum} or a pair of them "
+                     "(height, width)")
+  return pair
+
+
 class _ConvGeometry(nn.Module):
-  """Mixed into a ``_CircuitLayer``: its kernels become k x k convolutions (padding k//2 with
-  zeros, no bias), as the conv they replace.
+  """Mixed into a ``_CircuitLayer``: its kernels become convolutions (no bias), as the conv they
+  replace, with Flax's spellings of the sizes.
 
   Attributes:
-    kernel_size: k; strides: the convolution's stride.
+    kernel_size: k or (k_h, k_w).
+    strides: s or (s_h, s_w).
+    padding: None (the default: k//2 zeros on each side, PyTorch's ``padding=k//2``), "SAME",
+      "VALID", an int p (p on each side), a pair (p_h, p_w) or ((lo, hi), (lo, hi)).
   """
-  kernel_size: int = 3
-  strides: int = 1
+  kernel_size: int | tuple[int, int] = 3
+  strides: int | tuple[int, int] = 1
+  padding: Any = None
+
+  def _kernel_hw(self) -> tuple[int, int]:
+    return _pair(self.kernel_size, "kernel_size", layer_name(self), 1)
 
   def _kernel_shape(self, c_in: int, n: int) -> tuple[int, ...]:
-    """HWIO kernel shape (k, k, c_in, n)."""
-    return (self.kernel_size, self.kernel_size, c_in, n)
+    """HWIO kernel shape (k_h, k_w, c_in, n)."""
+    return self._kernel_hw() + (c_in, n)
 
-  def _conv_kwargs(self) -> dict[str, Any]:
-    """The convolution's strides."""
-    return dict(strides=(self.strides, self.strides))
+  def _pads(self, x: Array) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((lo, hi), (lo, hi)) zero padding of H and W for the input x (NHWC)."""
+    name, (kh, kw), p = layer_name(self), self._kernel_hw(), self.padding
+    if p is None:
+      return ((kh // 2, kh // 2), (kw // 2, kw // 2))
+    if isinstance(p, str):
+      if p.upper() not in ("SAME", "VALID"):
+        raise LayerError(f"{name}: padding={p!r} must be 'SAME', 'VALID', an int or pairs")
+      pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw),
+                                     _pair(self.strides, "strides", name, 1), p.upper())
+      return tuple(tuple(int(v) for v in pad) for pad in pads)
+    if isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(v, (tuple, list))
+                                                             for v in p):
+      return tuple(_pair(v, "padding", name, 0) for v in p)
+    ph, pw = _pair(p, "padding", name, 0)
+    return ((ph, ph), (pw, pw))
+
+  def _check_input(self, x: Array) -> None:
+    """Raise a one-line ``LayerError`` unless x is a batch of NHWC images."""
+    if x.ndim == 4:
+      return
+    hint = ("an unbatched image: add the batch axis (x[None])" if x.ndim == 3 else
+            "a dense input: use EIDense (or reshape to NHWC)" if x.ndim == 2 else "")
+    raise LayerError(f"{layer_name(self)}: a convolution takes NHWC images (N, H, W, C) but got "
+                     f"shape {tuple(x.shape)}" + (f", {hint}" if hint else ""))
+
+  def _conv_kwargs(self, x: Array) -> dict[str, Any]:
+    """The convolution's strides and padding."""
+    return dict(strides=_pair(self.strides, "strides", layer_name(self), 1),
+                padding=self._pads(x))
 
   def _output_positions(self, x: Array) -> int:
-    """M = N * H_out * W_out for an NHWC input (padding k//2, stride s)."""
-    k, s = self.kernel_size, self.strides
-    h_out, w_out = ((size + 2 * (k // 2) - k) // s + 1 for size in x.shape[1:3])
-    return x.shape[0] * h_out * w_out
+    """M = N * H_out * W_out for an NHWC input."""
+    (kh, kw), (sh, sw) = self._kernel_hw(), _pair(self.strides, "strides", layer_name(self), 1)
+    (ht, hb), (wl, wr) = self._pads(x)
+    return x.shape[0] * ((x.shape[1] + ht + hb - kh) // sh + 1) * ((x.shape[2] + wl + wr - kw)
+                                                                   // sw + 1)
 
 
 class _EILayer(_CircuitLayer):
@@ -270,10 +369,11 @@ class _EILayer(_CircuitLayer):
   def __call__(self, x: Array) -> Array:
     opts = self.options
     n_e = self.features
-    n_i = n_e // opts.ei_ratio
+    n_i = inhibitory_units(n_e, opts.ei_ratio, self.output_layer)
     if n_i < 1:
-      raise ValueError(f"{self.name}: features={n_e} // ei_ratio={opts.ei_ratio} leaves no "
-                       "inhibitory unit; use more features or a smaller ei_ratio")
+      raise LayerError(f"{layer_name(self)}: features={n_e} // ei_ratio={opts.ei_ratio} leaves no "
+                       "inhibitory unit; use more features or a smaller EIOptions(ei_ratio=...)")
+    self._check_input(x)
     c_in = x.shape[-1]
     fan_in = self._fan_in(c_in)
 
@@ -283,7 +383,7 @@ class _EILayer(_CircuitLayer):
       stats = None
       if opts.ei_init:
         stats = ei_init.input_statistics(x, self.time_repeats)
-        ei_init.check_statistics(stats, self.name or type(self).__name__)
+        ei_init.check_statistics(stats, layer_name(self))
         self.sow("ei_init_stats", "input", stats._asdict(), reduce_fn=lambda _, b: b)
       scale, g_i0 = ei_init.ei_init_values(stats, fan_in)
 
@@ -295,7 +395,7 @@ class _EILayer(_CircuitLayer):
     if opts.scale_wei_grad:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
 
-    if (opts.stabilization == "adaptive" and opts.ste and not self.output_layer
+    if (opts.fused and opts.stabilization == "adaptive" and opts.ste and not self.output_layer
         and not self.is_mutable_collection("probes")):
       # The training step's path: [I_bal | I_IE], then I_int in one custom_vjp (equal up to
       # float rounding, fewer arrays stored). W_EI commutes with the convolution, so it is
@@ -324,7 +424,8 @@ class EIConv(_ConvGeometry, _EILayer):
 
   Attributes:
     features: n_E, excitatory output channels (n_I = n_E // ei_ratio).
-    kernel_size, strides: as the conv it replaces (padding k//2, zeros, no bias).
+    kernel_size, strides, padding: as the conv it replaces (int or (h, w); padding k//2 of
+      zeros by default, or "SAME", "VALID", ints or pairs as Flax's ``nn.Conv``; no bias).
     options: ``EIOptions``; time_repeats: see the module docstring.
   """
 
@@ -336,7 +437,8 @@ class EIDense(_EILayer):
 class EIHead(EIDense):
   """E-I output layer (spec §1.3): (N, d) -> balanced current I_EE - W_EI I_IE (the logits).
 
-  Its g_I, g_E and b_E exist (parameter counts equal the reference) but are unused.
+  Its g_I, g_E and b_E exist (parameter counts equal the reference) but are unused. Any number
+  of classes: n_I = max(1, n_classes // ei_ratio) (one inhibitory unit for 2 or 3 classes).
   """
   output_layer: bool = True
 
@@ -371,10 +473,10 @@ class LIF(nn.Module):
 
   def setup(self):
     n = self.neuron
+    if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
+      raise LayerError(f"{layer_name(self)}: T={self.T!r} must be an integer >= 1 (the time steps "
+                       "merged into the first axis of the input, T*B)")
     if n.learnable_tau:
-      if not n.tau > 1.0:
-        raise ValueError(f"a learnable tau needs tau > 1 at initialisation (w = -log(tau - 1)), "
-                         f"got tau={n.tau}")
       self.w = self.param("w", nn.initializers.constant(-math.log(n.tau - 1.0)), (),
                           self.param_dtype)
     if n.learnable_threshold:
@@ -394,11 +496,13 @@ class LIF(nn.Module):
   def _compute_dtype(self, x: Array) -> Dtype:
     return self.dtype if self.dtype is not None else jnp.result_type(x, *self._learnables())
 
-  def _dynamics(self) -> tuple[Any, Any]:
-    """(tau, theta): the options' constants, or tau = 1 / sigmoid(w) and theta when learnable."""
+  def _dynamics(self, dtype: Dtype) -> tuple[Any, Any]:
+    """(tau, theta): the options' constants, or tau = 1 / sigmoid(w) and theta when learnable,
+    in the computation ``dtype`` (so that a bfloat16 LIF with float32 parameters keeps its
+    membrane potential in bfloat16)."""
     n = self.neuron
-    tau = 1.0 / jax.nn.sigmoid(self.w) if n.learnable_tau else n.tau
-    threshold = self.theta if n.learnable_threshold else n.threshold
+    tau = (1.0 / jax.nn.sigmoid(self.w)).astype(dtype) if n.learnable_tau else n.tau
+    threshold = self.theta.astype(dtype) if n.learnable_threshold else n.threshold
     return tau, threshold
 
   def initial_state(self, x_t: Array) -> Array:
@@ -410,7 +514,7 @@ class LIF(nn.Module):
     H_t = (1 - 1/tau) V_{t-1} + x_t, S_t = Theta(H_t - theta), V_t = H_t - theta sg(S_t)."""
     n = self.neuron
     dtype = self._compute_dtype(x_t)
-    tau, threshold = self._dynamics()
+    tau, threshold = self._dynamics(dtype)
     return neurons.lif_step(v.astype(dtype), x_t.astype(dtype), tau=tau, threshold=threshold,
                             spike_fn=neurons.make_spike_fn(n.surrogate, n.alpha))
 
@@ -421,7 +525,7 @@ class LIF(nn.Module):
       return v0
     v = self.get_variable(NEURON_STATE, "v")
     if v.shape != v0.shape:
-      raise ValueError(f"{self.name}: the carried membrane potential has shape {v.shape} but one "
+      raise LayerError(f"{layer_name(self)}: the carried membrane potential has shape {v.shape} but one "
                        f"time step of the input has shape {v0.shape}; start a new stream (drop "
                        f"the {NEURON_STATE!r} collection) for a new batch size")
     return v.astype(v0.dtype)
@@ -429,6 +533,9 @@ class LIF(nn.Module):
   def __call__(self, x: Array) -> Array:
     n = self.neuron
     spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
+    if x.ndim < 1 or x.shape[0] % self.T:
+      raise LayerError(f"{layer_name(self)}: the first axis of the input must be the merged T*B "
+                       f"axis, a multiple of T={self.T}, but the input has shape {tuple(x.shape)}")
     x_seq = neurons.split_time(x.astype(self._compute_dtype(x)), self.T)
     carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
     if (not carry and not n.learnable_tau and not n.learnable_threshold and n.unroll is True
@@ -437,7 +544,7 @@ class LIF(nn.Module):
       spikes = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha)(x_seq)
     else:
       v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
-      tau, threshold = self._dynamics()
+      tau, threshold = self._dynamics(x_seq.dtype)
       v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold,
                                        spike_fn=spike_fn, unroll=n.unroll)
       if carry:
@@ -527,6 +634,7 @@ class _DANNLayer(_CircuitLayer):
   def __call__(self, x: Array) -> Array:
     n_e = self.features
     n_i = max(n_e // self.ei_ratio, 1)
+    self._check_input(x)
     c_in = x.shape[-1]
     d = self._fan_in(c_in)
     sigma = (math.sqrt(1.0 / (2 * d)) if self.first_layer

@@ -196,7 +196,8 @@ def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = F
     with_logits: add the model output under "logits".
 
   Returns:
-    {"<stat>/<layer>": float} with stats ``<current>_mean``/``<current>_std`` for the currents in
+    {"<stat>/<layer>": float} (an array for a layer stacked by ``nn.scan``/``nn.vmap``, one value
+    per copy) with stats ``<current>_mean``/``<current>_std`` for the currents in
     ``CURRENTS`` and ``firing_rate`` (see the module docstring); with ``values`` also
     {"integrated_values/<layer>": 1-D float32 np.ndarray} (the first <= 65,536 elements of I_int
     of that layer) and {"firing_rate_per_step_values/<layer>": (T,) rates}.
@@ -217,7 +218,7 @@ def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = F
     logits, probes_tree, values_tree = _probe_fn(model, bool(values), bool(train))(
         dict(variables), x, rngs)
   stats = jax.device_get(probe_summary(probes_tree))
-  out: dict[str, Any] = {k: float(np.asarray(v)) for k, v in stats.items()}
+  out: dict[str, Any] = {k: _host_value(v) for k, v in stats.items()}
   if values:
     samples = jax.device_get(probe_summary(values_tree))
     for key, v in samples.items():
@@ -229,11 +230,19 @@ def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = F
   return out
 
 
+def _host_value(value) -> float | np.ndarray:
+  """A sown statistic on the host: a float, or an array for a stacked layer (``nn.scan``,
+  ``nn.vmap``: one value per copy along the leading axes)."""
+  a = np.asarray(value)
+  return float(a) if a.ndim == 0 else a
+
+
 def current_summary(stats: Mapping[str, Any], layer: str) -> dict[str, tuple[float, float]]:
-  """{current: (mean, std)} of one E-I layer from flat probe statistics (spec §1.2 currents)."""
+  """{current: (mean, std)} of one E-I layer from flat probe statistics (spec §1.2 currents);
+  floats, or arrays for a stacked layer."""
   out = {}
   for cur in CURRENTS:
     m, s = stats.get(f"{cur}_mean/{layer}"), stats.get(f"{cur}_std/{layer}")
     if m is not None and s is not None:
-      out[cur] = (float(m), float(s))
+      out[cur] = (_host_value(m), _host_value(s))
   return out

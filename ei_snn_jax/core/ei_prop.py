@@ -1,11 +1,16 @@
-"""E-I Prop: the backward-pass rules of the paper (spec §3) as ``custom_vjp`` functions.
+"""E-I Prop: the backward-pass rules of the paper (spec §3) as ``custom_jvp`` functions.
+
+Each rule is a derivative that is linear in the tangent, so ``jax.grad`` (reverse mode, its
+transpose) gives the paper's gradients and ``jax.jvp``/``jax.jacfwd`` (forward mode) work too.
+(The E-I layers' fused training path, ``circuit.fused_integrated_current``, is a ``custom_vjp``
+that saves memory and is reverse-mode only: ``EIOptions(fused=False)`` takes the plain circuit.)
 
 * ``stabilize``: adaptive stabilisation of the shunting current (§3.1) with a straight-through
   estimator (§3.2). Exact zeros are replaced by the smallest strictly positive value of the
   same sample (one row of the merged T*B axis, min over every other axis); a sample whose
   shunting current is all zero gets +inf, so the integrated current is b_E and never NaN.
-  Backward: identity (the replacement is invisible to the gradient).
-* ``scale_gradient``: identity forward, gradient times a constant backward. Applied to W_EI
+  Derivative: identity (the replacement is invisible to the gradient).
+* ``scale_gradient``: identity forward, derivative a constant times the identity. Applied to W_EI
   with factor 1/d (§3.3) so that ``jax.grad`` already returns the scaled gradient, before
   weight decay and momentum, exactly as the reference's tensor hook.
 
@@ -32,9 +37,10 @@ def _replace_zeros(i_shunt: Array) -> Array:
   return jnp.where(i_shunt == 0, smallest, i_shunt)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def stabilize(i_shunt: Array) -> Array:
-  """Adaptive stabilisation with STE (spec §3.1-3.2): forward replaces zeros, backward is identity.
+  """Adaptive stabilisation with STE (spec §3.1-3.2): forward replaces zeros, the derivative is
+  the identity (a ``custom_jvp``: forward and reverse mode).
 
   Args:
     i_shunt: shunting current (N, ...) with N the merged T*B axis; values >= 0.
@@ -42,15 +48,10 @@ def stabilize(i_shunt: Array) -> Array:
   return _replace_zeros(i_shunt)
 
 
-def _stabilize_fwd(i_shunt):
-  return _replace_zeros(i_shunt), None
-
-
-def _stabilize_bwd(_, g):
-  return (g,)
-
-
-stabilize.defvjp(_stabilize_fwd, _stabilize_bwd)
+@stabilize.defjvp
+def _stabilize_jvp(primals, tangents):
+  (i_shunt,), (d_shunt,) = primals, tangents
+  return _replace_zeros(i_shunt), d_shunt
 
 
 def stabilize_without_ste(i_shunt: Array) -> Array:
@@ -76,19 +77,17 @@ def stabilize_shunting(i_shunt: Array, method: str = "adaptive", ste: bool = Tru
   raise ValueError(f"unknown stabilization {method!r}; choose one of {STABILIZATIONS}")
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def scale_gradient(x: Array, factor: Array | float) -> Array:
-  """Identity forward; backward multiplies the incoming gradient by ``factor`` (spec §3.3)."""
+  """Identity forward; its derivative is ``factor`` times the identity (spec §3.3), so the
+  gradient (reverse mode) is the incoming gradient times ``factor`` and a forward-mode tangent is
+  scaled alike (a ``custom_jvp``: the E-I Prop rule in both modes). ``factor`` is a constant: no
+  derivative flows to it."""
   del factor
   return x
 
 
-def _scale_fwd(x, factor):
-  return x, factor
-
-
-def _scale_bwd(factor, g):
-  return (g * jnp.asarray(factor, g.dtype), None)
-
-
-scale_gradient.defvjp(_scale_fwd, _scale_bwd)
+@scale_gradient.defjvp
+def _scale_jvp(primals, tangents):
+  (x, factor), (dx, _) = primals, tangents
+  return x, dx * jnp.asarray(jax.lax.stop_gradient(factor), dx.dtype)

@@ -11,9 +11,10 @@ The membrane potential V is explicit state: ``lif_initial_state`` gives V_0, ``l
 (V_{t-1}, x_t) to (V_t, S_t) (streaming, one time step at a time), ``lif_scan`` runs it over a
 leading T axis with ``jax.lax.scan`` and returns the final V_T with the spikes, and
 ``lif_multistep`` returns the spikes alone; all give identical outputs. Spikes are produced by
-a ``jax.custom_vjp`` Heaviside whose backward pass is a surrogate derivative: a named one of
+a ``jax.custom_jvp`` Heaviside whose derivative is a surrogate derivative (so forward- and
+reverse-mode autodiff both work): a named one of
 ``SURROGATES`` or any function (u, alpha) -> dS/du. ``make_lif_multistep`` is
-``lif_multistep`` with its backward pass through time written out (one ``custom_vjp``), which
+``lif_multistep`` with its backward pass through time written out (one ``custom_jvp``), which
 the ``LIF`` layer uses for short windows (``WRITTEN_OUT_BACKWARD_MAX_T``).
 """
 
@@ -86,22 +87,22 @@ def make_spike_fn(surrogate: str | Callable[[Array, float], Array] = "sigmoid",
     alpha: surrogate sharpness, passed to the derivative.
 
   Returns:
-    A ``custom_vjp`` function u -> spikes (same dtype as u, values exactly 0 or 1).
+    A ``custom_jvp`` function u -> spikes (same dtype as u, values exactly 0 or 1) whose
+    derivative is the surrogate, dS = sigma'(u) du: forward mode (``jax.jvp``, ``jacfwd``) and
+    reverse mode (``jax.grad``, the transpose of that linear rule) both work.
   """
   derivative = _surrogate_derivative(surrogate)
   alpha = float(alpha)
 
-  @jax.custom_vjp
+  @jax.custom_jvp
   def spike(u):
     return (u >= 0).astype(u.dtype)
 
-  def fwd(u):
-    return spike(u), u
+  @spike.defjvp
+  def spike_jvp(primals, tangents):
+    (u,), (du,) = primals, tangents
+    return spike(u), du * derivative(u, alpha).astype(du.dtype)
 
-  def bwd(u, g):
-    return (g * derivative(u, alpha).astype(g.dtype),)
-
-  spike.defvjp(fwd, bwd)
   return spike
 
 
@@ -192,11 +193,13 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
 
       dL/dx_t = sum_{k >= t} lambda^(k - t) g_k,    g_k = dS_k sigma'(H_k - theta).
 
-  The backward pass recomputes the charges from x (the only residual), forms g in one
-  elementwise pass and the discounted sums for every t with one T x T matmul over the time
-  axis. Autodiff of the scan instead emits one kernel per time step, each re-reading the whole
-  T*B operand: in E-I VGG-16's training step that recurrence cost ~13 operand-sized passes per
-  LIF layer against ~7 here (issue 11).
+  Written as a ``custom_jvp`` whose tangent is linear in dx: dS_t = sigma'(H_t - theta)
+  sum_{j <= t} lambda^(t - j) dx_j, the discounted sums for every t as one T x T matmul over the
+  time axis. Forward mode uses it as it is; reverse mode transposes it into the sums above (the
+  residual is sigma'(H - theta), one array shaped like x, formed in the same elementwise pass as
+  the spikes). Autodiff of the scan instead emits one kernel per time step, each re-reading the
+  whole T*B operand: in E-I VGG-16's training step that recurrence cost ~13 operand-sized passes
+  per LIF layer against ~7 here (issue 11).
 
   Args:
     tau, threshold: the LIF constants (Python numbers; a learnable tau or threshold goes
@@ -204,32 +207,32 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
     surrogate, alpha: the surrogate derivative, as in ``make_spike_fn``.
 
   Returns:
-    A ``custom_vjp`` function x -> spikes (dtype of x, values exactly 0 or 1).
+    A ``custom_jvp`` function x -> spikes (dtype of x, values exactly 0 or 1), differentiable
+    in forward and reverse mode.
   """
   derivative = _surrogate_derivative(surrogate)
   decay, threshold, alpha = 1.0 - 1.0 / float(tau), float(threshold), float(alpha)
 
-  @jax.custom_vjp
+  @jax.custom_jvp
   def lif(x):
     return jnp.stack([((h - threshold) >= 0).astype(x.dtype)
                       for h in _charges(x, decay, threshold)])
 
-  def fwd(x):
-    return lif(x), x
-
-  def bwd(x, d_spikes):
-    g = jnp.stack([d_spikes[t] * derivative(h - threshold, alpha).astype(d_spikes.dtype)
-                   for t, h in enumerate(_charges(x, decay, threshold))])
+  @lif.defjvp
+  def lif_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    charges = _charges(x, decay, threshold)
+    spikes = jnp.stack([((h - threshold) >= 0).astype(x.dtype) for h in charges])
+    slope = jnp.stack([derivative(h - threshold, alpha).astype(dx.dtype) for h in charges])
     steps = x.shape[0]
     if steps == 1:
-      return (g,)
-    # discount[k, t] = lambda^(k - t) for k >= t: dL/dx_t = sum_k discount[k, t] g_k.
-    k, t = np.indices((steps, steps))
-    discount = jnp.asarray(np.where(k >= t, decay ** np.maximum(k - t, 0), 0.0), g.dtype)
-    return (jnp.einsum("kt,k...->t...", discount, g,
-                       precision=jax.lax.Precision.HIGHEST).astype(x.dtype),)
+      return spikes, slope * dx
+    # discount[t, j] = lambda^(t - j) for t >= j: dH_t = sum_j discount[t, j] dx_j.
+    t, j = np.indices((steps, steps))
+    discount = jnp.asarray(np.where(t >= j, decay ** np.maximum(t - j, 0), 0.0), dx.dtype)
+    d_charges = jnp.einsum("tj,j...->t...", discount, dx, precision=jax.lax.Precision.HIGHEST)
+    return spikes, (slope * d_charges).astype(x.dtype)
 
-  lif.defvjp(fwd, bwd)
   return lif
 
 
