@@ -158,6 +158,8 @@ def summarize(workdir: str | pathlib.Path, *, stall_below: float = 15.0,
 def format_summary(s: dict[str, Any]) -> str:
   """The printed report of ``summarize``'s dict."""
   lines = [f"run {s['workdir']}: {len(s['seeds'])} seeds"]
+  if not s["epochs"]:
+    return "\n".join(lines + ["no epoch evaluated yet by every seed: nothing to compare"])
   rates = [row.get("init_firing_rate") for row in s["seeds"]]
   layers = sorted(rates[0]) if rates and rates[0] else []
   head = "seed | " + " | ".join(f"ep{e['epoch']} %" for e in s["epochs"]) + " | ep1 loss"
