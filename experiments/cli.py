@@ -25,7 +25,8 @@ import re
 import sys
 from typing import Callable, Mapping, Sequence
 
-from absl import app, flags
+import ml_collections
+from absl import app, flags, logging as absl_logging
 
 from ei_snn_jax import errors
 from ei_snn_jax.training import config as config_lib
@@ -71,8 +72,12 @@ def _config_spec(argv: Sequence[str], name: str) -> str | None:
 
 
 def _missing_file_error(spec: str) -> config_lib.ConfigError:
-  """A config file that does not exist, with close matches among ./configs/**.py."""
+  """A config file that does not exist (or a directory), with close matches among
+  ./configs/**.py."""
   path = spec.partition(".py:")[0] + ".py" if ".py:" in spec else spec
+  if pathlib.Path(path).is_dir():
+    return config_lib.ConfigError(f"config path {path!r} is a directory, not a config file: "
+                                  f"{CONFIG_HINT}")
   candidates = sorted(str(p) for p in pathlib.Path("configs").rglob("*.py")
                       if p.name not in ("__init__.py", "common.py", "sweeps.py"))
   close = difflib.get_close_matches(path, candidates, n=3)
@@ -136,7 +141,11 @@ def parse(define: DefineFn, argv: Sequence[str],
       if fv[name].value in (None, ""):
         raise flags.IllegalFlagValueError(f"--{name} is required")
     for name in _config_flag_names(fv):
-      fv[name].value  # a config file that failed to load raises only when read  # noqa: B018
+      # A config file that failed to load (missing, a directory, broken) or whose get_config()
+      # returned something else gives a placeholder that raises only when used.
+      if not isinstance(fv[name].value, (ml_collections.ConfigDict,
+                                         ml_collections.FrozenConfigDict)):
+        raise flags.IllegalFlagValueError(f"--{name} did not load a ConfigDict")
   except Exception as e:  # noqa: BLE001 - every parse failure becomes one line
     raise config_lib.ConfigError(_explain(e, define, argv, required)) from e
   return fv, list(rest[1:])
@@ -172,6 +181,7 @@ def run_app(tool_main: Callable[[list[str]], int]) -> None:
 
   def parse_nothing(argv: list[str]) -> list[str]:
     flags.FLAGS.mark_as_parsed()
+    absl_logging.set_verbosity(absl_logging.WARNING)   # no INFO lines from orbax and friends
     return argv
 
   app.run(lambda argv: sys.exit(tool_main(argv[1:])), flags_parser=parse_nothing)

@@ -92,6 +92,19 @@ CASES = [
      r"config file 'configs/ei_cifar10_vgg61\.py' not found",
      r"did you mean .*configs/ei_cifar10_vgg16\.py.*: pass --config=configs/NAME\.py"),
     ("missing --workdir", "--workdir", r"missing --workdir", r"pass --workdir=DIR"),
+    # Issue 24: values that raised from JAX or hung.
+    ("seed beyond 32 bits", ["seed=99999999999999999999"],
+     r"seed=99999999999999999999 is out of range", r"must be <= 2147479551"),
+    ("T beyond the memory bound", ["model.T=100000"], r"model\.T=100000 is out of range",
+     r"must be <= 1024"),
+    ("long T fully unrolled", ["model.T=100"],
+     r"model\.T=100 with model\.scan_unroll=0 \(fully unrolled\) compiles 100 copies",
+     r"set model\.scan_unroll=1 .* or model\.T<=64"),
+    ("coordinator address without a valid port",
+     ["parallel.distributed=True", "parallel.coordinator_address=nohost:99999",
+      "parallel.num_processes=2"],
+     r"parallel\.coordinator_address='nohost:99999' is not HOST:PORT with a port in 1\.\.65535",
+     r"e\.g\. parallel\.coordinator_address=10\.0\.0\.1:1234"),
     ("unknown command-line argument", "--epochs 3", r"unknown argument --epochs",
      r"see --help"),
     ("misspelt flag", "--workdri=/tmp/x", r"unknown argument --workdri",
@@ -169,6 +182,33 @@ def test_mistake_ends_with_one_clear_line(case, extra, problem, fix, tmp_path, c
   err = capsys.readouterr().err
   assert status == 2
   assert_one_clear_line(err, problem, fix)
+
+
+# Issue 24: a --config that does not load, given without overrides (absl then parses it lazily).
+BAD_CONFIG_FILES = [
+    ("misspelt path", "configs/defualt.py", r"config file 'configs/defualt\.py' not found",
+     r"did you mean configs/default\.py"),
+    ("misspelt path with an argument", "configs/defualt.py:runlocal",
+     r"config file 'configs/defualt\.py' not found", r"did you mean configs/default\.py"),
+    ("a directory", "configs", r"config path 'configs' is a directory, not a config file",
+     r"pass --config=configs/NAME\.py"),
+    ("get_config returns a dict", "DICT", r"get_config\(\) returned dict",
+     r"return an ml_collections\.ConfigDict"),
+]
+
+
+@pytest.mark.parametrize("case, spec, problem, fix", BAD_CONFIG_FILES,
+                         ids=[c[0] for c in BAD_CONFIG_FILES])
+def test_config_that_does_not_load_is_one_line(case, spec, problem, fix, tmp_path, capsys,
+                                               monkeypatch):
+  monkeypatch.chdir(REPO)
+  if spec == "DICT":
+    spec = str(tmp_path / "dict_config.py")
+    pathlib.Path(spec).write_text("def get_config():\n  return {'seed': 1}\n")
+  status = train_cli.main(["--config", spec, "--workdir", str(tmp_path / "run")])
+  assert status == 2
+  assert_one_clear_line(capsys.readouterr().err, problem, fix)
+  assert not (tmp_path / "run").exists()
 
 
 def test_every_listed_data_mistake_is_in_the_table():

@@ -181,7 +181,24 @@ def validate_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, num_cl
   xte = _validate_images(x_test, "x_test", source_desc)
   ytr = _validate_labels(y_train, xtr.shape[0], num_classes, "y_train", source_desc)
   yte = _validate_labels(y_test, xte.shape[0], num_classes, "y_test", source_desc)
+  _check_classes_used(ytr, yte, num_classes, source_desc)
   return xtr, ytr, xte, yte
+
+
+def _check_classes_used(y_train: np.ndarray, y_test: np.ndarray, num_classes: int,
+                        source_desc: str) -> None:
+  """DataError when labels plentiful enough to show every class (>= 10 per class) use at most
+  half of the model's classes: the arrays belong to another dataset than data.name (e.g.
+  CIFAR-10 arrays under data.name=cifar100 would train a 100-class model on 10 classes)."""
+  if len(y_train) < 10 * num_classes:
+    return
+  used = np.union1d(np.unique(y_train), np.unique(y_test))
+  if 2 * len(used) <= num_classes:
+    same = [name for name, n in NUM_CLASSES.items() if n == int(used.max()) + 1]
+    hint = f" (e.g. data.name={same[0]})" if same else ""
+    raise DataError(f"{source_desc}: the labels use only {len(used)} of the {num_classes} classes "
+                    f"of this data.name (labels {int(used.min())}..{int(used.max())}): the arrays "
+                    f"hold another dataset; set data.name to theirs{hint}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +262,9 @@ def _load_npz(path: pathlib.Path, num_classes: int,
                       f"x_train=..., y_train=..., x_test=..., y_test=...)")
     try:
       arrays = npz_arrays(z, path, ARRAY_KEYS, memory_map)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except zipfile.BadZipFile as e:
+      raise DataError(f"{desc} is damaged ({e}): re-create or re-download the file") from None
+    except (ValueError, OSError, EOFError) as e:
       raise DataError(f"{desc} could not be read ({e.__class__.__name__}: {e}): store plain "
                       f"numeric arrays (no pickled objects) and re-create the file") from None
   return validate_arrays(*arrays, num_classes, desc)

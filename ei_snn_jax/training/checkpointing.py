@@ -13,17 +13,29 @@ instead of failing half-way through an asynchronous read. A checkpoint whose fil
 (unreadable metadata, truncated arrays, broken JSON) is *not* a mismatch: ``restore_latest``
 says which one and why, and falls back to the newest readable one.
 
+Resume (``Checkpointer.resume``, the training run only): the newest readable checkpoint of
+``checkpoints/`` *and* ``best/`` (a best checkpoint is a complete state of its step too, so a run
+whose ``checkpoints/`` is gone continues from its best); a damaged one is never deleted but moved
+aside to ``workdir/damaged/<folder>-<step>-<why>`` with one line naming it, so that the next
+save of that step cannot collide with it.
+
 Latest and best stay consistent under a kill at any point (``reconcile``): the metadata of every
-checkpoint names the best step (``best_step``); a best checkpoint newer than the restored step
-(from a run killed before its latest checkpoint of that step was committed) is dropped, and a
-best checkpoint that was never written (a kill between the two saves) is written from the
-restored state, which is that best state.
+checkpoint names the best step (``best_step``); a best checkpoint that was never written (a kill
+between the two saves) is written from the restored state, which is that best state. A best
+checkpoint is only ever replaced by a better one (orbax's ``max_to_keep=1`` on a later save).
+
+Out of space: every save and wait raises ``runfolder.WorkdirError`` (one line naming the folder)
+on a full disk: before a save when the free space is visibly too small, or when orbax's write
+fails. The half-written checkpoint is a temp folder that the next run deletes, so the run folder
+stays resumable from its last complete checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import shutil
 import pathlib
 import sys
 from typing import Any
@@ -33,6 +45,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ei_snn_jax import errors, tree as tree_lib
+from ei_snn_jax.training import runfolder
 
 
 class CheckpointMismatchError(errors.UserError, ValueError):
@@ -40,19 +53,61 @@ class CheckpointMismatchError(errors.UserError, ValueError):
 
 
 class CheckpointCorruptError(errors.UserError, ValueError):
-  """A checkpoint's files cannot be read (truncated, missing or damaged)."""
+  """A checkpoint's files cannot be read (truncated, missing or damaged).
+
+  ``why``: a short slug of the cause (``unreadable-metadata``, ``unreadable-arrays``,
+  ``bad-meta``), used in the name of the folder the damaged checkpoint is moved to.
+  """
+
+  def __init__(self, message: str, why: str = "damaged"):
+    super().__init__(message)
+    self.why = why
+
+
+def move_aside(folder: pathlib.Path, step: int, why: str) -> pathlib.Path:
+  """Move checkpoint ``folder/step`` to ``folder/../damaged/<folder name>-<step>-<why>`` (a
+  numbered suffix if taken) and return the new path; nothing is deleted."""
+  target_dir = folder.parent / "damaged"
+  target_dir.mkdir(exist_ok=True)
+  target = target_dir / f"{folder.name}-{step}-{why}"
+  n = 1
+  while target.exists():
+    n += 1
+    target = target_dir / f"{folder.name}-{step}-{why}-{n}"
+  (folder / str(step)).rename(target)
+  return target
 
 
 @contextlib.contextmanager
-def _quiet_absl():
-  """Silence absl warnings (orbax announces every read-only manager) inside the block."""
+def disk_errors(folder: pathlib.Path):
+  """Turn a full disk met by orbax (an OSError or a tensorstore RESOURCE_EXHAUSTED error,
+  possibly from its background thread) inside the block into one ``runfolder.WorkdirError``."""
+  try:
+    yield
+  except errors.UserError:
+    raise
+  except Exception as e:  # noqa: BLE001 - only a full disk is translated
+    if not runfolder.is_out_of_space(e):
+      raise
+    raise runfolder.WorkdirError(runfolder.describe_os_error(
+        OSError(errno.ENOSPC, "No space left on device"), folder)) from None
+
+
+def _nbytes(tree: Any) -> int:
+  return sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree))
+
+
+@contextlib.contextmanager
+def _quiet_absl(level: int = logging.ERROR):
+  """Silence absl records below ``level`` inside the block (orbax announces every read-only
+  manager, and logs an error per damaged checkpoint that ``Checkpointer.resume`` reports)."""
   absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
+  previous = absl_logger.level
+  absl_logger.setLevel(level)
   try:
     yield
   finally:
-    absl_logger.setLevel(level)
+    absl_logger.setLevel(previous)
 
 
 def _manager(path: pathlib.Path, keep: int, cleanup: bool,
@@ -62,9 +117,10 @@ def _manager(path: pathlib.Path, keep: int, cleanup: bool,
       return ocp.CheckpointManager(path.absolute(), options=ocp.CheckpointManagerOptions(
           read_only=True, create=False, max_to_keep=None, save_interval_steps=0,
           cleanup_tmp_directories=False))
-  return ocp.CheckpointManager(
-      path.absolute(), options=ocp.CheckpointManagerOptions(
-          max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup))
+  with _quiet_absl(logging.CRITICAL):    # a damaged checkpoint: ``resume`` says it in one line
+    return ocp.CheckpointManager(
+        path.absolute(), options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup))
 
 
 def abstract_like(tree: Any, sharding) -> Any:
@@ -143,7 +199,7 @@ def restore_from(manager: ocp.CheckpointManager, step: int, template: Any, shard
   saved = _saved_table(manager, step)
   if saved is None:
     raise CheckpointCorruptError(f"checkpoint {where}/{step} is damaged (its array metadata "
-                                 f"cannot be read)")
+                                 f"cannot be read)", "unreadable-metadata")
   problem = describe_mismatch(saved, array_table(template))
   if problem:
     raise CheckpointMismatchError(
@@ -156,11 +212,11 @@ def restore_from(manager: ocp.CheckpointManager, step: int, template: Any, shard
   except Exception as e:  # noqa: BLE001 - the metadata matched: the files are damaged
     first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     raise CheckpointCorruptError(f"checkpoint {where}/{step} is damaged ({type(e).__name__}: "
-                                 f"{first})") from None
+                                 f"{first})", "unreadable-arrays") from None
   meta = restored["meta"]
   if not isinstance(meta, dict):
     raise CheckpointCorruptError(f"checkpoint {where}/{step} is damaged (its metadata is not a "
-                                 f"JSON object)")
+                                 f"JSON object)", "bad-meta")
   return restored["state"], dict(meta)
 
 
@@ -191,13 +247,34 @@ class Checkpointer:
     state = jax.tree.map(_host_copy, state)
     args = lambda: ocp.args.Composite(state=ocp.args.StandardSave(state),
                                       meta=ocp.args.JsonSave(dict(meta)))
-    self.latest.save(step, args=args(), force=True)
+    self._check_space(self.latest, _nbytes(state) * (2 if best else 1))
+    with disk_errors(self._dir(self.latest)):
+      self.latest.save(step, args=args(), force=True)
     if best:
-      if jax.process_count() > 1:
-        # Across hosts orbax names its barriers by step: two managers must not save one step
-        # at the same time (measured: a deadlock on 2 processes without this wait).
-        self.latest.wait_until_finished()
-      self.best.save(step, args=args(), force=True)
+      with disk_errors(self._dir(self.best)):
+        if jax.process_count() > 1:
+          # Across hosts orbax names its barriers by step: two managers must not save one step
+          # at the same time (measured: a deadlock on 2 processes without this wait).
+          self.latest.wait_until_finished()
+        self.best.save(step, args=args(), force=True)
+
+  @staticmethod
+  def _dir(manager: ocp.CheckpointManager) -> pathlib.Path:
+    return pathlib.Path(str(manager.directory))
+
+  def _check_space(self, manager: ocp.CheckpointManager, nbytes: int) -> None:
+    """``runfolder.WorkdirError`` before a save that visibly cannot fit (the arrays plus 1 MiB
+    of metadata): orbax would fail half-way in a background thread."""
+    folder = self._dir(manager)
+    try:
+      free = shutil.disk_usage(folder).free
+    except OSError:
+      return
+    if free < nbytes * 3 // 2 + (4 << 20):     # orbax's files take a little more than the arrays
+      raise runfolder.WorkdirError(
+          f"no space left on the device of {folder}: the next checkpoint needs about "
+          f"{(nbytes * 3 // 2 >> 20) + 4} MiB, {free >> 10} KiB are free; free disk space (or use another "
+          f"--workdir) and rerun the same command to continue from the last checkpoint")
 
   def latest_step(self) -> int | None:
     """Step of the latest complete checkpoint, or None."""
@@ -248,28 +325,58 @@ class Checkpointer:
     step = self.best.latest_step()
     return None if step is None else self.restore(step, template, sharding, "best")
 
+  def resume(self, template: Any, sharding) -> tuple[Any, dict] | None:
+    """(state, meta) of the newest readable checkpoint of ``checkpoints/`` and ``best/`` (the
+    training run's restore), or None when there is none.
+
+    A best checkpoint is a complete state of its step, so a run whose newer latest checkpoints
+    are gone continues from it instead of discarding it. A damaged checkpoint is moved aside
+    (``move_aside``; never deleted) with one line naming where, and the next newest is tried.
+    """
+    candidates = sorted([(s, "latest") for s in self.latest.all_steps()] +
+                        [(s, "best") for s in self.best.all_steps()],
+                        key=lambda c: (c[0], c[1] == "latest"), reverse=True)
+    for step, where in candidates:
+      manager = {"latest": self.latest, "best": self.best}[where]
+      if step not in manager.all_steps():   # moved aside already
+        continue
+      try:
+        with _quiet_absl(logging.CRITICAL):
+          return restore_from(manager, step, template, sharding, str(manager.directory))
+      except CheckpointCorruptError as e:
+        moved = move_aside(self._dir(manager), step, e.why)
+        with _quiet_absl(logging.CRITICAL):
+          manager.reload()
+        print(f"warning: {e}: moved aside to {moved} (nothing deleted); resuming from the "
+              f"newest readable checkpoint", file=sys.stderr, flush=True)
+    return None
+
   def reconcile(self, step: int, state: Any, meta: dict) -> None:
     """Make ``best/`` agree with the run restored at ``step`` (``meta`` its metadata).
 
-    Best checkpoints newer than ``step`` belong to an abandoned continuation and are deleted; if
-    ``meta["best_step"] == step`` but ``best/`` lacks that step (a kill between the latest and
-    the best save), the restored state is saved as the best.
+    If ``meta["best_step"] == step`` but ``best/`` lacks that step (a kill between the latest
+    and the best save), the restored state is saved as the best. Nothing is deleted: ``resume``
+    restores the newest checkpoint of both folders, so no best checkpoint is newer than ``step``.
     """
-    for stale in [s for s in self.best.all_steps() if s > step]:
-      self.best.delete(stale)
     if step and meta.get("best_step") == step and self.best.latest_step() != step:
-      self.best.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(jax.tree.map(_host_copy, state)),
-          meta=ocp.args.JsonSave(dict(meta))), force=True)
-      self.best.wait_until_finished()
+      self._check_space(self.best, _nbytes(state))
+      with disk_errors(self._dir(self.best)):
+        self.best.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(jax.tree.map(_host_copy, state)),
+            meta=ocp.args.JsonSave(dict(meta))), force=True)
+        self.best.wait_until_finished()
 
   def wait(self) -> None:
     """Block until pending asynchronous saves are complete."""
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    with disk_errors(self._dir(self.latest).parent), _quiet_absl(logging.CRITICAL):
+      self.latest.wait_until_finished()   # a failed save raises here (its log line is muted)
+      self.best.wait_until_finished()
 
   def close(self) -> None:
     """Wait for pending saves, then release both managers."""
-    self.wait()
-    self.latest.close()
-    self.best.close()
+    try:
+      self.wait()
+    finally:
+      with disk_errors(self._dir(self.latest).parent):
+        self.latest.close()
+        self.best.close()

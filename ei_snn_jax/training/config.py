@@ -74,6 +74,10 @@ RUNLOCAL = {
 }
 
 # Fields that do not change what is trained (bookkeeping, cadence, hardware, file locations).
+MAX_SEED = 2**31 - 1 - 4096     # seed + replica index stays a non-negative int32
+MAX_T = 1024                    # time steps per example (memory: activations of every step)
+MAX_UNROLLED_T = 64             # model.scan_unroll=0 writes every step out: compile time
+
 FINGERPRINT_EXCLUDE = (
     "train.progress_bar",
     "train.log_every_steps",
@@ -148,7 +152,8 @@ def base_config() -> ml_collections.ConfigDict:
     optim.*                      SGD momentum 0.9 (first step as the reference's EiSGD), coupled
                                  L2 weight decay, warmup + cosine (§7).
     train.*                      epochs, batch size, logging, evaluation and checkpoint cadence.
-    parallel.*                   device mesh and multi-host settings.
+    parallel.*                   device mesh and multi-host settings; init_timeout_s: how long
+                                 a multi-host start waits for the coordinator and every process.
   """
   c = ml_collections.ConfigDict()
   c.seed = 2025
@@ -217,6 +222,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallel.coordinator_address = config_dict.placeholder(str)  # "host:port"; unset = auto
   c.parallel.num_processes = 1      # with coordinator_address: processes in the job
   c.parallel.process_id = 0         # with coordinator_address: this process's rank
+  c.parallel.init_timeout_s = 300   # multi-host start: give up after this many seconds
   return c
 
 
@@ -537,6 +543,9 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
                     f"{cfg.model.variant!r}: set model.variant to ei or bn")
 
   at_least("seed", 0)
+  if cfg.seed > MAX_SEED:
+    problems.append(f"seed={cfg.seed} is out of range: it must be <= {MAX_SEED} (a 32-bit "
+                    f"PRNG seed)")
   at_least("data.train_subset", 0)
   at_least("data.test_subset", 0)
   at_least("data.synthetic_train_size", 1)
@@ -548,6 +557,14 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   at_least("model.threshold", 0, strict=True)
   at_least("model.surrogate_alpha", 0, strict=True)
   at_least("model.scan_unroll", 0)
+  if cfg.model.T > MAX_T:
+    problems.append(f"model.T={cfg.model.T} is out of range: it must be <= {MAX_T} (every time "
+                    f"step's activations are kept for the backward pass)")
+  elif cfg.model.T > MAX_UNROLLED_T and cfg.model.scan_unroll == 0:
+    problems.append(f"model.T={cfg.model.T} with model.scan_unroll=0 (fully unrolled) compiles "
+                    f"{cfg.model.T} copies of the network (minutes to hours): set "
+                    f"model.scan_unroll=1 (a rolled scan; 2-8 trade compile time for speed) or "
+                    f"model.T<={MAX_UNROLLED_T}")
   if cfg.model.variant == "ei" and cfg.model.width_multiplier > 0 and cfg.model.ei_ratio >= 1:
     base = 100 if cfg.model.arch in ("mlp8", "mlp12", "mlp16") else (
         300 if cfg.model.arch in ("mlp4", "mlp6") else 500 if cfg.model.arch == "mlp2" else 64)
@@ -580,6 +597,13 @@ def _check_values(cfg: Any, num_devices: int | None, problems: list[str]) -> Non
   at_least("train.num_replicas", 1)
   at_least("parallel.num_devices", 0)
   at_least("parallel.num_processes", 1)
+  at_least("parallel.init_timeout_s", 1)
+  address = cfg.parallel.coordinator_address
+  if address:
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+      problems.append(f"parallel.coordinator_address={address!r} is not HOST:PORT with a port in "
+                      f"1..65535: e.g. parallel.coordinator_address=10.0.0.1:1234")
   par = cfg.parallel
   if isinstance(par.process_id, int) and isinstance(par.num_processes, int) and not (
       0 <= par.process_id < max(par.num_processes, 1)):

@@ -11,6 +11,7 @@ import json
 import pathlib
 import shutil
 import sys
+import weakref
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,16 @@ def describe_difference(old: dict, new: dict, prefix: str = "") -> str:
     elif a != b:
       diffs.append(f"{prefix}{k}: {a!r} -> {b!r}")
   return ", ".join(diffs[:5]) + (", ..." if len(diffs) > 5 else "")
+
+
+_OPEN: "weakref.WeakSet[MetricsLogger]" = weakref.WeakSet()
+
+
+def close_all() -> None:
+  """Close every open ``MetricsLogger`` (the trainer's exit path, also after an error), so that
+  no TensorBoard writer flushes at interpreter exit, e.g. into a full disk."""
+  for logger in list(_OPEN):
+    logger.close()
 
 
 class MetricsLogger:
@@ -87,6 +98,7 @@ class MetricsLogger:
       self._file = open(self.path, "a")
     except OSError as e:
       raise runfolder.WorkdirError(runfolder.describe_os_error(e, self.path)) from e
+    _OPEN.add(self)
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
@@ -144,12 +156,17 @@ class MetricsLogger:
     return found[-1] if found else None
 
   def close(self) -> None:
-    """Close the streams (a later ``write`` opens them again)."""
-    if self._file is not None:
-      self._file.close()
-    if self._tb is not None:
-      self._tb.close()
+    """Close the streams (a later ``write`` opens them again). A stream that cannot flush (a
+    full disk) is closed anyway: the records of truth are the ones already in metrics.jsonl."""
+    file, tb = self._file, self._tb
     self._file = self._tb = None
+    _OPEN.discard(self)
+    for stream in (file, tb):
+      if stream is not None:
+        try:
+          stream.close()
+        except OSError:
+          pass
 
 
 def _parse_lines(lines) -> list[tuple[str, dict]]:

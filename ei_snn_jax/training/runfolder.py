@@ -10,16 +10,25 @@
 * ``StopSignals``: SIGTERM (what schedulers send before pre-emption) and SIGINT (Ctrl-C) only
   set a flag while training; the loop finishes its step, saves a checkpoint and raises
   ``TrainingInterrupted`` (exit status 128 + signal number, like a process killed by it).
+  Before the first step (``idle``: nothing to save) a signal stops at once, even while the
+  process is stuck in a long compile, where no Python signal handler can run.
+* ``set_aside_summary``: a rerun that trains again moves the previous ``summary.json`` to
+  ``summary.previous.json``, so that no summary claims a result the folder no longer holds.
+* ``is_out_of_space``: whether an exception (or one it was raised from) is a full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import pathlib
 import signal
+import sys
 import tempfile
+import threading
+import time
 
 from ei_snn_jax import errors
 
@@ -57,6 +66,50 @@ def describe_os_error(e: OSError, path: pathlib.Path) -> str:
   if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
     return f"cannot write {path} ({e.strerror}): use a writable --workdir"
   return f"cannot write {path} ({e.strerror or e}): check the folder or use another --workdir"
+
+
+def is_out_of_space(e: BaseException) -> bool:
+  """Whether ``e`` or an exception in its cause/context chain is a full disk (ENOSPC, or the
+  RESOURCE_EXHAUSTED / "No space left" text tensorstore and orbax raise it as)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return True
+    text = str(e)
+    if "No space left on device" in text or "os_error_code='28'" in text:
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+@contextlib.contextmanager
+def exit_after(seconds: float, message: str):
+  """Within the block, a watchdog thread ends the process after ``seconds`` with one
+  ``error: message`` line and exit status 2: for native calls that block without a Python-level
+  timeout (or abort the process at their own); leaving the block disarms it."""
+  done = threading.Event()
+
+  def watch():
+    if not done.wait(seconds):
+      sys.stdout.flush()
+      sys.stderr.write(f"error: {message}\n")
+      sys.stderr.flush()
+      os._exit(2)
+
+  threading.Thread(target=watch, daemon=True, name="exit-after").start()
+  try:
+    yield
+  finally:
+    done.set()
+
+
+def set_aside_summary(workdir: pathlib.Path) -> None:
+  """Move ``workdir/summary.json`` (a finished run's result) to ``summary.previous.json``
+  before the run trains again; the new summary is written when it ends."""
+  path = pathlib.Path(workdir) / "summary.json"
+  if path.exists():
+    os.replace(path, path.with_name("summary.previous.json"))
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
@@ -132,14 +185,33 @@ class StopSignals:
   """While active, SIGTERM and SIGINT set ``received`` instead of killing the process.
 
   A second signal of the same kind restores the default behaviour (a second Ctrl-C kills at
-  once). Only the main thread can install handlers; elsewhere this does nothing.
+  once). While ``idle`` (set by the trainer until its first step has run: there is nothing to
+  save) a signal stops the process at once with one ``error:`` line and exit status 128 +
+  signal: from the handler when the main thread runs Python, else (e.g. inside a long XLA
+  compile, where Python handlers wait) from a watcher thread woken by ``signal.set_wakeup_fd``
+  after ``GRACE_S``. Only the main thread can install handlers; elsewhere this does nothing.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
+  GRACE_S = 1.0
 
   def __init__(self):
     self.received: int | None = None
+    self.idle = True
     self._previous: dict[int, object] = {}
+    self._pipe: tuple[int, int] | None = None
+    self._old_wakeup = -1
+
+  @staticmethod
+  def _exit_now(signum: int) -> None:
+    """One line and exit 128 + signum at once: no step ran, so nothing is unsaved (exiting
+    without the interpreter's teardown, which XLA's compile threads may not survive)."""
+    sys.stdout.flush()
+    sys.stderr.write(f"error: stopped by {signal.Signals(signum).name} before the first step: "
+                     f"nothing to save (the run folder is unchanged); rerun the same command to "
+                     f"continue\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
   def _handle(self, signum, frame) -> None:
     del frame
@@ -148,8 +220,27 @@ class StopSignals:
       signal.raise_signal(signum)
       return
     self.received = signum
+    if self.idle:
+      self._exit_now(signum)
     print(f"\n{signal.Signals(signum).name} received: stopping after this step and saving a "
           "checkpoint (send it again to stop at once)", flush=True)
+
+  def _watch(self, fd: int) -> None:
+    """Stop the process when a signal arrives while idle and no Python handler runs."""
+    while True:
+      try:
+        data = os.read(fd, 16)
+      except OSError:
+        data = b""
+      if not data:
+        os.close(fd)
+        return
+      for signum in data:
+        if signum not in self.SIGNALS or not self.idle:
+          continue
+        time.sleep(self.GRACE_S)
+        if self.received is None and self.idle:   # the main thread is stuck in native code
+          self._exit_now(signum)
 
   def __enter__(self) -> "StopSignals":
     try:
@@ -157,9 +248,19 @@ class StopSignals:
         self._previous[s] = signal.signal(s, self._handle)
     except ValueError:          # not the main thread
       self._previous.clear()
+      return self
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    self._pipe = (r, w)
+    self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    threading.Thread(target=self._watch, args=(r,), daemon=True, name="stop-signals").start()
     return self
 
   def __exit__(self, *exc) -> None:
     for s, handler in self._previous.items():
       signal.signal(s, handler)
     self._previous.clear()
+    if self._pipe is not None:
+      signal.set_wakeup_fd(self._old_wakeup)
+      os.close(self._pipe[1])     # the watcher reads EOF and ends
+      self._pipe = None

@@ -45,7 +45,7 @@ from ei_snn_jax.analysis import health, probes
 from ei_snn_jax.core import dale
 from ei_snn_jax.data import host_feed, placement as placement_lib, transforms
 from ei_snn_jax.training import checkpointing, config as config_lib, metrics as metrics_lib, optim
-from ei_snn_jax.training import replicas, rng, runfolder
+from ei_snn_jax.training import guards, replicas, rng, runfolder
 
 Array = jax.Array
 
@@ -161,11 +161,26 @@ def initialize_distributed(parallel: ml_collections.ConfigDict) -> None:
   if jax.distributed.is_initialized():
     return
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  if parallel.coordinator_address:
-    jax.distributed.initialize(parallel.coordinator_address, int(parallel.num_processes),
-                               int(parallel.process_id))
-  else:
-    jax.distributed.initialize()
+  timeout = int(parallel.init_timeout_s)
+  where = (f"the coordinator at {parallel.coordinator_address} (process {parallel.process_id} of "
+           f"{parallel.num_processes})" if parallel.coordinator_address else
+           "the cluster's coordinator (found by JAX)")
+  print(f"multi-host start: waiting up to {timeout} s for {where} and every other process "
+        f"(parallel.init_timeout_s)", flush=True)
+  give_up = (f"multi-host start failed: no answer from {where} within {timeout} s: start every "
+             f"process, check parallel.coordinator_address, or raise parallel.init_timeout_s")
+  # JAX's client aborts the process (a C++ fatal error) at its own timeout: this line comes
+  # first, from a watchdog (``runfolder.exit_after``), with exit status 2.
+  with runfolder.exit_after(timeout, give_up):
+    try:
+      if parallel.coordinator_address:
+        jax.distributed.initialize(parallel.coordinator_address, int(parallel.num_processes),
+                                   int(parallel.process_id), initialization_timeout=timeout + 60)
+      else:
+        jax.distributed.initialize(initialization_timeout=timeout + 60)
+    except Exception as e:  # noqa: BLE001 - every failure to join becomes one line
+      raise config_lib.ConfigError(f"{give_up} ({type(e).__name__}: "
+                                   f"{' '.join(str(e).split())[:300]})") from None
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -175,6 +190,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   memory_map=True)``); ``data.placement`` (``placement.resolve_placement``, one printed line)
   then either uploads them to every device or leaves them on the host to be streamed.
   """
+  config_lib.validate_config(config)   # before a multi-host start or any device work
   if config.parallel.distributed:
     initialize_distributed(config.parallel)
   mesh = make_mesh(config.parallel.num_devices)
@@ -556,8 +572,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   exp = build_experiment(config)
   primary = jax.process_index() == 0   # on several hosts only process 0 writes records
   lock = runfolder.WorkdirLock(workdir) if primary else contextlib.nullcontext()
-  with lock, runfolder.StopSignals() as stop:
-    return _train(exp, workdir, primary, stop, stop_after_steps)
+  with lock, runfolder.StopSignals() as stop, checkpointing.disk_errors(workdir):
+    try:
+      return _train(exp, workdir, primary, stop, stop_after_steps)
+    finally:
+      metrics_lib.close_all()   # also on errors: no writer flushes at exit into a full disk
 
 
 def _window_to_json(window: list[Any]) -> list[Any]:
@@ -656,7 +675,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
   fingerprint = config_lib.config_fingerprint(c)
   meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "best_step": -1, "wall_time": 0.0,
           "fingerprint": fingerprint}
-  restored = ckpt.restore_latest(state, exp.replicated)
+  restored = ckpt.resume(state, exp.replicated)
   if restored is not None:
     state, meta = restored
     if meta.setdefault("fingerprint", fingerprint) != fingerprint:
@@ -701,6 +720,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
                                       **jax.device_get(step_metrics)}, step)
 
   if primary and start_step < limit:
+    runfolder.set_aside_summary(workdir)
     print(f"compiling the training step ({c.model.arch}, T={c.model.T}, batch "
           f"{c.train.batch_size}); the first step waits for it", flush=True)
   step = start_step
@@ -715,6 +735,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
       # host path's batch by the feed's thread (explicit device_put, outside this guard).
       with jax.transfer_guard(c.train.transfer_guard):
         state, step_metrics = train_step(state, *inputs.train)
+        stop.idle = False           # a signal now waits for the step's checkpoint
         step_metrics["finite"].copy_to_host_async()
         if pending is not None:        # the previous step's guard: at most one step behind
           check(*pending)
@@ -739,6 +760,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
         if dead and c.train.stop_on_dead_layer:
           ckpt.wait()
           raise health.DeadLayerError(health.describe(dead[0], step))
+        guards.check_divergence(records, exp.dataset.num_classes, step, c.optim.lr, ckpt.wait)
       epoch_done = step % spe == 0
       if epoch_done:
         sums = replicas.per_replica(jax.device_get(state.sums), R)
@@ -809,7 +831,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, primary: bool, stop: runfolde
   if R > 1:  # per-replica best/final accuracy, mean and std over replicas
     summary.update(replicas.summary(c, meta, loggers, step))
   if primary:
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    runfolder.write_atomic(workdir / "summary.json", json.dumps(summary, indent=2, default=str))
   for log in all_loggers:
     log.close()
   ckpt.close()
