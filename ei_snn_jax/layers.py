@@ -43,6 +43,7 @@ when that collection is mutable, so a model built for T = 1 runs one time step p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -154,22 +155,39 @@ def _tile_time(x: Array, T: int) -> Array:
   return jnp.broadcast_to(x[None], (T,) + x.shape).reshape((T * x.shape[0],) + x.shape[1:])
 
 
-def _record_currents(module: nn.Module, currents: dict[str, Array]) -> None:
-  """Sow mean/std of each current into ``probes`` (no-op unless the collection is mutable)."""
-  if not module.is_mutable_collection("probes"):
-    return
+@functools.lru_cache(maxsize=None)
+def _compiled(fn, static: tuple[str, ...]):
+  """``jax.jit(fn)`` with the keyword arguments ``static`` as static arguments (cached)."""
+  return jax.jit(fn, static_argnames=static)
+
+
+def _at_init(module: nn.Module, fn, *args, **static):
+  """``fn(*args, **static)``; during an eager ``model.init`` (no tracer among ``args``) as one
+  compiled program, cached per function, static arguments and shapes. An eager init otherwise
+  dispatches (and compiles) every op of every layer on its own: one program per layer step
+  instead made the first init of an EIConv / a 1/16-width VGG-8 several times faster. Traced
+  (under ``jit``, ``vmap``, ``nn.scan``) and outside init, ``fn`` is called as it is."""
+  if not module.is_initializing() or any(isinstance(a, jax.core.Tracer)
+                                         for a in jax.tree.leaves(args)):
+    return fn(*args, **static)
+  return _compiled(fn, tuple(sorted(static)))(*args, **static)
+
+
+def _current_statistics(currents: dict[str, Array], values: bool) -> dict[str, Array]:
+  """Mean/std of each current (``<name>_mean``, ``<name>_std``) and, with ``values``, the first
+  <= 65,536 elements of I_int (``integrated``), what the probes record."""
+  out = {}
   for name, value in currents.items():
     v = value.astype(jnp.float32)
-    module.sow("probes", f"{name}_mean", jnp.mean(v), reduce_fn=lambda _, b: b)
-    module.sow("probes", f"{name}_std", jnp.std(v), reduce_fn=lambda _, b: b)
-  if module.is_mutable_collection("probe_values"):
+    out[f"{name}_mean"], out[f"{name}_std"] = jnp.mean(v), jnp.std(v)
+  if values:
     flat = currents["integrated"].reshape(-1)
-    module.sow("probe_values", "integrated", flat[: min(flat.size, 65536)],
-               reduce_fn=lambda _, b: b)
+    out["integrated"] = flat[: min(flat.size, 65536)]
+  return out
 
 
-def _record_health(module: nn.Module, i_shunt: Array, g_i: Array, w_ei: Array) -> None:
-  """Sow the signs of a dead E-I layer into ``probes`` (no-op unless it is mutable).
+def _health_statistics(i_shunt: Array, g_i: Array, w_ei: Array) -> dict[str, Array]:
+  """The signs of a dead E-I layer, as fractions.
 
   ``silent_shunting_fraction``: the fraction of samples (rows of the merged T*B axis) whose
   shunting current is 0 everywhere, so that the adaptive stabiliser makes their denominator +inf
@@ -177,13 +195,28 @@ def _record_health(module: nn.Module, i_shunt: Array, g_i: Array, w_ei: Array) -
   ``zero_shunting_gain_fraction``: the fraction of excitatory units e with sum_i W_EI[e,i] g_I[i]
   = 0, whose shunting current is 0 whatever the input (at 1 the layer is dead for good).
   """
-  if not module.is_mutable_collection("probes"):
-    return
   silent = jnp.all(i_shunt.reshape(i_shunt.shape[0], -1) == 0, axis=1)
   stats = {"silent_shunting_fraction": silent, "zero_g_i_fraction": g_i == 0,
            "zero_shunting_gain_fraction": (w_ei @ g_i) == 0}
-  for name, flags in stats.items():
-    module.sow("probes", name, jnp.mean(flags.astype(jnp.float32)), reduce_fn=lambda _, b: b)
+  return {name: jnp.mean(flags.astype(jnp.float32)) for name, flags in stats.items()}
+
+
+def _hidden_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
+                         b_e: Array, *, stabilization: str, ste: bool, time_repeats: int,
+                         probes: bool, values: bool) -> tuple[Array, dict[str, Array]]:
+  """(I_int tiled over T, the probe statistics when ``probes``) from I_EE and I_IE (spec §1.2)."""
+  currents = circuit.inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
+                                         stabilization=stabilization, ste=ste)
+  stats = {}
+  if probes:
+    stats = {**_current_statistics(dict(excitatory=i_ee, **currents), values),
+             **_health_statistics(currents["shunting"], g_i, w_ei)}
+  return _tile_time(currents["integrated"], time_repeats), stats
+
+
+def _output_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, *, time_repeats: int) -> Array:
+  """I_bal of an output layer (spec §1.3), tiled over T."""
+  return _tile_time(circuit.output_current(i_ee, i_ie, w_ei), time_repeats)
 
 
 def inhibitory_units(features: int, ei_ratio: int, output_layer: bool = False) -> int:
@@ -256,7 +289,7 @@ class _CircuitLayer(nn.Module):
     """W * x with this layer's geometry (``circuit.feedforward``), computed in ``self.dtype``
     (else ``dtype``, else promoted from x and kernel), returned in at least float32."""
     dtype = self.dtype if self.dtype is not None else dtype
-    return circuit.feedforward(x, kernel, dtype=dtype, **self._conv_kwargs(x))
+    return _at_init(self, circuit.feedforward, x, kernel, dtype=dtype, **self._conv_kwargs(x))
 
   def _weights(self, names: tuple[str, str], scale, c_in: int, n_e: int,
                n_i: int) -> tuple[Array, Array, Array]:
@@ -273,12 +306,17 @@ class _CircuitLayer(nn.Module):
     """The layer's output from its feed-forward currents, tiled over T: I_bal for an output
     layer (spec §1.3), else I_int (spec §1.2), with its currents recorded for the probes."""
     if self.output_layer:
-      return _tile_time(circuit.output_current(i_ee, i_ie, w_ei), self.time_repeats)
-    currents = circuit.inhibition_currents(i_ee, i_ie, w_ei, g_i, g_e, b_e,
-                                           stabilization=stabilization, ste=ste)
-    _record_currents(self, dict(excitatory=i_ee, **currents))
-    _record_health(self, currents["shunting"], g_i, w_ei)
-    return _tile_time(currents["integrated"], self.time_repeats)
+      return _at_init(self, _output_layer_output, i_ee, i_ie, w_ei,
+                      time_repeats=self.time_repeats)
+    probes = self.is_mutable_collection("probes")
+    i_int, stats = _at_init(self, _hidden_layer_output, i_ee, i_ie, w_ei, g_i, g_e, b_e,
+                            stabilization=stabilization, ste=ste, time_repeats=self.time_repeats,
+                            probes=probes, values=probes and self.is_mutable_collection(
+                                "probe_values"))
+    for name, value in stats.items():
+      self.sow("probe_values" if name == "integrated" else "probes", name, value,
+               reduce_fn=lambda _, b: b)
+    return i_int
 
 
 def _pair(value, what: str, layer: str, minimum: int) -> tuple[int, int]:
@@ -385,7 +423,8 @@ class _EILayer(_CircuitLayer):
         stats = ei_init.input_statistics(x, self.time_repeats)
         ei_init.check_statistics(stats, layer_name(self))
         self.sow("ei_init_stats", "input", stats._asdict(), reduce_fn=lambda _, b: b)
-      scale, g_i0 = ei_init.ei_init_values(stats, fan_in)
+      scale, g_i0 = (ei_init.ei_init_values(stats, fan_in) if stats is None else
+                     _at_init(self, ei_init.ei_init_values, stats, fan_in=fan_in))
 
     w_ee, w_ie, w_ei = self._weights(("w_ee", "w_ie"), scale, c_in, n_e, n_i)
     g_i = self.param("g_i", lambda key, shape: jnp.full(shape, g_i0, self.param_dtype), (n_i,))
@@ -541,7 +580,8 @@ class LIF(nn.Module):
     if (not carry and not n.learnable_tau and not n.learnable_threshold and n.unroll is True
         and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T):
       # Same spikes from V_0 = 0; the backward pass through time as one T x T mix (issue 11).
-      spikes = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha)(x_seq)
+      spikes = _at_init(self, neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate,
+                                                         n.alpha), x_seq)
     else:
       v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
       tau, threshold = self._dynamics(x_seq.dtype)
