@@ -2,7 +2,8 @@
 
 ``UserError`` is the base of the project's own error types, each defined where it arises (a bad
 config: ``training.config.ConfigError``; bad data: ``data.DataError``; E-I Init on an all-zero
-input: ``core.ei_init.EIInitError``; a checkpoint of another model:
+or negative-mean input: ``core.ei_init.EIInitError``; a layer built or called in a way it cannot
+work (options, input shapes): ``layers.LayerError``; a checkpoint of another model:
 ``training.checkpointing.CheckpointMismatchError``; a released checkpoint that does not fit its
 model: ``models.pretrained.PretrainedError``; a non-finite training step:
 ``training.train.NonFiniteError``). ``clean_errors`` is the context manager the command-line tools

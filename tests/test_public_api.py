@@ -275,3 +275,19 @@ def test_exponential_init_draws_the_same_values_as_jax_random_in_and_out_of_jit(
     np.testing.assert_array_equal(ei_init.exponential(key, shape, 0.3), expected)
     np.testing.assert_array_equal(jax.jit(lambda k: ei_init.exponential(k, shape, 0.3))(key),
                                   expected)
+
+
+def test_probe_and_health_on_vmapped_variables():
+  m = ei.EIDense(4)
+  x = uniform((8, 5))
+  v = jax.vmap(lambda k: m.init(k, x))(jax.random.split(jax.random.key(1), 3))
+  stats = ei.probe(m, {"params": v["params"]}, x, vmapped=True, values=True)
+  key = "integrated_std/"                    # a bare layer's path is ""
+  assert stats[key].shape == (3,)
+  one = ei.probe(m, {"params": jax.tree.map(lambda a: a[1], v["params"])}, x)
+  np.testing.assert_allclose(stats[key][1], one[key], rtol=1e-5)
+  assert stats[key.replace("integrated_std", "integrated_values")].shape[0] == 3
+  params = jax.tree.map(lambda a: a, v["params"])
+  params["g_i"] = params["g_i"].at[2].set(0.0)
+  dead = ei.find_dead_layers(m, {"params": params}, x, vmapped=True)
+  assert [(d.layer, d.level) for d in dead] == [("[2]", health.DEAD)]

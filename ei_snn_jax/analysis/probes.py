@@ -115,8 +115,9 @@ def layer_sort_key(layer: str) -> tuple:
 
 
 @functools.lru_cache(maxsize=32)
-def _probe_fn(model, values: bool, train: bool):
-  """Jitted (variables, x, rngs) -> (logits, probes, probe_values) for ``model`` (cached)."""
+def _probe_fn(model, values: bool, train: bool, vmapped: bool = False):
+  """Jitted (variables, x, rngs) -> (logits, probes, probe_values) for ``model`` (cached);
+  ``vmapped``: mapped over the leading axis of the variables (one result per copy)."""
   mutable = ["probes"] + (["probe_values"] if values else [])
 
   takes_train = "train" in inspect.signature(type(model).__call__).parameters
@@ -132,7 +133,7 @@ def _probe_fn(model, values: bool, train: bool):
     logits, state = model.apply(variables, x, mutable=mut, rngs=rngs, **kwargs)
     return logits, state.get("probes", {}), state.get("probe_values", {})
 
-  return jax.jit(run)
+  return jax.jit(jax.vmap(run, in_axes=(0, None, None)) if vmapped else run)
 
 
 class _LinenFrame(nn.Module):
@@ -174,7 +175,7 @@ def _probe_nnx_fn(graphdef, values: bool):
 
 def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = False,
           train: bool = False, rng: jax.Array | None = None,
-          with_logits: bool = False) -> dict[str, Any]:
+          with_logits: bool = False, vmapped: bool = False) -> dict[str, Any]:
   """Per-layer statistics of ``model`` on the batch ``x`` (spec §1.2 currents, §5 firing rates).
 
   Runs ``model.apply(variables, x, mutable=["probes"(, "probe_values")])``: the parameters are
@@ -194,6 +195,9 @@ def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = F
       its ``__call__`` takes a ``train`` argument, so any model can be probed.
     rng: dropout key when ``train`` and the model uses dropout.
     with_logits: add the model output under "logits".
+    vmapped: ``variables`` stack several models along their leading axis (a vmapped ``init``,
+      e.g. seeds): every copy is probed on ``x`` and each statistic is an array, one value per
+      copy (``health`` names copy i ``layer[i]``).
 
   Returns:
     {"<stat>/<layer>": float} (an array for a layer stacked by ``nn.scan``/``nn.vmap``, one value
@@ -215,8 +219,8 @@ def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = F
     if x is None:
       raise TypeError("probe(model, variables, x): the batch x is missing")
     rngs = {"dropout": rng} if rng is not None else {}
-    logits, probes_tree, values_tree = _probe_fn(model, bool(values), bool(train))(
-        dict(variables), x, rngs)
+    logits, probes_tree, values_tree = _probe_fn(model, bool(values), bool(train),
+                                                 bool(vmapped))(dict(variables), x, rngs)
   stats = jax.device_get(probe_summary(probes_tree))
   out: dict[str, Any] = {k: _host_value(v) for k, v in stats.items()}
   if values:
@@ -224,7 +228,8 @@ def probe(model, variables: Mapping[str, Any] | Any, x=None, *, values: bool = F
     for key, v in samples.items():
       stat, layer = split_key(key)
       name = VALUES_STAT if stat == "integrated" else f"{stat}_values"
-      out[f"{name}/{layer}"] = np.asarray(v, dtype=np.float32).reshape(-1)
+      v = np.asarray(v, dtype=np.float32)
+      out[f"{name}/{layer}"] = v.reshape(v.shape[0], -1) if vmapped else v.reshape(-1)
   if with_logits:
     out["logits"] = np.asarray(jax.device_get(logits))
   return out

@@ -42,7 +42,12 @@ def model_options(model_cfg: Any) -> ModelOptions:
 
 
 def create_model(model_cfg: Any, num_classes: int) -> nn.Module:
-  """Build the model a config describes: ``model_cfg`` is ``config.model`` (configs/common.py)."""
+  """Build the model a config describes: ``model_cfg`` is ``config.model`` (configs/common.py).
+
+  Any number of classes >= 1: an E-I head has max(1, num_classes // ei_ratio) inhibitory units
+  (``layers.inhibitory_units``; 2 for 10 classes and 25 for 100, as the paper's)."""
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    raise layers.LayerError(f"num_classes={num_classes!r} must be an integer >= 1")
   options = model_options(model_cfg)
   arch = model_cfg.arch
   width = float(model_cfg.width_multiplier)
@@ -56,10 +61,12 @@ def create_model(model_cfg: Any, num_classes: int) -> nn.Module:
 
 
 def check_ei_init(variables: Any) -> None:
-  """Verify the E-I Init statistics recorded by ``model.init`` (works after a jitted init).
+  """Verify the E-I Init statistics recorded by ``model.init`` (works after a jitted init, and
+  on variables of layers stacked by ``nn.scan`` or of a vmapped ``init``: each copy is checked).
 
-  Raises ``ei_init.EIInitError`` naming the first layer whose input was all zero (E_x = 0, so
-  g_I = inf) or non-finite.
+  Raises ``ei_init.EIInitError`` naming the first layer (``layer[i]`` for copy i of a stacked
+  one) whose input was all zero or had a negative mean (E_x <= 0, so g_I = inf or < 0) or was
+  non-finite.
   """
   import jax
   import numpy as np

@@ -342,7 +342,7 @@ def _tensors(layer: _Layer, ei_ratio: int) -> Iterator[TensorMap]:
   """The state_dict entries of one layer, in the reference's key order."""
   n_e, c, k, p = layer.features, layer.c_in, layer.kernel_size, layer.path
   if layer.kind in ("ei_conv", "ei_head"):
-    n_i = n_e // ei_ratio
+    n_i = layers.inhibitory_units(n_e, ei_ratio, output_layer=layer.kind == "ei_head")
     if n_i < 1:
       raise PretrainedError(f"ei_ratio={ei_ratio} leaves {layer.conv} ({n_e} excitatory units) "
                             "no inhibitory unit")
