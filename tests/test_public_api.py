@@ -17,7 +17,7 @@ import pytest
 import ei_snn_jax as ei
 from ei_snn_jax import errors, layers, models
 from ei_snn_jax.analysis import health
-from ei_snn_jax.core import ei_init, ei_prop, neurons
+from ei_snn_jax.core import circuit, ei_init, ei_prop, neurons
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -141,6 +141,12 @@ def test_e_i_layer_forward_mode_with_the_plain_circuit_equals_reverse_mode():
   np.testing.assert_allclose(g_plain, g_rev, rtol=1e-5, atol=1e-7)
   _, t = jax.jvp(lambda w: ei_prop.scale_gradient(w, 0.25), (jnp.ones(3),), (jnp.ones(3),))
   np.testing.assert_array_equal(t, 0.25 * jnp.ones(3))
+  # The E-I current alone (spec §1.2), adaptive stabilisation with its STE included.
+  p = variables["params"]
+  current = lambda v: circuit.ei_currents(v, p["w_ee"], p["w_ie"], p["w_ei"], p["g_i"], p["g_e"],
+                                          p["bias"])["integrated"].sum(axis=0)
+  np.testing.assert_allclose(jax.jacfwd(current)(x), jax.jacrev(current)(x), rtol=1e-5,
+                             atol=1e-6)
 
 
 # 4. The bfloat16 LIF -------------------------------------------------------------------------------
