@@ -4,6 +4,7 @@ r"""Training/evaluation throughput, compile time and peak memory of a model and 
   python -m experiments.benchmark --model=resnet18 --variant=ei --batch=128 --dtype=bfloat16
   python -m experiments.benchmark --model=vgg16 --variant=ei --replicas=4     # 4 seeds vmapped
   python -m experiments.benchmark --table experiments/results/benchmark_cpu.jsonl
+  python -m experiments.benchmark --target=h200 --model=vgg16 --batch=128 --T=4  # compile only
 
 What is measured (each part in a fresh subprocess, so peak memory and compile time are its own):
   snn  the real jitted train step of ``ei_snn_jax.training.train`` as the loop runs it (its row of
@@ -109,6 +110,10 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
                       "its benchmark_<device>.jsonl (default experiments/results/)", **f)
   flags.DEFINE_string("note", None, "free text stored with the record (e.g. which change it "
                       "measures), shown in the cost table", **f)
+  flags.DEFINE_string("target", None, "compile for an accelerator that is not attached and "
+                      "report bytes by kernel kind, memory, collectives and an img/s estimate "
+                      "(experiments/compile_report.py): one of h200, h100, a100, v5p:2x2x1, "
+                      "v5e:2x2, v4:2x2x1; needs the gpu-aot or tpu-aot extra", **f)
   flags.DEFINE_enum("part", None, list(PARTS), "internal: measure one part (child process)", **f)
   flags.DEFINE_string("part_out", None, "internal: where the child writes its part", **f)
 
@@ -565,6 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Entry point (``argv`` without the program name); returns the exit status."""
   from ei_snn_jax import errors
   argv = list(sys.argv[1:] if argv is None else argv)
+  from experiments import compile_report
+  compile_report.prepare_environment(argv)      # before JAX starts (--target only)
   if any(a in ("--help", "-h") for a in argv):
     cli.print_help(define_flags, ["benchmark"], __doc__)
     return 0
@@ -583,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       print()
       print(cost_table(records))
     return 0
+  if args.target:
+    return compile_report.main(args, argv)
   if not args.cpu_graph_fusion and NO_CPU_GRAPH_FUSION not in os.environ.get("XLA_FLAGS", ""):
     # Read when the backend starts (in this process or the parts it spawns, which inherit it).
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {NO_CPU_GRAPH_FUSION}".strip()

@@ -64,12 +64,19 @@ def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
     padding = kernel.shape[0] // 2
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
-  if _small_map_on_cpu(x, kernel, strides, padding):
-    return _conv_as_matmul(x, kernel, padding[0][0])
-  return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=tuple(strides), padding=padding,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      preferred_element_type=accumulation_dtype(x.dtype))
+  def convolution(x, kernel):
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=tuple(strides), padding=padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=accumulation_dtype(x.dtype))
+
+  if _small_map(x, kernel, strides, padding):
+    # Chosen for the platform being lowered for, not the host's default backend: compiling on a
+    # CPU host for a GPU or TPU (AOT, jax.export) keeps the convolution.
+    return jax.lax.platform_dependent(
+        x, kernel, cpu=lambda x, kernel: _conv_as_matmul(x, kernel, padding[0][0]),
+        default=convolution)
+  return convolution(x, kernel)
 
 
 # XLA:CPU differentiates a 3x3 convolution on a tiny feature map very slowly: at 2x2, batch 32,
@@ -79,14 +86,23 @@ def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
 SMALL_MAP_POSITIONS = 16
 
 
-def _small_map_on_cpu(x: Array, kernel: Array, strides, padding) -> bool:
-  """Whether ``conv`` computes this convolution as a matmul of patches: on the CPU backend, a
-  stride-1 k x k kernel (k > 1) with symmetric "same" padding k//2 on a map of at most
-  ``SMALL_MAP_POSITIONS`` positions (VGG's 2x2 and 4x4 layers)."""
+def _small_map(x: Array, kernel: Array, strides, padding) -> bool:
+  """Whether this convolution may be computed as a matmul of patches when lowered for the CPU:
+  a stride-1 k x k kernel (k > 1) with symmetric "same" padding k//2 on a map of at most
+  ``SMALL_MAP_POSITIONS`` positions (VGG's 2x2 and 4x4 layers). ``conv`` then stages both forms
+  with ``jax.lax.platform_dependent``, and the platform being lowered for picks one (the CPU the
+  matmul, every other platform the convolution), so an ahead-of-time compile for a GPU or TPU on
+  a CPU host compiles the convolution."""
   k = kernel.shape[0]
-  return (jax.default_backend() == "cpu" and k > 1 and kernel.shape[1] == k
+  return (k > 1 and kernel.shape[1] == k
           and tuple(strides) == (1, 1) and padding == ((k // 2, k // 2), (k // 2, k // 2))
           and k % 2 == 1 and x.shape[1] * x.shape[2] <= SMALL_MAP_POSITIONS)
+
+
+def _small_map_on_cpu(x: Array, kernel: Array, strides, padding) -> bool:
+  """Whether ``conv`` computes this convolution as a matmul of patches when run on the default
+  backend: ``_small_map`` and the default backend is the CPU."""
+  return jax.default_backend() == "cpu" and _small_map(x, kernel, strides, padding)
 
 
 def _conv_as_matmul(x: Array, kernel: Array, pad: int) -> Array:

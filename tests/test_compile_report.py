@@ -1,0 +1,153 @@
+"""The compile report for accelerators (experiments/compile_report.py, ``benchmark --target``) and
+the small-map convolution choice following the platform being lowered for (core/circuit.py).
+
+The always-run tests need only the CPU jaxlib (a few seconds). The GPU and TPU compiles need the
+``gpu-aot`` / ``tpu-aot`` extras (jax[cuda12] / jax[tpu], installed in their own venvs) and skip
+without them, saying so."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ei_snn_jax.core import circuit
+from experiments import compile_report
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+HAS_GPU_AOT = importlib.util.find_spec("jax_cuda12_plugin") is not None
+HAS_TPU_AOT = importlib.util.find_spec("libtpu") is not None
+
+
+def _small_map_operands():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((3, 2, 2, 8)), jnp.float32)
+  w = jnp.asarray(rng.random((3, 3, 8, 5)), jnp.float32)
+  return x, w
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu", "rocm"])
+def test_small_map_rewrite_follows_the_lowering_platform(platform):
+  """Lowered for a GPU or TPU from this CPU host, a small-map 3x3 convolution stays a
+  convolution (forward and gradient): no patches @ kernel matmul, the CPU-only rewrite."""
+  x, w = _small_map_operands()
+  fwd = jax.jit(lambda a, b: circuit.conv(a, b))
+  grad = jax.jit(jax.grad(lambda a, b: jnp.sum(circuit.conv(a, b) ** 2), (0, 1)))
+  for fn in (fwd, grad):
+    text = fn.trace(x, w).lower(lowering_platforms=(platform,)).as_text()
+    assert "stablehlo.convolution" in text
+    assert "dot_general" not in text and "concatenate" not in text
+
+
+def test_small_map_rewrite_on_cpu_is_unchanged():
+  """Lowered for (and run on) the CPU, the same convolution is still patches @ kernel: the
+  compiled forward and gradient hold a dot and no convolution or conditional, and the values
+  equal the convolution's to float32 rounding."""
+  x, w = _small_map_operands()
+  grad = jax.jit(jax.value_and_grad(lambda a, b: jnp.sum(circuit.conv(a, b) ** 2), (0, 1)))
+  text = grad.trace(x, w).lower(lowering_platforms=("cpu",)).compile().as_text()
+  assert " dot(" in text or "dot." in text
+  assert "convolution" not in text and "conditional" not in text
+  ref = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(jax.jit(circuit.conv)(x, w), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_hlo_traffic_counts_kernels_by_kind():
+  """Bytes by kernel kind from an optimised HLO: a convolution, a matmul and an elementwise
+  fusion of a CPU compile land in their kinds, with operand + result bytes."""
+  def f(x, w, m):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z = jnp.tanh(y.reshape(8, -1)) * 2.0 + 1.0
+    return z @ m
+  args = (jnp.ones((8, 8, 8, 4)), jnp.ones((3, 3, 4, 4)), jnp.ones((256, 16)))
+  text = jax.jit(f).lower(*args).compile().as_text()
+  r = compile_report.hlo_traffic(text)
+  assert r["bytes_by_kind"]["convolution"] >= (8 * 8 * 8 * 4 * 2 + 3 * 3 * 4 * 4) * 4
+  assert r["bytes_by_kind"]["matmul"] >= (8 * 256 + 256 * 16 + 8 * 16) * 4
+  assert r["bytes_total"] == sum(r["bytes_by_kind"].values())
+  assert r["collectives"] == {}
+  assert compile_report.shape_bytes("(f32[2,3]{1,0}, bf16[4], pred[])") == 24 + 8 + 1
+
+
+def test_hlo_traffic_reads_collectives_and_while_trip_counts():
+  """Collectives are counted with their bytes and source op; while bodies count trip times."""
+  hlo = """HloModule m, entry_computation_layout={(f32[4,8]{1,0})->f32[4,8]{1,0}}
+
+%body (p: (s32[], f32[4,8])) -> (s32[], f32[4,8]) {
+  %p = (s32[], f32[4,8]{1,0}) parameter(0)
+  %x = f32[4,8]{1,0} get-tuple-element(%p), index=1
+  %y = f32[4,8]{1,0} fusion(%x), kind=kLoop, calls=%fused
+  ROOT %t = (s32[], f32[4,8]{1,0}) tuple(%i, %y)
+}
+
+ENTRY %main (a: f32[4,8]) -> f32[4,8] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %g = f32[16,8]{1,0} all-gather(%a), dimensions={0}, metadata={op_name="jit(f)/reshape"}
+  %w = (s32[], f32[4,8]{1,0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"3"}}
+  ROOT %r = f32[4,8]{1,0} all-reduce(%a), to_apply=%add, metadata={op_name="jit(f)/psum"}
+}
+"""
+  r = compile_report.hlo_traffic(hlo)
+  assert r["collectives"]["all-gather"] == {"count": 1, "bytes": 16 * 8 * 4,
+                                            "ops": {"jit(f)/reshape": 16 * 8 * 4}}
+  assert r["collectives"]["all-reduce"]["bytes"] == 4 * 8 * 4
+  assert r["kernels_by_kind"]["fusion"] == 3
+  assert r["bytes_by_kind"]["fusion"] == 3 * 2 * 4 * 8 * 4
+
+
+def test_targets_and_estimate():
+  """Every GPU target has its GpuTargetConfigProto file; the estimate says it is one."""
+  for name, (platform, spec, chips, bandwidth) in compile_report.TARGETS.items():
+    if platform == "cuda":
+      text = (compile_report.TARGET_DIR / spec).read_text()
+      assert f"memory_bandwidth: {int(bandwidth)}" in text and 'platform_name: "CUDA"' in text
+  est = compile_report.estimate("h200", "vgg16", "float32", 128, 4, 2e9, 1e9)
+  assert est["train_img_s_estimate"] == pytest.approx(25.7e3 / 2)
+  assert "ESTIMATE" in est["estimate_kind"]
+  assert "ESTIMATE" in compile_report.estimate("v5p:2x2x1", "vgg16", "float32", 128, 4, 1e9,
+                                               None)["estimate_kind"]
+
+
+def _report(tmp_path, python_env, *flags):
+  out = tmp_path / "r.jsonl"
+  cmd = [sys.executable, "-m", "experiments.benchmark", "--model=vgg8", "--width=0.125",
+         "--batch=2", "--eval_batch=2", "--T=2", f"--out={out}", *flags]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                        env={**os.environ, **python_env})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "ESTIMATE" in proc.stdout
+  return json.loads(out.read_text().splitlines()[-1])
+
+
+@pytest.mark.skipif(not HAS_GPU_AOT, reason="needs the gpu-aot extra (pip install -e "
+                    "'.[gpu-aot]' in its own venv): compiles for a CUDA target without a GPU")
+def test_gpu_compile_report(tmp_path):
+  """The H200 report of a small VGG: cuDNN convolutions, no CPU matmul rewrite of the 2x2 maps
+  (VGG-8 at 32x32 reaches them), no collectives on one GPU, memory read."""
+  r = _report(tmp_path, {}, "--target=h200")
+  for part in ("snn", "ann"):
+    for step in ("train", "eval"):
+      s = r[part][step]
+      assert s["bytes_by_kind"]["convolution"] > 0
+      assert s["collectives"] == {} and s["temp_bytes"] is not None
+  assert r["device_kind"] and r["platform"] == "cuda"
+
+
+@pytest.mark.skipif(not HAS_TPU_AOT, reason="needs the tpu-aot extra (pip install -e "
+                    "'.[tpu-aot]' in its own venv): compiles for a TPU slice without one")
+def test_tpu_compile_report(tmp_path):
+  """The v5p 2x2x1 report of a small VGG: 4 chips, the gradient all-reduce, XLA's FLOPs."""
+  r = _report(tmp_path, {}, "--target=v5p:2x2x1")
+  s = r["snn"]["train"]
+  assert r["chips"] == 4 and r["global_batch"] == 8
+  assert "all-reduce" in s["collectives"] and s["flops"] > 0
