@@ -33,21 +33,49 @@ Names exported here (kept small and stable; everything else stays in its module)
 * ``__version__``.
 """
 
-from ei_snn_jax import layers, optim, roles
-from ei_snn_jax.analysis import health, probes
-from ei_snn_jax.analysis.health import find_dead_layers
-from ei_snn_jax.analysis.probes import probe
-from ei_snn_jax.core import dale
-from ei_snn_jax.core.dale import dale_projection, project_nonnegative
-from ei_snn_jax.core.ei_init import EIInitError
-from ei_snn_jax.layers import (EIConv, EIDense, EIHead, EIOptions, LayerError, LIF,
-                               NeuronOptions)
-from ei_snn_jax import models
-from ei_snn_jax.models import check_ei_init, streaming
-from ei_snn_jax.optim import learning_rate_schedule, make_optimizer
-from ei_snn_jax.roles import ParameterMasks, parameter_masks
+import importlib
+from typing import Any
 
 __version__ = "0.2.0"   # = pyproject.toml's version (tests/test_public_api.py checks)
+
+# Each public name and the module that defines it. They are imported on first use (PEP 562), so
+# ``import ei_snn_jax.training.config`` (every command-line tool's config handling) and
+# ``import ei_snn_jax`` itself stay free of JAX and Flax until a name is used.
+_NAMES = {
+    **dict.fromkeys(("EIConv", "EIDense", "EIHead", "LIF", "EIOptions", "NeuronOptions",
+                     "LayerError"), "ei_snn_jax.layers"),
+    "EIInitError": "ei_snn_jax.core.ei_init",
+    "check_ei_init": "ei_snn_jax.models",
+    "project_nonnegative": "ei_snn_jax.core.dale",
+    "dale_projection": "ei_snn_jax.core.dale",
+    "parameter_masks": "ei_snn_jax.roles",
+    "ParameterMasks": "ei_snn_jax.roles",
+    "make_optimizer": "ei_snn_jax.optim",
+    "learning_rate_schedule": "ei_snn_jax.optim",
+    "probe": "ei_snn_jax.analysis.probes",
+    "find_dead_layers": "ei_snn_jax.analysis.health",
+}
+_MODULES = {"layers": "ei_snn_jax.layers", "streaming": "ei_snn_jax.models.streaming",
+            "models": "ei_snn_jax.models", "roles": "ei_snn_jax.roles",
+            "dale": "ei_snn_jax.core.dale", "optim": "ei_snn_jax.optim",
+            "probes": "ei_snn_jax.analysis.probes", "health": "ei_snn_jax.analysis.health"}
+
+
+def __getattr__(name: str) -> Any:
+  """Import a public name (or module) of ``__all__`` on first use."""
+  if name in _MODULES:
+    value = importlib.import_module(_MODULES[name])
+  elif name in _NAMES:
+    value = getattr(importlib.import_module(_NAMES[name]), name)
+  else:
+    raise AttributeError(f"module 'ei_snn_jax' has no attribute {name!r}")
+  globals()[name] = value
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "__version__",

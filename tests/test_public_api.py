@@ -297,3 +297,16 @@ def test_probe_and_health_on_vmapped_variables():
   params["g_i"] = params["g_i"].at[2].set(0.0)
   dead = ei.find_dead_layers(m, {"params": params}, x, vmapped=True)
   assert [(d.layer, d.level) for d in dead] == [("[2]", health.DEAD)]
+
+
+def test_package_top_imports_lazily():
+  """The public names load on first use: config handling (every command-line tool's error
+  path) and ``import ei_snn_jax`` itself import no JAX."""
+  import subprocess
+  import sys
+  code = ("import sys, ei_snn_jax, ei_snn_jax.training.config; assert 'jax' not in sys.modules; "
+          "import ei_snn_jax as ei; assert ei.EIConv.__module__ == 'ei_snn_jax.layers'; "
+          "assert ei.streaming.__name__ == 'ei_snn_jax.models.streaming'; "
+          "assert set(ei.__all__) <= set(dir(ei)); print('ok')")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
