@@ -369,8 +369,9 @@ def run(args, argv: Sequence[str]) -> dict[str, Any]:
   mesh, platform = target_mesh(args.target)
   chips = mesh.devices.size
   per_chip = args.batch or 128
+  # Built on one host CPU device (E-I Init runs there); the target's mesh replaces it.
   overrides = dict(batch=per_chip * chips,
-                   eval_batch=(args.eval_batch or per_chip) * chips)
+                   eval_batch=(args.eval_batch or per_chip) * chips, devices=1)
   bargs = _Args(args, **overrides)
   cfg, spec = benchmark.make_config(bargs)
   exp = train.build_experiment(cfg)

@@ -118,12 +118,12 @@ def test_targets_and_estimate():
                                                None)["estimate_kind"]
 
 
-def _report(tmp_path, python_env, *flags):
+def _report(tmp_path, width, *flags):
   out = tmp_path / "r.jsonl"
-  cmd = [sys.executable, "-m", "experiments.benchmark", "--model=vgg8", "--width=0.125",
+  cmd = [sys.executable, "-m", "experiments.benchmark", "--model=vgg8", f"--width={width}",
          "--batch=2", "--eval_batch=2", "--T=2", f"--out={out}", *flags]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                        env={**os.environ, **python_env})
+                        env=dict(os.environ))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "ESTIMATE" in proc.stdout
   return json.loads(out.read_text().splitlines()[-1])
@@ -134,7 +134,10 @@ def _report(tmp_path, python_env, *flags):
 def test_gpu_compile_report(tmp_path):
   """The H200 report of a small VGG: cuDNN convolutions, no CPU matmul rewrite of the 2x2 maps
   (VGG-8 at 32x32 reaches them), no collectives on one GPU, memory read."""
-  r = _report(tmp_path, {}, "--target=h200")
+  # Full width: at widths 0.125 and 0.5, XLA:GPU (jax 0.10.2) fails to tile the weight
+  # gradient of the first layer's folded kernel, f32[27, n_I] with n_I = 2 or 8 ("Couldn't find
+  # output tile sizes"), which full-width layers (n_I >= 16) do not meet.
+  r = _report(tmp_path, 1.0, "--target=h200")
   for part in ("snn", "ann"):
     for step in ("train", "eval"):
       s = r[part][step]
@@ -147,7 +150,7 @@ def test_gpu_compile_report(tmp_path):
                     "'.[tpu-aot]' in its own venv): compiles for a TPU slice without one")
 def test_tpu_compile_report(tmp_path):
   """The v5p 2x2x1 report of a small VGG: 4 chips, the gradient all-reduce, XLA's FLOPs."""
-  r = _report(tmp_path, {}, "--target=v5p:2x2x1")
+  r = _report(tmp_path, 0.25, "--target=v5p:2x2x1")
   s = r["snn"]["train"]
   assert r["chips"] == 4 and r["global_batch"] == 8
   assert "all-reduce" in s["collectives"] and s["flops"] > 0
