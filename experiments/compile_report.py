@@ -33,7 +33,6 @@ One JSON line per run is appended to ``--out`` (default
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import json
@@ -293,7 +292,6 @@ def _sds(tree, sharding):
 def compile_steps(exp, state, mesh, platform: str) -> dict[str, Any]:
   """Compile the train step (from the epoch table, as the loop runs it) and the eval step of
   ``exp`` for ``mesh``; what each compiled step says (see ``step_report``)."""
-  import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from ei_snn_jax import data as data_lib
@@ -364,7 +362,7 @@ def run(args, argv: Sequence[str]) -> dict[str, Any]:
   """The report for ``args.target`` (the benchmark's flags): SNN and ANN ceiling, train and eval."""
   import jax
   from experiments import benchmark
-  from ei_snn_jax.training import config as config_lib, train
+  from ei_snn_jax.training import train
 
   mesh, platform = target_mesh(args.target)
   chips = mesh.devices.size

@@ -12,7 +12,6 @@ import pathlib
 import shutil
 import sys
 import weakref
-from typing import Any
 
 import numpy as np
 

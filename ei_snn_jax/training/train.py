@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
-import math
 import os
 import pathlib
 import signal
