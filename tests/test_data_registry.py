@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ei_snn_jax import data
-from ei_snn_jax.data import registry
+from ei_snn_jax.data import base, registry
 from ei_snn_jax.training import config as config_lib
 
 # (case, data fields to set) -> each a data mistake (or a valid combination: no message).
@@ -137,3 +137,24 @@ def test_the_loader_refuses_a_source_with_the_check_message():
     with pytest.raises(data.DataError) as e:
       data.load_dataset(fields)
     assert str(e.value) == problems[0]
+
+
+def test_own_file_datasets_load_their_caches_through_the_registry(tmp_path):
+  from ei_snn_jax.data import cache, dvs, tiny_imagenet
+  rng = np.random.default_rng(0)
+  T = 2
+  events = rng.integers(0, 3, (6, T, 128, 128, 2), np.uint8)
+  cache.save_npz_atomic(tmp_path / f"cifar10_dvs_T{T}.npz", x_train=events, y_train=np.arange(6),
+                        x_test=events[:2], y_test=np.arange(2),
+                        format=np.asarray(dvs.CACHE_FORMAT), T=np.asarray(T))
+  images = rng.integers(0, 255, (6, 64, 64, 3), np.uint8)
+  cache.save_npz_atomic(tmp_path / tiny_imagenet.CACHE_NAME, x_train=images,
+                        y_train=np.arange(6), x_test=images[:2], y_test=np.arange(2),
+                        format=np.asarray(tiny_imagenet.CACHE_FORMAT), wnids=np.asarray(["a"]))
+  for name in ("cifar10_dvs", "tiny_imagenet"):
+    ds = data.load_dataset({"name": name, "cache_dir": str(tmp_path), "train_subset": 4}, T=T)
+    full = data.load_dataset({"name": name, "cache_dir": str(tmp_path)}, T=T)
+    assert ds.num_train == 4 and full.num_train == 6 and ds.num_test == 2
+    _, fixed = base.fixed_subset(full.x_train, full.y_train, 4, "data.train_subset")
+    np.testing.assert_array_equal(ds.y_train, fixed)                     # a fixed random 4
+    assert ds.x_train.shape[1:] == registry.get(name).example_shape(T)

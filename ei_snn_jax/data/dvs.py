@@ -382,19 +382,15 @@ def load_cifar10_dvs(path: str | os.PathLike | None, T: int, cache_dir: str | os
   return _cached("cifar10_dvs", T, cache_dir, build, len(CIFAR10_DVS_CLASSES), memory_map)
 
 
-_READERS = {"dvs128_gesture": load_dvs128_gesture, "cifar10_dvs": load_cifar10_dvs}
-
-
-def _read(name: str, T: int, memory_map: bool, path: Any, cache_dir: pathlib.Path,
-          source: str) -> Dataset:
-  del source                                         # "folder" or "auto": the files or the cache
-  return _READERS[name](path, T, cache_dir=cache_dir, memory_map=memory_map)
-
-
 def _load(name: str, data_cfg: Any, source: str, *, seed: int = 0, T: int = 4,
           memory_map: bool = False) -> tuple[np.ndarray, ...]:
-  return folders.load_own_files(name, data_cfg, source,
-                                functools.partial(_read, name, T, memory_map), seed=seed, T=T)
+  reader = load_dvs128_gesture if name == "dvs128_gesture" else load_cifar10_dvs
+
+  def read(path: Any, cache_dir: pathlib.Path, source: str) -> Dataset:
+    del source                                       # "folder" or "auto": the files or the cache
+    return reader(path, T, cache_dir=cache_dir, memory_map=memory_map)
+
+  return folders.load_own_files(name, data_cfg, source, read, seed=seed, T=T)
 
 
 _DVS_SOURCES = ("auto", "folder", "synthetic")

@@ -10,7 +10,6 @@ augmentation), so the transform is ``augment.to_float``. Registers the dataset "
 
 from __future__ import annotations
 
-import functools
 import gzip
 import os
 import pathlib
@@ -119,16 +118,16 @@ def load_mnist(path: str | os.PathLike | None = None, source: str = "auto",
   return Dataset(num_classes=NUM_CLASSES, name="mnist", **arrays)
 
 
-def _read(data_cfg: Any, path: Any, cache_dir: pathlib.Path, source: str) -> Dataset:
-  del cache_dir                                      # MNIST is read directly (no cache)
-  return load_mnist(path, source=source, tfds_data_dir=registry.setting(data_cfg, "tfds_data_dir"))
-
-
 def _load(data_cfg: Any, source: str, *, seed: int = 0, T: int = 4,
           memory_map: bool = False) -> tuple[np.ndarray, ...]:
-  del memory_map
-  return folders.load_own_files("mnist", data_cfg, source, functools.partial(_read, data_cfg),
-                                seed=seed, T=T)
+  del memory_map                                     # MNIST is read directly (no cache)
+
+  def read(path: Any, cache_dir: pathlib.Path, source: str) -> Dataset:
+    del cache_dir
+    return load_mnist(path, source=source,
+                      tfds_data_dir=registry.setting(data_cfg, "tfds_data_dir"))
+
+  return folders.load_own_files("mnist", data_cfg, source, read, seed=seed, T=T)
 
 
 registry.register(registry.DatasetSpec(

@@ -22,7 +22,6 @@ dataset "tiny_imagenet".
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import logging
 import os
 import pathlib
@@ -212,18 +211,15 @@ def load_tiny_imagenet(path: str | os.PathLike | None = None,
   return Dataset(num_classes=NUM_CLASSES, name="tiny_imagenet", **arrays)
 
 
-def _read(data_cfg: Any, memory_map: bool, path: Any, cache_dir: pathlib.Path,
-          source: str) -> Dataset:
-  return load_tiny_imagenet(path, cache_dir=cache_dir, source=source,
-                            tfds_name=registry.setting(data_cfg, "tfds_name"),
-                            tfds_data_dir=registry.setting(data_cfg, "tfds_data_dir"),
-                            memory_map=memory_map)
-
-
 def _load(data_cfg: Any, source: str, *, seed: int = 0, T: int = 4,
           memory_map: bool = False) -> tuple[np.ndarray, ...]:
-  return folders.load_own_files("tiny_imagenet", data_cfg, source,
-                                functools.partial(_read, data_cfg, memory_map), seed=seed, T=T)
+  def read(path: Any, cache_dir: pathlib.Path, source: str) -> Dataset:
+    return load_tiny_imagenet(path, cache_dir=cache_dir, source=source,
+                              tfds_name=registry.setting(data_cfg, "tfds_name"),
+                              tfds_data_dir=registry.setting(data_cfg, "tfds_data_dir"),
+                              memory_map=memory_map)
+
+  return folders.load_own_files("tiny_imagenet", data_cfg, source, read, seed=seed, T=T)
 
 
 registry.register(registry.DatasetSpec(
