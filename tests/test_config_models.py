@@ -10,7 +10,7 @@ import pytest
 
 from ei_snn_jax.training import config as config_lib
 from ei_snn_jax import data, models
-from ei_snn_jax.data import synthetic, transforms
+from ei_snn_jax.data import transforms
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.py")
@@ -78,7 +78,7 @@ def test_config_builds_its_model(path):
   config_lib.validate_config(cfg, num_devices=8)
   model = models.create_model(cfg.model, NUM_CLASSES[cfg.data.name])
   name = cfg.data.name                 # the model input of the dataset's eval transform
-  stored = synthetic.IMAGE_SHAPES.get(name) or (cfg.model.T,) + synthetic.DVS_SENSOR + (2,)
+  stored = data.registry.get(name).example_shape(cfg.model.T)
   x = transforms.eval_transform(name)(jnp.full((2,) + stored, 128, jnp.uint8))
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   out = jax.eval_shape(lambda v: model.apply(v, x), shapes)

@@ -490,11 +490,11 @@ def test_arrays_npz_and_npy_dir_are_mapped_only_when_asked(tmp_path):
 
 
 def test_tiny_imagenet_and_dvs_caches_are_mapped_when_asked(tmp_path):
-  from ei_snn_jax.data import dvs, sources, tiny_imagenet
+  from ei_snn_jax.data import cache, dvs, tiny_imagenet
   x, y = _images(6, (64, 64, 3)), np.arange(6)
-  sources._save_npz_atomic(tmp_path / tiny_imagenet.CACHE_NAME,
-                           format=np.asarray(tiny_imagenet.CACHE_FORMAT), wnids=np.asarray(["a"]),
-                           x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+  cache.save_npz_atomic(tmp_path / tiny_imagenet.CACHE_NAME,
+                        format=np.asarray(tiny_imagenet.CACHE_FORMAT), wnids=np.asarray(["a"]),
+                        x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
   for memory_map in (True, False):
     ds = tiny_imagenet.load_tiny_imagenet(None, cache_dir=tmp_path, memory_map=memory_map)
     assert _is_mapped(ds.x_train) == _is_mapped(ds.x_test) == memory_map
@@ -502,9 +502,9 @@ def test_tiny_imagenet_and_dvs_caches_are_mapped_when_asked(tmp_path):
     assert ds.y_train.dtype == np.int32
   T = 2
   events = _images(4, (T, 128, 128, 2))
-  sources._save_npz_atomic(tmp_path / f"cifar10_dvs_T{T}.npz", x_train=events,
-                           y_train=np.arange(4), x_test=events[:1], y_test=np.arange(1),
-                           format=np.asarray(dvs.CACHE_FORMAT), T=np.asarray(T))
+  cache.save_npz_atomic(tmp_path / f"cifar10_dvs_T{T}.npz", x_train=events,
+                        y_train=np.arange(4), x_test=events[:1], y_test=np.arange(1),
+                        format=np.asarray(dvs.CACHE_FORMAT), T=np.asarray(T))
   for memory_map in (True, False):
     ds = dvs.load_cifar10_dvs(None, T, cache_dir=tmp_path, memory_map=memory_map)
     assert _is_mapped(ds.x_train) == memory_map

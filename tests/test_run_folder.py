@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from ei_snn_jax import data, errors
-from ei_snn_jax.data import sources
+from ei_snn_jax.data import cifar
 from ei_snn_jax.training import checkpointing, metrics, runfolder, train
 from experiments import evaluate as evaluate_cli
 from test_reliability import (REPO, TOTAL_STEPS, assert_bitwise_equal, cli_argv,
@@ -274,8 +274,8 @@ def test_auto_source_rebuilds_the_shared_compact_cifar10(tmp_path, monkeypatch, 
       pytest.fail("../shared/data/cifar10_compact.npz is missing in CI")
     pytest.skip("../shared/data/cifar10_compact.npz is not available")
   monkeypatch.chdir(REPO)
-  assert sources.shared_compact_cifar10() == compact.resolve() or (
-      sources.shared_compact_cifar10().samefile(compact))
+  assert cifar.shared_compact_cifar10() == compact.resolve() or (
+      cifar.shared_compact_cifar10().samefile(compact))
   cfg = tiny_config().data
   with cfg.unlocked() if hasattr(cfg, "unlocked") else open(os.devnull):
     cfg.source, cfg.name, cfg.cache_dir, cfg.train_subset, cfg.test_subset = (

@@ -28,7 +28,7 @@ import struct
 
 import numpy as np
 
-from ei_snn_jax.data.sources import DataError
+from ei_snn_jax.data.base import DataError
 
 AEDAT3_PACKET_HEADER = struct.Struct("<HHIIIIII")   # 28 bytes
 POLARITY_EVENT = 1

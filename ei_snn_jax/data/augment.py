@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ei_snn_jax.data.registry import CUTOUT_FILLS
+
 Array = jax.Array
 
-CUTOUT_FILLS = ("red", "grey")
 CROP_PADDING = 4
 CUTOUT_P = 0.5
 CUTOUT_SCALE = (0.02, 0.4)

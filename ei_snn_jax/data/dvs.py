@@ -27,22 +27,25 @@ folder "10" (gesture 11, "other") sorts after "1", so the labels are (folders "0
 
 The result is cached once as ``<cache_dir>/<name>_T<T>.npz`` (atomic write); later runs read
 only that file. Every problem raises ``DataError`` with one line naming the file and the fix.
+Registers the datasets "dvs128_gesture" and "cifar10_dvs".
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import csv
+import functools
 import logging
 import math
 import os
 import pathlib
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ei_snn_jax.data import aedat, frames
-from ei_snn_jax.data.sources import DataError, Dataset, _save_npz_atomic, read_cache_arrays
+from ei_snn_jax.data import aedat, folders, frames, registry
+from ei_snn_jax.data.base import DataError, Dataset
+from ei_snn_jax.data.cache import read_cache_arrays, save_npz_atomic
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +317,7 @@ def _cached(name: str, T: int, cache_dir: str | os.PathLike | None, build: Calla
   x_train, y_train, x_test, y_test = build()
   if cache is not None:
     try:
-      _save_npz_atomic(cache, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+      save_npz_atomic(cache, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                        format=np.asarray(CACHE_FORMAT), T=np.asarray(int(T)))
       log.info("Cached %s frames in %s", name, cache)
     except OSError as e:
@@ -377,3 +380,25 @@ def load_cifar10_dvs(path: str | os.PathLike | None, T: int, cache_dir: str | os
     return _cifar10_dvs_from_aedat(folder, T, workers)
 
   return _cached("cifar10_dvs", T, cache_dir, build, len(CIFAR10_DVS_CLASSES), memory_map)
+
+
+def _load(name: str, data_cfg: Any, source: str, *, seed: int = 0, T: int = 4,
+          memory_map: bool = False) -> tuple[np.ndarray, ...]:
+  reader = load_dvs128_gesture if name == "dvs128_gesture" else load_cifar10_dvs
+
+  def read(path: Any, cache_dir: pathlib.Path, source: str) -> Dataset:
+    del source                                       # "folder" or "auto": the files or the cache
+    return reader(path, T, cache_dir=cache_dir, memory_map=memory_map)
+
+  return folders.load_own_files(name, data_cfg, source, read, seed=seed, T=T)
+
+
+_DVS_SOURCES = ("auto", "folder", "synthetic")
+registry.register(registry.DatasetSpec(
+    name="dvs128_gesture", num_classes=GESTURE_NUM_CLASSES, image_shape=SENSOR_SIZE + (2,),
+    sources=_DVS_SOURCES, load=functools.partial(_load, "dvs128_gesture"),
+    family="the DVS sets", frames=True, random_subset=True))
+registry.register(registry.DatasetSpec(
+    name="cifar10_dvs", num_classes=len(CIFAR10_DVS_CLASSES), image_shape=SENSOR_SIZE + (2,),
+    sources=_DVS_SOURCES, load=functools.partial(_load, "cifar10_dvs"),
+    family="the DVS sets", frames=True, random_subset=True))

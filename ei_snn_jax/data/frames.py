@@ -25,7 +25,7 @@ import zipfile
 import numpy as np
 
 from ei_snn_jax.data.aedat import Events
-from ei_snn_jax.data.sources import DataError
+from ei_snn_jax.data.base import DataError
 
 POLARITIES = 2
 

@@ -5,7 +5,7 @@ sizes as u32 (N, 28, 28 or N), then the uint8 data. The four files
 ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
 ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``; torchvision's ``MNIST/raw/`` also works)
 become uint8 images (N, 28, 28, 1) and int32 labels. The reference applies ToTensor only (no
-augmentation), so the transform is ``augment.to_float``.
+augmentation), so the transform is ``augment.to_float``. Registers the dataset "mnist".
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import gzip
 import os
 import pathlib
+from typing import Any
 
 import numpy as np
 
-from ei_snn_jax.data import tfds_source
-from ei_snn_jax.data.sources import DataError, Dataset
+from ei_snn_jax.data import folders, registry, tfds_source
+from ei_snn_jax.data.base import DataError, Dataset
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
@@ -115,3 +116,21 @@ def load_mnist(path: str | os.PathLike | None = None, source: str = "auto",
     arrays = _validate(dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test),
                        "tfds mnist")
   return Dataset(num_classes=NUM_CLASSES, name="mnist", **arrays)
+
+
+def _load(data_cfg: Any, source: str, *, seed: int = 0, T: int = 4,
+          memory_map: bool = False) -> tuple[np.ndarray, ...]:
+  del memory_map                                     # MNIST is read directly (no cache)
+
+  def read(path: Any, cache_dir: pathlib.Path, source: str) -> Dataset:
+    del cache_dir
+    return load_mnist(path, source=source,
+                      tfds_data_dir=registry.setting(data_cfg, "tfds_data_dir"))
+
+  return folders.load_own_files("mnist", data_cfg, source, read, seed=seed, T=T)
+
+
+registry.register(registry.DatasetSpec(
+    name="mnist", num_classes=NUM_CLASSES, image_shape=IMAGE_SHAPE,
+    sources=("auto", "folder", "tfds", "synthetic"), load=_load, family="MNIST",
+    random_subset=True))

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-PLACEMENTS = ("auto", "device", "host")
+from ei_snn_jax.data.registry import PLACEMENTS
+
 _GB = 1e9
 _GIB = 2**30
 

@@ -1,21 +1,54 @@
 """Learnable synthetic stand-ins in the shape of every dataset (spec §7.4; offline runs, tests).
 
 ``synthetic_like(name, ...)`` returns (x_train, y_train, x_test, y_test) shaped and typed like
-the real data of ``name``: uint8 images (N, H, W, C) for the image datasets, unsigned event
-counts (N, T, 128, 128, 2) for the DVS datasets. Each class has a fixed prototype (drawn from
-the class count, so train and test share it); examples add noise drawn from ``seed``.
+the real data of ``name`` (its registered ``example_shape``): uint8 images (N, H, W, C) for the
+image datasets, unsigned event counts (N, T, H, W, 2) for the event datasets. Each class has a
+fixed prototype (drawn from the class count, so train and test share it); examples add noise
+drawn from ``seed``. ``synthetic_arrays`` is the CIFAR-shaped stand-in (data.name=synthetic,
+or data.source=synthetic of CIFAR). ``from_config`` reads the sizes from ``config.data``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ei_snn_jax.data.sources import DataError, synthetic_arrays
+from ei_snn_jax.data import registry
+from ei_snn_jax.data.base import DataError
 
-IMAGE_SHAPES = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "synthetic": (32, 32, 3),
-                "tiny_imagenet": (64, 64, 3), "mnist": (28, 28, 1)}
-DVS_NAMES = ("dvs128_gesture", "cifar10_dvs")
-DVS_SENSOR = (128, 128)
+CIFAR_SHAPE = (32, 32, 3)
+
+
+def _check_sizes(train_size: int, test_size: int) -> None:
+  if train_size <= 0 or test_size <= 0:
+    raise DataError(f"synthetic sizes must be positive (train {train_size}, test {test_size}): "
+                    f"set data.synthetic_train_size / data.synthetic_test_size > 0")
+
+
+def synthetic_arrays(num_classes: int, train_size: int, test_size: int,
+                     seed: int = 0) -> tuple[np.ndarray, ...]:
+  """Seeded, learnable uint8 images (spec §7.4 offline stand-in for CIFAR).
+
+  Each class has a mean colour and a coarse 4x4 colour pattern (drawn from a fixed seed, so
+  train and test share them); examples add Gaussian pixel noise drawn from ``seed``. Labels are
+  balanced (round robin) and shuffled.
+  """
+  _check_sizes(train_size, test_size)
+  proto_rng = np.random.default_rng([num_classes, 0x5EED])
+  colour = proto_rng.uniform(50.0, 205.0, size=(num_classes, 1, 1, 3))
+  coarse = proto_rng.uniform(-45.0, 45.0, size=(num_classes, 4, 4, 3))
+  protos = colour + np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)      # (K, 32, 32, 3)
+
+  def split(n: int, which: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, which, 0x5EED])
+    y = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
+    x = protos[y] + rng.normal(0.0, 24.0, size=(n,) + CIFAR_SHAPE)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), y
+
+  x_train, y_train = split(int(train_size), 1)
+  x_test, y_test = split(int(test_size), 2)
+  return x_train, y_train, x_test, y_test
 
 
 def _labels(rng: np.random.Generator, n: int, num_classes: int) -> np.ndarray:
@@ -39,10 +72,10 @@ def _images(shape: tuple[int, int, int], num_classes: int, n_train: int, n_test:
   return split(n_train, 1) + split(n_test, 2)
 
 
-def _events(T: int, num_classes: int, n_train: int, n_test: int,
+def _events(sensor: tuple[int, int], T: int, num_classes: int, n_train: int, n_test: int,
             seed: int) -> tuple[np.ndarray, ...]:
   """Poisson counts: a class-specific blob that drifts over the T frames, plus background."""
-  hh, ww = DVS_SENSOR
+  hh, ww = sensor
   proto_rng = np.random.default_rng([num_classes, T, 0xD75])
   centre = proto_rng.uniform(32, 96, size=(num_classes, 2))
   drift = proto_rng.uniform(-4, 4, size=(num_classes, 2))
@@ -67,14 +100,19 @@ def _events(T: int, num_classes: int, n_train: int, n_test: int,
 def synthetic_like(name: str, num_classes: int, train_size: int, test_size: int, seed: int = 0,
                    T: int = 4) -> tuple[np.ndarray, ...]:
   """Synthetic (x_train, y_train, x_test, y_test) shaped like dataset ``name`` (module doc)."""
-  if train_size <= 0 or test_size <= 0:
-    raise DataError(f"synthetic sizes must be positive (train {train_size}, test {test_size}): "
-                    f"set data.synthetic_train_size / data.synthetic_test_size > 0")
-  if name in DVS_NAMES:
-    return _events(int(T), num_classes, int(train_size), int(test_size), seed)
-  if name in ("cifar10", "cifar100", "synthetic"):
+  _check_sizes(train_size, test_size)
+  spec = registry.get(name)
+  if spec.frames:
+    return _events(tuple(spec.image_shape[:2]), int(T), num_classes, int(train_size),
+                   int(test_size), seed)
+  if tuple(spec.image_shape) == CIFAR_SHAPE:
     return synthetic_arrays(num_classes, int(train_size), int(test_size), seed=seed)
-  if name in IMAGE_SHAPES:
-    return _images(IMAGE_SHAPES[name], num_classes, int(train_size), int(test_size), seed)
-  raise DataError(f"no synthetic stand-in for data.name {name!r}: use one of "
-                  f"{sorted(IMAGE_SHAPES) + list(DVS_NAMES)}")
+  return _images(tuple(spec.image_shape), num_classes, int(train_size), int(test_size), seed)
+
+
+def from_config(name: str, data_cfg: Any, seed: int = 0, T: int = 4) -> tuple[np.ndarray, ...]:
+  """``synthetic_like`` dataset ``name`` with the sizes of ``config.data`` (data.source
+  synthetic)."""
+  return synthetic_like(name, registry.get(name).num_classes,
+                        int(registry.setting(data_cfg, "synthetic_train_size")),
+                        int(registry.setting(data_cfg, "synthetic_test_size")), seed=seed, T=T)

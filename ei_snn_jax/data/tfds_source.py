@@ -10,7 +10,7 @@ import pathlib
 
 import numpy as np
 
-from ei_snn_jax.data.sources import DataError
+from ei_snn_jax.data.base import DataError
 
 
 def load_tfds_supervised(name: str, splits: tuple[str, str], data_dir: str | None = None,

@@ -15,7 +15,8 @@ int32 labels) are written once to ``<cache_dir>/tiny_imagenet.npz`` (atomic); re
 and augmentation happen on the device (``ei_snn_jax.data.imagenet_augment``).
 
 TFDS has no Tiny-ImageNet builder in its catalog; ``source="tfds"`` takes a registered
-community builder by name (``tfds_name``; splits "train" and "validation").
+community builder by name (``tfds_name``; splits "train" and "validation"). Registers the
+dataset "tiny_imagenet".
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import concurrent.futures
 import logging
 import os
 import pathlib
+from typing import Any
 
 import numpy as np
 
-from ei_snn_jax.data import tfds_source
-from ei_snn_jax.data.sources import DataError, Dataset, _save_npz_atomic, read_cache_arrays
+from ei_snn_jax.data import folders, registry, tfds_source
+from ei_snn_jax.data.base import DataError, Dataset
+from ei_snn_jax.data.cache import read_cache_arrays, save_npz_atomic
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +204,25 @@ def load_tiny_imagenet(path: str | os.PathLike | None = None,
     arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     if cache is not None:
       try:
-        _save_npz_atomic(cache, format=np.asarray(CACHE_FORMAT), wnids=wnids, **arrays)
+        save_npz_atomic(cache, format=np.asarray(CACHE_FORMAT), wnids=wnids, **arrays)
         log.info("Cached Tiny-ImageNet arrays in %s", cache)
       except OSError as e:
         log.warning("Could not cache Tiny-ImageNet in %s: %s", cache, e)
   return Dataset(num_classes=NUM_CLASSES, name="tiny_imagenet", **arrays)
+
+
+def _load(data_cfg: Any, source: str, *, seed: int = 0, T: int = 4,
+          memory_map: bool = False) -> tuple[np.ndarray, ...]:
+  def read(path: Any, cache_dir: pathlib.Path, source: str) -> Dataset:
+    return load_tiny_imagenet(path, cache_dir=cache_dir, source=source,
+                              tfds_name=registry.setting(data_cfg, "tfds_name"),
+                              tfds_data_dir=registry.setting(data_cfg, "tfds_data_dir"),
+                              memory_map=memory_map)
+
+  return folders.load_own_files("tiny_imagenet", data_cfg, source, read, seed=seed, T=T)
+
+
+registry.register(registry.DatasetSpec(
+    name="tiny_imagenet", num_classes=NUM_CLASSES, image_shape=IMAGE_SHAPE,
+    sources=("auto", "folder", "tfds", "synthetic"), load=_load, family="Tiny-ImageNet",
+    random_subset=True))

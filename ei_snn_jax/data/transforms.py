@@ -21,18 +21,15 @@ from typing import Callable
 
 import jax
 
-from ei_snn_jax.data import augment, dvs_augment, imagenet_augment
+from ei_snn_jax.data import augment, dvs_augment, imagenet_augment, registry
 
 Array = jax.Array
 
-DATASETS = ("cifar10", "cifar100", "synthetic", "tiny_imagenet", "mnist", "dvs128_gesture",
-            "cifar10_dvs")
-SEQUENCE_DATASETS = ("dvs128_gesture", "cifar10_dvs")
-
 
 def _check(name: str) -> None:
-  if name not in DATASETS:
-    raise ValueError(f"no transforms for dataset {name!r}; choose one of {DATASETS}")
+  if name not in registry.dataset_names():
+    raise ValueError(f"no transforms for dataset {name!r}; choose one of "
+                     f"{registry.dataset_names()}")
 
 
 def eval_transform(name: str) -> Callable[[Array], Array]:
@@ -40,7 +37,7 @@ def eval_transform(name: str) -> Callable[[Array], Array]:
   _check(name)
   if name == "tiny_imagenet":
     return imagenet_augment.eval_batch
-  if name in SEQUENCE_DATASETS:
+  if is_sequence(name):
     return dvs_augment.eval_batch
   return augment.to_float
 
@@ -64,4 +61,4 @@ def train_transform(name: str, augment_data: bool = True,
 
 def is_sequence(name: str) -> bool:
   """True for datasets whose model input is a (T, B, ...) sequence (spec §6.1)."""
-  return name in SEQUENCE_DATASETS
+  return name in registry.dataset_names() and registry.get(name).frames
