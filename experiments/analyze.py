@@ -256,6 +256,7 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
   from ei_snn_jax.training import checkpointing, train
 
   cfg = restore_config(saved_config, data_path)
+  log(f"analyze: loading {cfg.data.name} and re-running E-I Init for the init snapshot")
   exp = train.build_experiment(cfg)
   n = min(batch_size, len(exp.dataset.x_test))
   x = transforms.eval_transform(cfg.data.name)(jax.numpy.asarray(exp.dataset.x_test[:n]))
@@ -280,6 +281,7 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
 
   out = []
   if include_init:
+    log("analyze: probing the init snapshot (the first probe waits for the compile)")
     out.append(snapshot("init", 0, state.params))
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
   try:
@@ -297,12 +299,14 @@ def collect_snapshots(workdir: pathlib.Path, saved_config: dict, *, batch_size: 
         log(f"analyze: checkpoint {step} disappeared while reading (run still training?)")
         continue
       label = f"step {step}" + (" (best)" if "best" in sources else "")
+      log(f"analyze: probing checkpoint {label} ({wanted.index(step) + 1} of {len(wanted)})")
       out.append(snapshot(label, step, restored.params, restored.batch_stats))
   finally:
     ckpt.close()
   info = {"batch": f"first {n} test images of {cfg.data.name}", "batch_size": n,
           "steps_per_epoch": exp.steps_per_epoch, "num_replicas": n_rep}
   if last:
+    log(f"analyze: estimating energy per example at {last['label']}")
     info["energy"] = (last["label"], energy_lib.estimate(exp.model, last["variables"], x,
                                                          train=False))
   return out, info

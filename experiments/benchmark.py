@@ -26,8 +26,9 @@ time, which other processes' load inflates (``load_avg`` is recorded). Compile t
 live, but it also holds the JAX runtime, the compiler and the dataset).
 
 Each run appends one JSON line (device kind, versions, batch, T, dtype, replicas, results, the
-ratio SNN/ANN, the exact command) to ``--out`` (default
-``experiments/results/benchmark_<device>.jsonl``).
+ratio SNN/ANN, the exact command) to ``--out`` (default ``runs/benchmarks/benchmark_<device>.jsonl``,
+outside version control; pass ``--out=experiments/results/`` to add a row to the published
+tables).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from absl import flags
 from experiments import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / "experiments" / "results"
+# The default --out, git-ignored; the published rows live in experiments/results/.
+LOCAL_RESULTS = REPO / "runs" / "benchmarks"
 PARTS = ("snn", "ann")
 
 
@@ -107,7 +109,8 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
   flags.DEFINE_bool("in_process", False, "run the parts in this process (memory numbers then "
                     "overlap)", **f)
   flags.DEFINE_string("out", None, "JSONL file to append to, or a directory (ending in /) for "
-                      "its benchmark_<device>.jsonl (default experiments/results/)", **f)
+                      "its benchmark_<device>.jsonl (default runs/benchmarks/, git-ignored; "
+                      "experiments/results/ holds the published rows)", **f)
   flags.DEFINE_string("note", None, "free text stored with the record (e.g. which change it "
                       "measures), shown in the cost table", **f)
   flags.DEFINE_string("target", None, "compile for an accelerator that is not attached and "
@@ -613,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   record = make_record(args, argv, parts)
   if args.rounds > 1:
     record.update(rounds_summary(rounds))
-  out = pathlib.Path(args.out or RESULTS)
+  out = pathlib.Path(args.out or LOCAL_RESULTS)
   if args.out is None or args.out.endswith("/") or out.is_dir():
     out = out / f"benchmark_{_slug(record['device_kind'])}.jsonl"
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Evaluate a trained run, or one of the authors' released models, on its test set.
 
-  python -m experiments.evaluate --workdir=runs/default                 # best checkpoint
+  python -m experiments.evaluate --workdir=runs/default                 # best (else latest)
   python -m experiments.evaluate --workdir=runs/default --which=latest
   python -m experiments.evaluate --workdir=runs/default --config.data.path=/data/cifar10.npz
   python -m experiments.evaluate --pretrained=checkpoints/CIFAR10-VGG16 \
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -29,12 +30,19 @@ MISSING = ("missing --workdir: pass --workdir=DIR, the folder of a run made by e
            "config.json, or a Hub name like vwOvOwv/DeepEISNN/CIFAR10-VGG16)")
 
 
+def _stage(text: str) -> None:
+  """One progress line on stderr (stdout keeps the single JSON result line)."""
+  print(f"[evaluate] {text}", file=sys.stderr, flush=True)
+
+
 def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
-                     overrides: dict | None = None) -> dict:
+                     overrides: dict | None = None, fallback: bool = False) -> dict:
   """Restore ``which`` ("best" | "latest") checkpoint of ``workdir`` and evaluate it.
 
-  ``overrides``: {dotted field: value} set on the saved config. Returns {"step", "checkpoint",
-  "test_loss", "test_accuracy"}.
+  ``overrides``: {dotted field: value} set on the saved config. ``fallback``: when there is no
+  best checkpoint (a run stopped by ``train.max_steps`` before its first evaluation), evaluate
+  the latest one and say so on stderr. Returns {"step", "checkpoint", "test_loss",
+  "test_accuracy"}.
   """
   from ei_snn_jax.core import dale
   from ei_snn_jax.training import checkpointing, config as config_lib, train
@@ -46,16 +54,33 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
   config = config_lib.config_from_saved(json.loads(cfg_file.read_text())["config"])
   for key, value in (overrides or {}).items():
     config_lib.set_field(config, key, str(value))
+  _stage(f"loading {config.data.name} and building {config.model.variant} "
+         f"{config.model.arch} (T={config.model.T})")
   exp = train.build_experiment(config)
   template = train.init_state(exp)
   ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  restored = (ckpt.restore_best if which == "best" else ckpt.restore_latest)(
-      template, exp.replicated)
-  ckpt.close()
+  try:
+    restored = (ckpt.restore_best if which == "best" else ckpt.restore_latest)(
+        template, exp.replicated)
+    if restored is None and which == "best":
+      latest = ckpt.restore_latest(template, exp.replicated)
+      if latest is not None and fallback:
+        _stage(f"{workdir} has no best checkpoint (no evaluation has run yet): evaluating the "
+               f"latest, step {int(latest[0].step)}")
+        restored, which = latest, "latest"
+      elif latest is not None:
+        raise config_lib.ConfigError(
+            f"{workdir} has no best checkpoint (no evaluation has run yet); its latest is step "
+            f"{int(latest[0].step)}: pass --which=latest")
+  finally:
+    ckpt.close()
   if restored is None:
-    raise config_lib.ConfigError(f"{workdir} has no {which} checkpoint yet: train it first")
+    raise config_lib.ConfigError(f"{workdir} has no checkpoint yet: train it first "
+                                 f"(python -m experiments.train --workdir={workdir} ...)")
   state, _ = restored
   state = state.replace(params=dale.project_nonnegative(state.params))
+  _stage(f"evaluating step {int(state.step)} ({which}) on the test set (the first batch "
+         "waits for the compile)")
   result = train.evaluate(exp, state)
   return {"step": int(state.step), "checkpoint": which, **result}
 
@@ -75,7 +100,9 @@ def evaluate_pretrained(name_or_dir: str | pathlib.Path, overrides: dict | None 
   for key, value in (overrides or {}).items():
     config_lib.set_field(config, key, str(value))
   released_lib.check_data(config, released)
+  _stage(f"loading {config.data.name} and building {released.name}")
   exp = train.build_experiment(config)
+  _stage("evaluating on the test set (the first batch waits for the compile)")
   result = train.evaluate(exp, released_lib.evaluation_state(exp, released))
   out = {"pretrained": released.name, **result}
   if released.reported_top1 is not None:
@@ -90,7 +117,8 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
   flags.DEFINE_string("pretrained", None, "instead of --workdir: a released model, a folder with "
                       "model.safetensors + config.json or a Hugging Face Hub name like "
                       "vwOvOwv/DeepEISNN/CIFAR10-VGG16", flag_values=fv)
-  flags.DEFINE_enum("which", "best", ["best", "latest"], "which checkpoint to evaluate",
+  flags.DEFINE_enum("which", "best", ["best", "latest"], "which checkpoint to evaluate (by "
+                    "default the best, else the latest when no evaluation has run yet)",
                     flag_values=fv)
   config_flags.DEFINE_config_dict("config", config_lib.base_config(), "overrides of the saved "
                                   "config, e.g. --config.data.path=X", flag_values=fv,
@@ -114,7 +142,8 @@ def body(fv: flags.FlagValues, args: list[str]) -> None:
     return
   if not fv.workdir:
     raise config_lib.ConfigError(MISSING)
-  print(json.dumps(evaluate_workdir(fv.workdir, fv.which, overrides)), flush=True)
+  print(json.dumps(evaluate_workdir(fv.workdir, fv.which, overrides,
+                                    fallback=not fv["which"].present)), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

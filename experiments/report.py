@@ -263,8 +263,30 @@ def format_duration(seconds: float | None) -> str:
   return f"{seconds / 3600:.2f} h"
 
 
-def table_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
-  """One row per group of runs that differ only in the seed, in the order first seen."""
+def unique_seeds(members: Sequence[Run]) -> tuple[list[Run], list[str]]:
+  """One run per seed: the same seed found in several folders (a copied or restarted run) counts
+  once, as the furthest of them (finished first, then most epochs, then the latest best).
+
+  Returns (the kept runs sorted by seed, one note per seed found more than once).
+  """
+  by_seed: dict[int, list[Run]] = {}
+  for run in members:
+    by_seed.setdefault(run.seed, []).append(run)
+  kept, notes = [], []
+  for seed in sorted(by_seed):
+    copies = sorted(by_seed[seed], key=lambda r: (r.finished, r.epochs_done,
+                                                   -1.0 if r.best is None else r.best),
+                    reverse=True)
+    kept.append(copies[0])
+    if len(copies) > 1:
+      notes.append(f"seed {seed} is in {len(copies)} folders "
+                   f"({', '.join(str(r.path) for r in copies)}): counted once, as {copies[0].path}")
+  return kept, notes
+
+
+def table_rows(runs: Sequence[Run], warn=None) -> list[dict[str, str]]:
+  """One row per group of runs that differ only in the seed, in the order first seen; a seed
+  found in several folders counts once (``unique_seeds``; ``warn`` gets each such note)."""
   from ei_snn_jax.analysis import paper_results
 
   groups: dict[str, list[Run]] = {}
@@ -272,7 +294,9 @@ def table_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     groups.setdefault(group_key(run), []).append(run)
   rows = []
   for members in groups.values():
-    members = sorted(members, key=lambda r: r.seed)
+    members, duplicates = unique_seeds(members)
+    for note in duplicates:
+      (warn or (lambda text: print(f"note: {text}", file=sys.stderr)))(note)
     first = members[0]
     dataset, arch = first.get("data.name", "?"), first.get("model.arch", "?")
     variant, T = first.get("model.variant", "?"), first.get("model.T")

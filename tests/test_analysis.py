@@ -288,6 +288,20 @@ def test_report_counts_each_vmapped_seed(tiny_run, tmp_path):
   assert "2 seeds vmapped in one run" in row["notes"]
 
 
+def test_report_counts_a_seed_found_in_two_folders_once(tiny_run, tmp_path):
+  root = tmp_path / "runs"
+  _fake_run(tiny_run, root / "a_s3", 3, [0.20, 0.30])
+  _fake_run(tiny_run, root / "b_s3_copy", 3, [0.20])          # the same seed, stopped earlier
+  _fake_run(tiny_run, root / "a_s4", 4, [0.50, 0.40])
+  notes = []
+  runs = [report.load_run(p) for p in report.find_runs([root])]
+  [row] = report.table_rows(runs, warn=notes.append)
+  assert row["seeds"] == "3, 4" and row["n"] == "2"
+  assert row["best test acc (%)"] == f"40.00 ± {100 * np.std([0.3, 0.5], ddof=1):.2f}"
+  [note] = notes
+  assert note.startswith("seed 3 is in 2 folders") and note.endswith(f"as {root / 'a_s3'}")
+
+
 def test_report_cli_one_line_errors(tmp_path, capsys):
   assert report.main([str(tmp_path / "missing")]) == 2
   err = capsys.readouterr().err.strip()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shlex
+import shutil
 
 import pytest
 
@@ -45,6 +46,35 @@ def test_evaluate_applies_overrides_to_the_saved_config(tiny_workdir, capsys):
   assert "/nonexistent.npz does not exist" in capsys.readouterr().err
   assert evaluate.main([f"--workdir={tiny_workdir}", "--config.data.pth=/x.npz"]) == 2
   assert "unknown config key 'data.pth': did you mean data.path" in capsys.readouterr().err
+
+
+def test_evaluate_falls_back_to_latest_when_no_evaluation_ran(tiny_workdir, tmp_path, capsys):
+  # A run stopped (train.max_steps) before its first epoch ended has no best checkpoint.
+  run = tmp_path / "run"
+  shutil.copytree(tiny_workdir, run, ignore=shutil.ignore_patterns("best"))
+  assert evaluate.main([f"--workdir={run}"]) == 0
+  captured = capsys.readouterr()
+  assert json.loads(captured.out.strip().splitlines()[-1])["checkpoint"] == "latest"
+  assert "no best checkpoint" in captured.err and "evaluating the latest, step 2" in captured.err
+  assert evaluate.main([f"--workdir={run}", "--which=best"]) == 2   # asked for explicitly
+  assert capsys.readouterr().err.strip().endswith("its latest is step 2: pass --which=latest")
+
+
+def test_train_summary_line_says_when_it_is_a_mean_over_seeds():
+  one = {"step": 8, "total_steps": 8, "wall_time": 3.0, "best_test_accuracy": 0.5,
+         "final_test_accuracy": None}
+  assert train.summary_line(one, "w") == (
+      "done: step 8/8, best test accuracy 0.5000, final –, wall time 3.0 s -> w/summary.json")
+  two = {**one, "num_replicas": 2, "best_test_accuracy_mean": 0.4, "best_test_accuracy_std": 0.1,
+         "final_test_accuracy_mean": 0.3, "final_test_accuracy_std": 0.05}
+  assert "test accuracy over 2 seeds (mean ± sample std): best 0.4000 ± 0.1000, final " \
+         "0.3000 ± 0.0500" in train.summary_line(two, "w")
+
+
+def test_benchmark_writes_outside_the_tracked_results_by_default():
+  assert benchmark.LOCAL_RESULTS == REPO / "runs" / "benchmarks"
+  ignored = (REPO / ".gitignore").read_text().split()
+  assert "runs/" in ignored and "build/" in ignored
 
 
 def test_evaluate_errors_are_one_line(tmp_path, capsys):
