@@ -521,6 +521,40 @@ def test_the_quick_start_model_exports_and_what_cannot_is_one_line(tmp_path):
     released_lib.reference_config(config)
 
 
+def test_export_cli_writes_a_run_that_loads_back(tmp_path, capsys):
+  """experiments.export: a run folder's checkpoint -> the two released files, params bit for
+  bit; a run of a format it cannot hold is one error line (exit 2) and writes nothing."""
+  from ei_snn_jax.training import checkpointing, train
+  from experiments import export
+  tiny = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=16",
+          "data.synthetic_test_size=16", "model.width_multiplier=0.0625", "model.T=1",
+          "train.batch_size=8", "parallel.num_devices=1"]
+  config = config_lib.load_config(str(pathlib.Path(__file__).parents[1] / "configs/default.py"),
+                                  tiny)
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps({"fingerprint": "test",
+                                               "config": config.to_dict()}))
+  state = train.init_state(train.build_experiment(config))
+  state = state.replace(step=state.step + 3)
+  ckpt = checkpointing.Checkpointer(run)
+  ckpt.save(3, state, {"step": 3})
+  ckpt.close()
+  out = tmp_path / "shared" / "my-run"
+  assert export.main([f"--workdir={run}", f"--out={out}", "--dataset=CIFAR10"]) == 0
+  line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert line == {"exported": str(out), "step": 3, "checkpoint": "latest", "dataset": "CIFAR10",
+                  "arch": "VGG8"}
+  back = pretrained.load_pretrained(out)
+  want = jax.device_get(state.params)
+  assert jax.tree.all(jax.tree.map(lambda a, b: np.asarray(a).tobytes() == b.tobytes(), want,
+                                   back.variables["params"]))
+  assert export.main([f"--workdir={run}", f"--out={tmp_path / 'x'}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: data.name='synthetic' has no dataset of the reference"), err
+  assert not (tmp_path / "x").exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # experiments.evaluate --pretrained
 
