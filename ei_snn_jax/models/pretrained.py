@@ -16,6 +16,13 @@ of the file must be consumed and every parameter filled with its shape: the firs
 not fit (missing, unexpected, wrong shape or dtype) raises ``PretrainedError``, one line naming
 the key, the expected and the found shape.
 
+One table each serves both directions: ``KEY_TABLE`` (state_dict key <-> variable path and
+layout, per kind of layer) and ``CONFIG_TABLE`` (config.json key <-> this project's config field);
+import reads them one way (``state_dict_to_variables``, ``config_fields``), export the other
+(``variables_to_state_dict``, ``reference_config_of``). A width other than the paper's is the
+extra config.json key ``width_multiplier`` (only this project reads it). Which parameters Dale's
+law clamps is what the model's layers declare (``Pretrained.masks``, ``ei_snn_jax.roles``).
+
 The project config is ``base_config()`` plus ``Pretrained.config_fields`` (dotted fields such as
 ``"model.arch": "vgg16"``); ``ei_snn_jax.training.pretrained.pretrained_config`` builds it
 (``models`` sits below ``training`` in the import order, tests/test_layout.py).

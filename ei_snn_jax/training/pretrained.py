@@ -9,7 +9,8 @@ order) turns them into a config of this project and back:
 * ``evaluation_state(exp, pretrained)``: the ``TrainState`` that ``train.evaluate`` takes, after
   checking that the experiment's data fit the model (``check_data``).
 * ``reference_config(config)`` / ``pretrained_from_run(config, variables)``: a run of this project
-  as a released model, for ``models.pretrained.save_pretrained``.
+  as a released model, for ``models.pretrained.save_pretrained`` (``experiments.export``), by
+  the same tables the import reads.
 """
 
 from __future__ import annotations
