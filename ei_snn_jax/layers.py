@@ -482,10 +482,6 @@ class EIHead(EIDense):
   output_layer: bool = True
 
 
-# Names of the head parameters that never receive a gradient (spec §1.3, §11.3), per layer kind.
-UNUSED_HEAD_PARAMS = {"ei": ("g_i", "g_e", "bias"), "dann": ("alpha", "g", "bias")}
-
-
 class LIF(nn.Module):
   """Multi-step LIF on the merged batch (spec §5): (T*B, ...) currents -> (T*B, ...) spikes.
 

@@ -6,8 +6,8 @@ The learning rate is linear warmup from ``init_lr`` to ``lr`` then cosine to 0, 
 The E-I head's g_I, g_E and b_E never receive a gradient in the reference (so no decay and no
 momentum either): they are masked out of weight decay here. For any model the mask comes from
 its layers: pass ``decay_mask=roles.parameter_masks(model, x)`` (or its ``.weight_decay``);
-without one, ``weight_decay_mask`` recognises the library's models by their parameter paths
-(and an E-I or DANN output layer named "head" at the top of a user's model).
+without one, ``weight_decay_mask`` applies the roles the library's layers declare to the
+parameter tree alone (``library_masks``: exact for the library's models).
 
   masks = ei_snn_jax.parameter_masks(model, images)
   tx, schedule = ei_snn_jax.make_optimizer(0.1, 1e-7, 100, 10_000, 5e-4, decay_mask=masks)
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from ei_snn_jax import layers, roles, tree as tree_lib
+from ei_snn_jax.core import dale
 
 
 def learning_rate_schedule(lr: float, init_lr: float, warmup_steps: int,
@@ -37,36 +38,62 @@ def learning_rate_schedule(lr: float, init_lr: float, warmup_steps: int,
   return optax.cosine_decay_schedule(lr, total_steps, 0.0)
 
 
-def unused_parameter_mask(params: Any) -> Any:
-  """True for the output layer's dead parameters: g_i, g_e, bias of an ``EIHead`` (spec §1.3)
-  and alpha, g, bias of a ``DANNHead``; they exist only so that parameter counts match.
+# The library's E-I and DANN layers as (hidden layer, output layer) prototypes: unbound modules
+# whose ``parameter_roles()`` are the declarations themselves (no parameters are built). The
+# output layer's declaration names every parameter of its kind. (A LIF's learnable "w" and
+# "threshold" are too common names to recognise without the model: ``roles.parameter_masks``.)
+_PROTOTYPES = ((layers.EIDense(1), layers.EIHead(1)), (layers.DANNDense(1), layers.DANNHead(1)))
 
-  Recognised by path: the library's models name their head "head" and hold the E-I (DANN) layer
-  in it as "ei" ("dann"); a user's model whose top-level E-I (DANN) layer is itself named
-  "head" is recognised too. For any model use ``roles.parameter_masks(model, x).unused``, which
-  the layers declare.
+
+def _declared_roles(module_path: tuple[str, ...], names: frozenset[str]) -> dict:
+  """{parameter name: role} that the library layer owning the parameters ``names`` at
+  ``module_path`` declares ({} for a module of no such layer). The owner is the library layer
+  whose declared parameters include all of ``names``; the output layer is the module the
+  library's models name "head" (``models.common.Head``)."""
+  for hidden, output in _PROTOTYPES:
+    declared = output.parameter_roles()
+    if names <= set(declared):
+      owner = output if module_path[:1] == ("head",) else hidden
+      return owner.parameter_roles()
+  return {}
+
+
+def library_masks(params: Any) -> roles.ParameterMasks:
+  """``roles.ParameterMasks`` of a parameter tree of the library's models, without the model:
+  each module's parameters get the roles its layer declares (``_declared_roles``).
+
+  For any model (a user's own layers, an E-I output layer not named "head") use
+  ``roles.parameter_masks(model, x)``, which asks the model's own layers: a parameter tree
+  alone cannot say which layer class owns a module.
   """
-  kinds = {"w_ee": "ei", "w_ex": "dann"}
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  # Module paths that hold an E-I / DANN layer's kernel, with the layer's kind.
-  owners = {tree_lib.path_names(path)[:-1]: kinds[tree_lib.leaf_name(path)]
-            for path, _ in flat if tree_lib.leaf_name(path) in kinds}
-
-  def is_unused(path, _):
+  modules: dict[tuple[str, ...], set[str]] = {}
+  for path, _ in flat:
     names = tree_lib.path_names(path)
-    if len(names) < 2 or names[0] != "head":
-      return False
-    kind = names[-2] if names[-2] in layers.UNUSED_HEAD_PARAMS else owners.get(names[:-1])
-    return kind is not None and (names[:-1] == ("head",) or names[-2] == kind) and (
-        names[-1] in layers.UNUSED_HEAD_PARAMS[kind])
+    modules.setdefault(names[:-1], set()).add(names[-1])
+  declared = {m: _declared_roles(m, frozenset(n)) for m, n in modules.items()}
 
-  return jax.tree_util.tree_map_with_path(is_unused, params)
+  def role(path, _):
+    names = tree_lib.path_names(path)
+    return declared[names[:-1]].get(names[-1], roles.DEFAULT_ROLE)
+
+  return roles.masks_from_roles(jax.tree_util.tree_map_with_path(role, params))
+
+
+def unused_parameter_mask(params: Any) -> Any:
+  """True for the output layer's dead parameters (g_i, g_e, bias of an ``EIHead``; alpha, g,
+  bias of a ``DANNHead``, spec §1.3), as the layers declare them (``library_masks``)."""
+  return library_masks(params).unused
 
 
 def weight_decay_mask(params: Any) -> Any:
-  """True for every parameter that is weight-decayed (all but the unused head parameters), by
-  path as ``unused_parameter_mask``; for any model use ``roles.parameter_masks(...).weight_decay``."""
-  return jax.tree.map(lambda unused: not unused, unused_parameter_mask(params))
+  """True for every parameter that is weight-decayed, as the layers declare it
+  (``library_masks``; for any model ``roles.parameter_masks(model, x).weight_decay``)."""
+  return library_masks(params).weight_decay
+
+
+# Dale's projection without a mask projects what the library's layers declare sign-constrained.
+dale.set_default_mask(lambda params: library_masks(params).sign_constrained)
 
 
 MOMENTUM_FIRST_STEPS = ("reference", "optax")
@@ -109,7 +136,8 @@ def make_optimizer(lr: float, init_lr: float, warmup_steps: int, total_steps: in
   "optax" (buf_0 = g_0, as torch.optim.SGD). ``decay_mask``: which parameters are
   decayed: the ``roles.ParameterMasks`` of any model (``roles.parameter_masks(model, x)``, its
   ``weight_decay`` mask is used), a pytree of bools or a function params -> pytree
-  (``optax.masked``); default: the library's models by path (``weight_decay_mask`` above). Dale's projection is *not* part of the chain: apply
+  (``optax.masked``); default: ``weight_decay_mask`` (the library's layers' roles). Dale's
+  projection is *not* part of the chain: apply
   ``dale.project_nonnegative`` to the params after ``optax.apply_updates`` (or append
   ``dale.dale_projection()``).
   """

@@ -12,6 +12,12 @@ collects them for a whole model, the library's or a user's, from one abstract ``
 is unchanged). Parameters of other layers (``flax.linen.Dense``, ``BatchNorm``, ...) get the
 default role: unconstrained and decayed.
 
+These declarations are the one source of what Dale's projection clamps (``core.dale``), which
+parameters the optimizer decays (``optim.make_optimizer``) and what an imported checkpoint is
+projected on (``models.pretrained``); none of them lists parameter names. A new layer only
+declares ``parameter_roles``. (``optim.library_masks`` applies the library layers' declarations
+to a parameter tree without its model, the default where no mask is passed.)
+
   masks = roles.parameter_masks(model, images)          # any Linen model, any sample batch
   tx, _ = optim.make_optimizer(..., decay_mask=masks.weight_decay)
   params = dale.project_nonnegative(optax.apply_updates(params, updates), masks.sign_constrained)

@@ -463,9 +463,96 @@ def test_a_run_exports_to_the_released_format_and_back(tmp_path):
   fields = back.config_fields
   get = lambda key: functools.reduce(lambda node, part: node[part], key.split("."), config)
   assert all(get(key) == value for key, value in fields.items()), fields
-  config.model.width_multiplier = 0.5
-  with pytest.raises(pretrained.PretrainedError, match="width_multiplier=0.5 has no counterpart"):
+  config.model.ei_stabilization = "epsilon"
+  with pytest.raises(pretrained.PretrainedError,
+                     match="model.ei_stabilization='epsilon' has no counterpart"):
     released_lib.reference_config(config)
+
+
+def random_run_variables(config, num_classes: int = 10, seed: int = 0) -> dict:
+  """{"params", ["batch_stats"]} of the model of ``config``, random float32 values."""
+  model = models.create_model(config.model, num_classes)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                          jax.ShapeDtypeStruct((2, 32, 32, 3), np.float32))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32),
+                      {k: shapes[k] for k in ("params", "batch_stats") if k in shapes})
+
+
+@pytest.mark.parametrize("variant", ["ei", "bn"])
+@pytest.mark.parametrize("arch", ["vgg8", "vgg11", "vgg16", "vgg19", "resnet18"])
+def test_export_then_import_gives_the_params_back_bitwise(arch, variant, tmp_path):
+  """One key table serves both ways: every supported architecture, at a small width (written as
+  config.json's width_multiplier), exports and imports back bit for bit, config fields too."""
+  config = config_lib.load_config(str(pathlib.Path(__file__).parents[1] / "configs/default.py"),
+                                  [f"model.arch={arch}", f"model.variant={variant}",
+                                   "model.width_multiplier=0.0625", "model.T=2"])
+  variables = random_run_variables(config)
+  run = released_lib.pretrained_from_run(config, variables)
+  assert run.reference_config["width_multiplier"] == 0.0625
+  back = pretrained.load_pretrained(pretrained.save_pretrained(tmp_path / "run", run))
+  flat = lambda tree: {jax.tree_util.keystr(p): l for p, l in
+                       jax.tree_util.tree_flatten_with_path(tree)[0]}
+  a, b = flat(variables), flat(back.variables)
+  assert list(a) == list(b)
+  for key in a:
+    assert (a[key].dtype, a[key].shape, a[key].tobytes()) == (
+        b[key].dtype, b[key].shape, b[key].tobytes()), key
+  get = lambda key: functools.reduce(lambda node, part: node[part], key.split("."), config)
+  assert all(get(key) == value for key, value in back.config_fields.items()), back.config_fields
+
+
+def test_the_quick_start_model_exports_and_what_cannot_is_one_line(tmp_path):
+  """configs/default.py (width 0.25) exports; a parameter without a key (a learnable LIF time
+  constant) or an option without one (DANN) is one error line, and nothing is written."""
+  config = config_lib.load_config(str(pathlib.Path(__file__).parents[1] / "configs/default.py"))
+  variables = random_run_variables(config)
+  folder = pretrained.save_pretrained(tmp_path / "quick",
+                                      released_lib.pretrained_from_run(config, variables))
+  back = pretrained.load_pretrained(folder)
+  assert back.name == "quick" and back.config_fields["model.width_multiplier"] == 0.25
+  extra = {"params": {**variables["params"], "lif0": {"w": np.zeros((), np.float32)}}}
+  with pytest.raises(pretrained.PretrainedError, match=r"params/lif0/w \(\) has no key in the "
+                     "released format"):
+    released_lib.pretrained_from_run(config, extra)
+  config.model.variant = "dann"
+  with pytest.raises(pretrained.PretrainedError,
+                     match="model.variant='dann' has no counterpart in the released format"):
+    released_lib.reference_config(config)
+
+
+def test_export_cli_writes_a_run_that_loads_back(tmp_path, capsys):
+  """experiments.export: a run folder's checkpoint -> the two released files, params bit for
+  bit; a run of a format it cannot hold is one error line (exit 2) and writes nothing."""
+  from ei_snn_jax.training import checkpointing, train
+  from experiments import export
+  tiny = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=16",
+          "data.synthetic_test_size=16", "model.width_multiplier=0.0625", "model.T=1",
+          "train.batch_size=8", "parallel.num_devices=1"]
+  config = config_lib.load_config(str(pathlib.Path(__file__).parents[1] / "configs/default.py"),
+                                  tiny)
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps({"fingerprint": "test",
+                                               "config": config.to_dict()}))
+  state = train.init_state(train.build_experiment(config))
+  state = state.replace(step=state.step + 3)
+  ckpt = checkpointing.Checkpointer(run)
+  ckpt.save(3, state, {"step": 3})
+  ckpt.close()
+  out = tmp_path / "shared" / "my-run"
+  assert export.main([f"--workdir={run}", f"--out={out}", "--dataset=CIFAR10"]) == 0
+  line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert line == {"exported": str(out), "step": 3, "checkpoint": "latest", "dataset": "CIFAR10",
+                  "arch": "VGG8"}
+  back = pretrained.load_pretrained(out)
+  want = jax.device_get(state.params)
+  assert jax.tree.all(jax.tree.map(lambda a, b: np.asarray(a).tobytes() == b.tobytes(), want,
+                                   back.variables["params"]))
+  assert export.main([f"--workdir={run}", f"--out={tmp_path / 'x'}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: data.name='synthetic' has no dataset of the reference"), err
+  assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,13 @@ of the file must be consumed and every parameter filled with its shape: the firs
 not fit (missing, unexpected, wrong shape or dtype) raises ``PretrainedError``, one line naming
 the key, the expected and the found shape.
 
+One table each serves both directions: ``KEY_TABLE`` (state_dict key <-> variable path and
+layout, per kind of layer) and ``CONFIG_TABLE`` (config.json key <-> this project's config field);
+import reads them one way (``state_dict_to_variables``, ``config_fields``), export the other
+(``variables_to_state_dict``, ``reference_config_of``). A width other than the paper's is the
+extra config.json key ``width_multiplier`` (only this project reads it). Which parameters Dale's
+law clamps is what the model's layers declare (``Pretrained.masks``, ``ei_snn_jax.roles``).
+
 The project config is ``base_config()`` plus ``Pretrained.config_fields`` (dotted fields such as
 ``"model.arch": "vgg16"``); ``ei_snn_jax.training.pretrained.pretrained_config`` builds it
 (``models`` sits below ``training`` in the import order, tests/test_layout.py).
@@ -40,11 +47,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ei_snn_jax import errors, layers
+from ei_snn_jax import errors, layers, roles
 from ei_snn_jax.core import dale
 from ei_snn_jax.models import common
-from ei_snn_jax.models.resnet import SEWResNet
-from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG
+from ei_snn_jax.models.resnet import SEWResNet, block_layout, has_downsample, resnet18_widths
+from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG, scaled_layers
 
 HUB_REPO = "vwOvOwv/DeepEISNN"
 WEIGHTS_FILE = "model.safetensors"
@@ -104,6 +111,8 @@ _ARCHS = {("VGG", 8): "vgg8", ("VGG", 11): "vgg11", ("VGG", 16): "vgg16", ("VGG"
 _SURROGATES = {"sigmoid": 4.0, "atan": 2.0}
 # Reference LIF settings this project implements only at their default (spec §5).
 _NEURON_DEFAULTS = {"decay_input": False, "v_reset": None, "detach_reset": True, "step_mode": "m"}
+# This project's fields the released format has no key for: a model is exported only at these.
+_FIXED_FIELDS = {"model.ei_stabilization": "adaptive"}
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -112,8 +121,84 @@ def _fmt(shape: tuple[int, ...]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# config.json -> this project's config fields
+# config.json <-> this project's config fields: one table, read one way on import, the other on
+# export
 # ---------------------------------------------------------------------------------------------
+
+REQUIRED = object()   # ``ConfigEntry.default`` of a key every released config.json has
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigEntry:
+  """One config.json entry and the field of this project it is (spec §7.1, §12).
+
+  Attributes:
+    key: the config.json key; "neuron.tau" is ``tau`` inside its ``neuron`` object.
+    field: this project's dotted config field (``training.config.base_config()``).
+    kind: "int" (an integer >= ``low``), "float", "positive" (a float > 0), "probability" (a
+      float in [0, 1)), or a {config.json value: field value} dict.
+    default: the config.json value when the key is absent (import); left out on export when
+      ``omit_default`` and the field has it. ``REQUIRED``: import fails without the key.
+    applies: the models that have the key: "all", "ei" (E-I only), "vgg" (VGG only),
+      "warmup" (with warmup epochs).
+    recipe: a training-recipe key: import skips it when absent or not a number.
+    omit_default: export leaves the key out when the field has the default value.
+    low: the least value of an "int".
+  """
+  key: str
+  field: str
+  kind: Any
+  default: Any = REQUIRED
+  applies: str = "all"
+  recipe: bool = False
+  omit_default: bool = False
+  low: int = 1
+
+
+CONFIG_TABLE: tuple[ConfigEntry, ...] = (
+    ConfigEntry("T", "model.T", "int"),
+    ConfigEntry("ei_ratio", "model.ei_ratio", "int", applies="ei"),
+    ConfigEntry("dropout", "model.dropout", "probability", default=0.0, applies="vgg"),
+    # Not a key of the reference (which builds the paper's widths only): written when != 1, so a
+    # narrow run of this project exports, imports back here, and fails in the reference code.
+    ConfigEntry("width_multiplier", "model.width_multiplier", "positive", default=1.0,
+                omit_default=True),
+    ConfigEntry("neuron.tau", "model.tau", "positive", default=2.0),
+    ConfigEntry("neuron.v_threshold", "model.threshold", "positive", default=1.0,
+                omit_default=True),
+    ConfigEntry("neuron.surrogate_function", "model.surrogate", {s: s for s in _SURROGATES},
+                default="sigmoid", omit_default=True),
+    ConfigEntry("epochs", "train.epochs", "int", recipe=True),
+    # The reference warms up only when warmup_epochs is given (its default 0, spec §7.2).
+    ConfigEntry("warmup_epochs", "optim.warmup_epochs", "int", default=0, omit_default=True,
+                low=0),
+    ConfigEntry("batch_size", "train.batch_size", "int", recipe=True),
+    ConfigEntry("init_learning_rate", "optim.init_lr", "float", applies="warmup", recipe=True),
+    ConfigEntry("learning_rate", "optim.lr", "float", recipe=True),
+    ConfigEntry("momentum", "optim.momentum", "float", recipe=True),
+    ConfigEntry("weight_decay", "optim.weight_decay", "float", recipe=True),
+    ConfigEntry("seed", "seed", "int", recipe=True, low=0),
+)
+
+# Keys every export writes that this project has no choice for (not read on import).
+_EXPORT_CONSTANTS = {"optimizer": "SGD", "scheduler": "CosALR", "loss": "CE"}
+
+
+def _applies(entry: ConfigEntry, fields: Mapping[str, Any]) -> bool:
+  """Whether the model of ``fields`` (variant, arch, warmup read so far) has ``entry``."""
+  return {"all": True, "ei": fields.get("model.variant") == "ei",
+          "vgg": str(fields.get("model.arch", "")).startswith("vgg"),
+          "warmup": bool(fields.get("optim.warmup_epochs", 0))}[entry.applies]
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+  """``tree["a"]["b"]`` of ``"a.b"``; ``REQUIRED`` where absent."""
+  for part in dotted.split("."):
+    if not isinstance(tree, Mapping) or part not in tree:
+      return REQUIRED
+    tree = tree[part]
+  return tree
+
 
 def _require(reference_config: Mapping[str, Any], key: str, source: str) -> Any:
   """``reference_config[key]``, or PretrainedError naming the missing key."""
@@ -131,6 +216,26 @@ def _integer(value: Any, key: str, source: str, low: int = 1) -> int:
   return int(value)
 
 
+def _read(entry: ConfigEntry, value: Any, source: str) -> Any:
+  """The field value of config.json's ``value`` for ``entry``; PretrainedError naming the key."""
+  kind, key = entry.kind, entry.key
+  if isinstance(kind, dict):
+    if value not in kind:
+      raise PretrainedError(f"{source}: {key}={value!r} is not one this project has: use one of "
+                            f"{', '.join(map(str, kind))}")
+    return kind[value]
+  if kind == "int":
+    return _integer(value, key, source, entry.low)
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise PretrainedError(f"{source}: {key}={value!r} is not a number")
+  value = float(value)
+  if kind == "positive" and not value > 0:
+    raise PretrainedError(f"{source}: {key}={value!r} must be > 0")
+  if kind == "probability" and not 0 <= value < 1:
+    raise PretrainedError(f"{source}: {key}={value!r} is not a probability in [0, 1)")
+  return value
+
+
 def reference_dataset(reference_config: Mapping[str, Any],
                       source: str = CONFIG_FILE) -> ReferenceDataset:
   """The ``ReferenceDataset`` of a released config (its ``dataset`` key)."""
@@ -144,12 +249,12 @@ def reference_dataset(reference_config: Mapping[str, Any],
 def config_fields(reference_config: Mapping[str, Any],
                   source: str = CONFIG_FILE) -> dict[str, Any]:
   """This project's config fields (dotted keys of ``training.config.base_config()``) of a released
-  model's ``config.json``.
+  model's ``config.json``: ``CONFIG_TABLE`` read from config.json to the fields.
 
-  Model: data.name, model.arch/variant/T/ei_ratio/dropout/tau/threshold/surrogate(_alpha).
-  Training recipe, where the file states it (spec §7.1): train.epochs/batch_size, optim.lr/
-  init_lr/warmup_epochs/momentum/weight_decay, seed. Keys this project has no choice for
-  (optimizer SGD, scheduler CosALR, loss CE, data_path, output_dir, num_workers,
+  Model: data.name, model.arch/variant/T/ei_ratio/dropout/width_multiplier/tau/threshold/
+  surrogate(_alpha). Training recipe, where the file states it (spec §7.1): train.epochs/
+  batch_size, optim.lr/init_lr/warmup_epochs/momentum/weight_decay, seed. Keys this project has
+  no choice for (optimizer SGD, scheduler CosALR, loss CE, data_path, output_dir, num_workers,
   zero_init_residual, which only changes a fresh init) are not read. A value this project cannot
   express (another arch, the full VGG classifier, a LIF other than spec §5's) raises
   ``PretrainedError`` naming the key.
@@ -168,58 +273,104 @@ def config_fields(reference_config: Mapping[str, Any],
   if arch is None:
     raise PretrainedError(f"{source}: arch {arch_name}{depth} is not a model of this project: "
                           "released models are VGG-8/11/16/19 and ResNet-18")
-  variant = _TYPES[kind]
-  fields: dict[str, Any] = {
-      "data.name": dataset.name,
-      "model.arch": arch,
-      "model.variant": variant,
-      "model.T": _integer(_require(reference_config, "T", source), "T", source),
-      "model.width_multiplier": 1.0,
-  }
-  if variant == "ei":
-    fields["model.ei_ratio"] = _integer(_require(reference_config, "ei_ratio", source),
-                                        "ei_ratio", source)
-  if arch.startswith("vgg"):
-    if not reference_config.get("light_classifier", True):
-      raise PretrainedError(f"{source}: light_classifier=false (the 4096-wide VGG classifier) is "
-                            "not a model of this project: every released VGG uses the light one")
-    dropout = reference_config.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-      raise PretrainedError(f"{source}: dropout={dropout!r} is not a probability in [0, 1)")
-    fields["model.dropout"] = float(dropout)
-  fields.update(_neuron_fields(reference_config.get("neuron", {}), source))
-  recipe = {"epochs": ("train.epochs", int), "batch_size": ("train.batch_size", int),
-            "learning_rate": ("optim.lr", float), "init_learning_rate": ("optim.init_lr", float),
-            "momentum": ("optim.momentum", float), "weight_decay": ("optim.weight_decay", float),
-            "seed": ("seed", int)}
-  for key, (field, cast) in recipe.items():
-    value = reference_config.get(key)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-      fields[field] = cast(value)
-  # The reference warms up only when warmup_epochs is given (its default 0, spec §7.2).
-  fields["optim.warmup_epochs"] = _integer(reference_config.get("warmup_epochs", 0),
-                                           "warmup_epochs", source, low=0)
-  return fields
-
-
-def _neuron_fields(neuron: Any, source: str) -> dict[str, Any]:
-  """model.tau/threshold/surrogate/surrogate_alpha of the reference's ``neuron`` settings."""
+  if arch.startswith("vgg") and not reference_config.get("light_classifier", True):
+    raise PretrainedError(f"{source}: light_classifier=false (the 4096-wide VGG classifier) is "
+                          "not a model of this project: every released VGG uses the light one")
+  neuron = reference_config.get("neuron", {})
   if not isinstance(neuron, Mapping):
     raise PretrainedError(f"{source}: neuron={neuron!r} is not an object like {{\"tau\": 2.0}}")
   for key, default in _NEURON_DEFAULTS.items():
     if key in neuron and neuron[key] != default:
       raise PretrainedError(f"{source}: neuron.{key}={neuron[key]!r} is not this project's LIF "
                             f"(spec §5: {key}={default!r})")
-  surrogate = neuron.get("surrogate_function", "sigmoid")
-  if surrogate not in _SURROGATES:
-    raise PretrainedError(f"{source}: neuron.surrogate_function={surrogate!r} is not one this "
-                          f"project has: use one of {', '.join(_SURROGATES)}")
-  fields = {"model.tau": float(neuron.get("tau", 2.0)),
-            "model.threshold": float(neuron.get("v_threshold", 1.0)),
-            "model.surrogate": surrogate, "model.surrogate_alpha": _SURROGATES[surrogate]}
-  if not fields["model.tau"] > 0 or not fields["model.threshold"] > 0:
-    raise PretrainedError(f"{source}: neuron tau and v_threshold must be > 0, got {dict(neuron)}")
+  fields: dict[str, Any] = {"data.name": dataset.name, "model.arch": arch,
+                            "model.variant": _TYPES[kind]}
+  for entry in CONFIG_TABLE:
+    if not _applies(entry, fields):
+      continue
+    value = _lookup(reference_config, entry.key)
+    if value is REQUIRED and entry.recipe:
+      continue   # the file does not state it: the base config's value stays
+    if value is REQUIRED:
+      if entry.default is REQUIRED:
+        _require(reference_config, entry.key, source)
+      value = entry.default
+    elif entry.recipe and (isinstance(value, bool) or not isinstance(value, (int, float))):
+      continue   # a recipe value this project cannot use: the base config's stays
+    fields[entry.field] = _read(entry, value, source)
+  fields["model.surrogate_alpha"] = _SURROGATES[fields["model.surrogate"]]
   return fields
+
+
+def exported_fields() -> tuple[str, ...]:
+  """Every field of this project that ``reference_config_of`` reads."""
+  return (("data.name", "model.arch", "model.variant", "model.surrogate_alpha")
+          + tuple(e.field for e in CONFIG_TABLE) + tuple(_FIXED_FIELDS))
+
+
+def _no_counterpart(field: str, value: Any, allowed: str) -> PretrainedError:
+  """The one-line error of a field value the released format cannot hold."""
+  return PretrainedError(f"{field}={value!r} has no counterpart in the released format "
+                         f"({allowed})")
+
+
+def reference_config_of(fields: Mapping[str, Any], dataset: str | None = None) -> dict:
+  """A released model's ``config.json`` (the reference's training YAML) of this project's
+  ``fields`` ({dotted field: value} for every field of ``exported_fields()``):
+  ``CONFIG_TABLE`` written from the fields to config.json, the inverse of ``config_fields``.
+
+  ``dataset``: the reference's dataset name ("CIFAR10", ...); default from ``data.name``. Raises
+  ``PretrainedError`` (one line) for a value the format cannot hold: DANN or the MLP, a
+  stabilization other than "adaptive", a surrogate other than sigmoid/atan or its alpha other
+  than spikingjelly's default.
+  """
+  names = {d.name: ref for ref, d in REFERENCE_DATASETS.items()}
+  if dataset is None:
+    if fields["data.name"] not in names:
+      raise PretrainedError(f"data.name={fields['data.name']!r} has no dataset of the "
+                            f"reference: pass dataset= one of {', '.join(REFERENCE_DATASETS)}")
+    dataset = names[fields["data.name"]]
+  reference_dataset({"dataset": dataset}, "dataset=")
+  types = {v: k for k, v in _TYPES.items()}
+  archs = {v: k for k, v in _ARCHS.items()}
+  for field, table, allowed in (("model.variant", types, "ei or bn"),
+                                ("model.arch", archs, ", ".join(archs))):
+    if fields[field] not in table:
+      raise _no_counterpart(field, fields[field], allowed)
+  for field, value in _FIXED_FIELDS.items():
+    if fields[field] != value:
+      raise _no_counterpart(field, fields[field], value)
+  arch, depth = archs[fields["model.arch"]]
+  out: dict[str, Any] = {"dataset": dataset, "type": types[fields["model.variant"]],
+                         "arch": arch, "num_layers": depth}
+  if arch == "VGG":
+    out["light_classifier"] = True
+  else:
+    out["zero_init_residual"] = False
+  for entry in CONFIG_TABLE:
+    if not _applies(entry, fields):
+      continue
+    value = fields[entry.field]
+    if isinstance(entry.kind, dict):
+      inverse = {v: k for k, v in entry.kind.items()}
+      if value not in inverse:
+        raise _no_counterpart(entry.field, value, " or ".join(inverse))
+      value = inverse[value]
+    else:
+      value = int(value) if entry.kind == "int" else float(value)
+    if entry.omit_default and value == entry.default:
+      continue
+    *parents, leaf = entry.key.split(".")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  alpha = _SURROGATES[fields["model.surrogate"]]
+  if float(fields["model.surrogate_alpha"]) != alpha:
+    raise _no_counterpart("model.surrogate_alpha", fields["model.surrogate_alpha"],
+                          f"{alpha:g}, spikingjelly's default for {fields['model.surrogate']}")
+  out.update(_EXPORT_CONSTANTS)
+  return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,9 +431,67 @@ class TensorMap:
 
 
 @dataclasses.dataclass(frozen=True)
+class KeyEntry:
+  """One row of ``KEY_TABLE``: a tensor of one layer, in the file and in this project.
+
+  Attributes:
+    module: which reference module of the layer holds it: "conv" (EiConv2d, EiLinear, Conv2d,
+      Linear) or "norm" (EiNorm, BatchNorm).
+    suffix: its key after the module's name, e.g. "conv_ee.weight".
+    collection: "params", "batch_stats" or None (a buffer with no Flax counterpart).
+    path: the leaf's path inside the layer's module of this project, e.g. ("ei", "w_ee").
+    layout: as ``TensorMap.layout``.
+    shape: the shape in the file, in symbols: "E" excitatory units (``features``), "I"
+      inhibitory units, "C" input channels, "K" kernel size, or a number.
+  """
+  module: str
+  suffix: str
+  collection: str | None
+  path: tuple[str, ...]
+  layout: str
+  shape: tuple[str | int, ...]
+
+
+def _rows(rows: tuple[tuple, ...]) -> tuple[KeyEntry, ...]:
+  """``KeyEntry`` of each row tuple."""
+  return tuple(KeyEntry(*row) for row in rows)
+
+
+# THE key map (spec §12), for each kind of layer of a released model: import reads a row from the
+# file to the variables, export from the variables to the file (``TensorMap.to_flax``/
+# ``to_torch``). Rows in the reference's key order.
+KEY_TABLE: dict[str, tuple[KeyEntry, ...]] = {
+    "ei_conv": _rows((
+        ("conv", "conv_ee.weight", "params", ("ei", "w_ee"), "conv", ("E", "C", "K", "K")),
+        ("conv", "conv_ie.weight", "params", ("ei", "w_ie"), "conv", ("I", "C", "K", "K")),
+        ("norm", "weight_ei", "params", ("ei", "w_ei"), "same", ("E", "I")),
+        ("norm", "gain_i", "params", ("ei", "g_i"), "vector", ("I", 1, 1)),
+        ("norm", "gain_e", "params", ("ei", "g_e"), "vector", ("E", 1, 1)),
+        ("norm", "bias", "params", ("ei", "bias"), "vector", ("E", 1, 1)))),
+    "ei_head": _rows((
+        ("conv", "weight_ee", "params", ("ei", "w_ee"), "linear", ("E", "C")),
+        ("conv", "weight_ie", "params", ("ei", "w_ie"), "linear", ("I", "C")),
+        ("norm", "weight_ei", "params", ("ei", "w_ei"), "same", ("E", "I")),
+        ("norm", "gain_i", "params", ("ei", "g_i"), "vector", (1, "I")),
+        ("norm", "gain_e", "params", ("ei", "g_e"), "vector", (1, "E")),
+        ("norm", "bias", "params", ("ei", "bias"), "vector", (1, "E")))),
+    "bn_conv": _rows((
+        ("conv", "conv.weight", "params", ("bn_conv", "kernel"), "conv", ("E", "C", "K", "K")),
+        ("norm", "bn.weight", "params", ("bn_conv", "bn", "scale"), "same", ("E",)),
+        ("norm", "bn.bias", "params", ("bn_conv", "bn", "bias"), "same", ("E",)),
+        ("norm", "bn.running_mean", "batch_stats", ("bn_conv", "bn", "mean"), "same", ("E",)),
+        ("norm", "bn.running_var", "batch_stats", ("bn_conv", "bn", "var"), "same", ("E",)),
+        ("norm", "bn.num_batches_tracked", None, (), "same", ()))),
+    "bn_head": _rows((
+        ("conv", "linear.weight", "params", ("dense", "kernel"), "linear", ("E", "C")),
+        ("conv", "linear.bias", "params", ("dense", "bias"), "same", ("E",)))),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class _Layer:
   """One layer of a released model: its reference module names and this project's path."""
-  kind: str                 # "ei_conv" | "ei_head" | "bn_conv" | "bn_head"
+  kind: str                 # a key of KEY_TABLE
   conv: str                 # module holding the weights (EiConv2d/EiLinear/Conv2d/Linear)
   norm: str                 # module holding W_EI, gains and bias (EiNorm) or the BatchNorm
   path: tuple[str, ...]     # this project's module path ("conv0",), ("stage1_block0", "conv1")
@@ -291,91 +500,66 @@ class _Layer:
   kernel_size: int = 3
 
 
-def _vgg_layers(arch: str, variant: str, dataset: ReferenceDataset,
-                num_classes: int) -> Iterator[_Layer]:
+def _vgg_layers(arch: str, variant: str, dataset: ReferenceDataset, num_classes: int,
+                width: float) -> Iterator[_Layer]:
   """The layers of a released VGG (spec §12): ``layers`` is one nn.Sequential whose index 0 is
   AddTemporalDim (static images only) and then MergeTemporalDim; a conv entry takes 6 modules
   (E-I: conv, norm, split, LIF, dropout, merge) or 5 (BN: no dropout), a "P" one AvgPool2d; then
-  Flatten and the head."""
+  Flatten and the head. Channels as ``models.vgg.scaled_layers(arch, width)``."""
   index = 1 if dataset.sequence else 2
   c_in = dataset.frame_shape[-1]
   conv = 0
-  for v in VGG_LAYERS[arch]:
+  for v in scaled_layers(arch, width):
     if v == "P":
       index += 1
       continue
-    kind = "ei_conv" if variant == "ei" else "bn_conv"
-    yield _Layer(kind, f"layers.{index}", f"layers.{index + 1}", (f"conv{conv}",), c_in, v)
+    yield _Layer(f"{variant}_conv", f"layers.{index}", f"layers.{index + 1}", (f"conv{conv}",),
+                 c_in, v)
     index += 6 if variant == "ei" else 5
     c_in, conv = v, conv + 1
   index += 1  # Flatten
-  kind = "ei_head" if variant == "ei" else "bn_head"
-  yield _Layer(kind, f"layers.{index}", f"layers.{index + 1}", ("head",), c_in, num_classes, 1)
+  yield _Layer(f"{variant}_head", f"layers.{index}", f"layers.{index + 1}", ("head",), c_in,
+               num_classes, 1)
 
 
-def _resnet_layers(variant: str, dataset: ReferenceDataset, num_classes: int) -> Iterator[_Layer]:
+def _resnet_layers(variant: str, dataset: ReferenceDataset, num_classes: int,
+                   width: float) -> Iterator[_Layer]:
   """The layers of a released SEW-ResNet-18 (spec §12), in the reference's module order: stem,
-  then per block conv1, norm1, conv2, norm2, downsample (first block of stages 2-4), then fc."""
+  then per block conv1, norm1, conv2, norm2, downsample (first block of stages 2-4), then fc.
+  Channels as ``models.resnet.resnet18_widths(width)``."""
   ei = variant == "ei"
-  kind = "ei_conv" if ei else "bn_conv"
+  kind = f"{variant}_conv"
   norm = lambda prefix, i: f"{prefix}norm{i}" if ei else f"{prefix}bn{i}"
-  widths = (64, 128, 256, 512)
+  widths = resnet18_widths(width)
   yield _Layer(kind, "conv1", norm("", 1), ("stem",), dataset.frame_shape[-1], widths[0])
   c_in = widths[0]
-  for stage, width in enumerate(widths):
-    for block in range(2):
-      prefix = f"layer{stage + 1}.{block}."
-      path = (f"stage{stage}_block{block}",)
-      yield _Layer(kind, prefix + "conv1", norm(prefix, 1), path + ("conv1",), c_in, width)
-      yield _Layer(kind, prefix + "conv2", norm(prefix, 2), path + ("conv2",), width, width)
-      if stage > 0 and block == 0:
-        yield _Layer(kind, prefix + "downsample.0", prefix + "downsample.1",
-                     path + ("downsample",), c_in, width, 1)
-      c_in = width
-  if ei:
-    yield _Layer("ei_head", "fc", "final_ei_norm", ("head",), c_in, num_classes, 1)
-  else:
-    yield _Layer("bn_head", "fc", "fc", ("head",), c_in, num_classes, 1)
+  for stage, block, width_out, strides in block_layout((2, 2, 2, 2), widths):
+    prefix = f"layer{stage + 1}.{block}."
+    path = (f"stage{stage}_block{block}",)
+    yield _Layer(kind, prefix + "conv1", norm(prefix, 1), path + ("conv1",), c_in, width_out)
+    yield _Layer(kind, prefix + "conv2", norm(prefix, 2), path + ("conv2",), width_out, width_out)
+    if has_downsample(c_in, width_out, strides):
+      yield _Layer(kind, prefix + "downsample.0", prefix + "downsample.1",
+                   path + ("downsample",), c_in, width_out, 1)
+    c_in = width_out
+  yield _Layer(f"{variant}_head", "fc", "final_ei_norm" if ei else "fc", ("head",), c_in,
+               num_classes, 1)
 
 
 def _tensors(layer: _Layer, ei_ratio: int) -> Iterator[TensorMap]:
-  """The state_dict entries of one layer, in the reference's key order."""
-  n_e, c, k, p = layer.features, layer.c_in, layer.kernel_size, layer.path
-  if layer.kind in ("ei_conv", "ei_head"):
-    n_i = layers.inhibitory_units(n_e, ei_ratio, output_layer=layer.kind == "ei_head")
-    if n_i < 1:
-      raise PretrainedError(f"ei_ratio={ei_ratio} leaves {layer.conv} ({n_e} excitatory units) "
-                            "no inhibitory unit")
-    ei = p + ("ei",)
-    if layer.kind == "ei_conv":
-      yield TensorMap(f"{layer.conv}.conv_ee.weight", (n_e, c, k, k), "params", ei + ("w_ee",),
-                      "conv")
-      yield TensorMap(f"{layer.conv}.conv_ie.weight", (n_i, c, k, k), "params", ei + ("w_ie",),
-                      "conv")
-      gain = lambda n: (n, 1, 1)
-    else:
-      yield TensorMap(f"{layer.conv}.weight_ee", (n_e, c), "params", ei + ("w_ee",), "linear")
-      yield TensorMap(f"{layer.conv}.weight_ie", (n_i, c), "params", ei + ("w_ie",), "linear")
-      gain = lambda n: (1, n)
-    yield TensorMap(f"{layer.norm}.weight_ei", (n_e, n_i), "params", ei + ("w_ei",), "same")
-    yield TensorMap(f"{layer.norm}.gain_i", gain(n_i), "params", ei + ("g_i",), "vector")
-    yield TensorMap(f"{layer.norm}.gain_e", gain(n_e), "params", ei + ("g_e",), "vector")
-    yield TensorMap(f"{layer.norm}.bias", gain(n_e), "params", ei + ("bias",), "vector")
-  elif layer.kind == "bn_conv":
-    bn = p + ("bn_conv", "bn")
-    yield TensorMap(f"{layer.conv}.conv.weight", (n_e, c, k, k), "params",
-                    p + ("bn_conv", "kernel"), "conv")
-    yield TensorMap(f"{layer.norm}.bn.weight", (n_e,), "params", bn + ("scale",), "same")
-    yield TensorMap(f"{layer.norm}.bn.bias", (n_e,), "params", bn + ("bias",), "same")
-    yield TensorMap(f"{layer.norm}.bn.running_mean", (n_e,), "batch_stats", bn + ("mean",), "same")
-    yield TensorMap(f"{layer.norm}.bn.running_var", (n_e,), "batch_stats", bn + ("var",), "same")
-    yield TensorMap(f"{layer.norm}.bn.num_batches_tracked", (), None, (), "same")
-  elif layer.kind == "bn_head":
-    yield TensorMap(f"{layer.conv}.linear.weight", (n_e, c), "params", p + ("dense", "kernel"),
-                    "linear")
-    yield TensorMap(f"{layer.conv}.linear.bias", (n_e,), "params", p + ("dense", "bias"), "same")
-  else:
-    raise ValueError(f"unknown layer kind {layer.kind!r}")
+  """The state_dict entries of one layer (its rows of ``KEY_TABLE``), in the reference's order."""
+  sizes = {"E": layer.features, "C": layer.c_in, "K": layer.kernel_size}
+  if layer.kind.startswith("ei"):
+    sizes["I"] = layers.inhibitory_units(layer.features, ei_ratio,
+                                         output_layer=layer.kind == "ei_head")
+    if sizes["I"] < 1:
+      raise PretrainedError(f"ei_ratio={ei_ratio} leaves {layer.conv} ({layer.features} "
+                            "excitatory units) no inhibitory unit")
+  for row in KEY_TABLE[layer.kind]:
+    module = layer.conv if row.module == "conv" else layer.norm
+    shape = tuple(sizes[s] if isinstance(s, str) else s for s in row.shape)
+    path = layer.path + row.path if row.collection else ()
+    yield TensorMap(f"{module}.{row.suffix}", shape, row.collection, path, row.layout)
 
 
 def reference_layout(reference_config: Mapping[str, Any],
@@ -385,10 +569,11 @@ def reference_layout(reference_config: Mapping[str, Any],
   fields = config_fields(reference_config, source)
   dataset = reference_dataset(reference_config, source)
   arch, variant = fields["model.arch"], fields["model.variant"]
+  width = fields["model.width_multiplier"]
   if arch in VGG_LAYERS:
-    model_layers = _vgg_layers(arch, variant, dataset, dataset.num_classes)
+    model_layers = _vgg_layers(arch, variant, dataset, dataset.num_classes, width)
   else:
-    model_layers = _resnet_layers(variant, dataset, dataset.num_classes)
+    model_layers = _resnet_layers(variant, dataset, dataset.num_classes, width)
   ei_ratio = fields.get("model.ei_ratio", 4)
   return [t for layer in model_layers for t in _tensors(layer, ei_ratio)]
 
@@ -469,12 +654,13 @@ def variables_to_state_dict(variables: Mapping[str, Any], reference_config: Mapp
 
   ``buffers`` supplies ``num_batches_tracked`` entries (as imported); missing ones are
   ``num_batches_tracked`` (int64). Raises ``PretrainedError`` naming the first variable that is
-  missing or has another shape.
+  missing, has another shape or has no key in the file (nothing is dropped silently).
   """
   buffers = dict(buffers or {})
   out: dict[str, np.ndarray] = {}
   what = describe(reference_config)
-  for t in reference_layout(reference_config):
+  layout = reference_layout(reference_config)
+  for t in layout:
     if t.collection is None:
       out[t.key] = np.asarray(buffers.get(t.key, np.array(num_batches_tracked, np.int64)))
       continue
@@ -487,6 +673,14 @@ def variables_to_state_dict(variables: Mapping[str, Any], reference_config: Mapp
       raise PretrainedError(f"{name} has shape {_fmt(np.shape(leaf))}, expected "
                             f"{_fmt(t.flax_shape)} for {t.key} ({what})")
     out[t.key] = t.to_torch(leaf)
+  mapped = {(t.collection,) + t.path for t in layout}
+  for collection in ("params", "batch_stats"):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get(collection, {}))[0]:
+      names = (collection,) + tuple(str(getattr(k, "key", k)) for k in path)
+      if names not in mapped:
+        raise PretrainedError(f"{'/'.join(names)} {_fmt(np.shape(leaf))} has no key in the "
+                              f"released format ({what}): it would be lost, so nothing is "
+                              "written")
   return out
 
 
@@ -504,10 +698,10 @@ def build_model(fields: Mapping[str, Any], num_classes: int) -> nn.Module:
                                   surrogate=fields["model.surrogate"],
                                   alpha=fields["model.surrogate_alpha"]),
       dropout=float(fields.get("model.dropout", 0.0)))
-  arch = fields["model.arch"]
+  arch, width = fields["model.arch"], float(fields.get("model.width_multiplier", 1.0))
   if arch in VGG_LAYERS:
-    return SpikingVGG(VGG_LAYERS[arch], num_classes, options)
-  return SEWResNet((2, 2, 2, 2), num_classes, options)
+    return SpikingVGG(scaled_layers(arch, width), num_classes, options)
+  return SEWResNet((2, 2, 2, 2), num_classes, options, widths=resnet18_widths(width))
 
 
 @dataclasses.dataclass(eq=False)
@@ -559,12 +753,19 @@ class Pretrained:
       return (int(self.config_fields["model.T"]), batch) + frame
     return (batch,) + frame
 
+  @functools.cached_property
+  def masks(self) -> roles.ParameterMasks:
+    """Which parameters are sign-constrained, decayed, unused: the roles the model's layers
+    declare (``roles.parameter_masks``, one abstract init)."""
+    x = jax.ShapeDtypeStruct(self.input_shape(1), jnp.float32)
+    return roles.parameter_masks(self.model, x, train=False)
+
   def model_variables(self) -> dict:
-    """The variables as the model uses them: Dale's projection applied to the E-I weights and
-    gains, as the reference clamps them at every forward pass (spec §4); ``variables`` itself
-    stays as read."""
+    """The variables as the model uses them: Dale's projection applied to the parameters its
+    layers declare sign-constrained (the E-I weights and gains), as the reference clamps them at
+    every forward pass (spec §4); ``variables`` itself stays as read."""
     out = dict(self.variables)
-    out["params"] = dale.project_nonnegative(self.variables["params"])
+    out["params"] = dale.project_nonnegative(self.variables["params"], self.masks)
     return out
 
   @functools.cached_property

@@ -2,8 +2,9 @@
 not only the trainer); this name stays for existing imports."""
 
 from ei_snn_jax.optim import (MOMENTUM_FIRST_STEPS, ReferenceMomentumState, learning_rate_schedule,
-                              make_optimizer, reference_momentum, unused_parameter_mask,
-                              weight_decay_mask)
+                              library_masks, make_optimizer, reference_momentum,
+                              unused_parameter_mask, weight_decay_mask)
 
 __all__ = ["MOMENTUM_FIRST_STEPS", "ReferenceMomentumState", "learning_rate_schedule",
-           "make_optimizer", "reference_momentum", "unused_parameter_mask", "weight_decay_mask"]
+           "library_masks", "make_optimizer", "reference_momentum", "unused_parameter_mask",
+           "weight_decay_mask"]

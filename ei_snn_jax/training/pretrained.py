@@ -9,7 +9,8 @@ order) turns them into a config of this project and back:
 * ``evaluation_state(exp, pretrained)``: the ``TrainState`` that ``train.evaluate`` takes, after
   checking that the experiment's data fit the model (``check_data``).
 * ``reference_config(config)`` / ``pretrained_from_run(config, variables)``: a run of this project
-  as a released model, for ``models.pretrained.save_pretrained``.
+  as a released model, for ``models.pretrained.save_pretrained`` (``experiments.export``), by
+  the same tables the import reads.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ei_snn_jax.core import dale
 from ei_snn_jax.models import pretrained as pretrained_lib
 from ei_snn_jax.models.pretrained import Pretrained, PretrainedError
 from ei_snn_jax.training import config as config_lib, train
@@ -72,75 +72,36 @@ def check_data(config: ml_collections.ConfigDict, pretrained: Pretrained, datase
 
 def evaluation_state(exp: Any, pretrained: Pretrained) -> Any:
   """The ``train.TrainState`` of a released model for ``train.evaluate(exp, state)``: its
-  variables with Dale's projection (the reference clamps at every forward, spec §4), on the
-  experiment's devices; no optimizer state. Checks the data first (``check_data``)."""
+  variables with Dale's projection on what the layers declare sign-constrained (the reference
+  clamps at every forward, spec §4), on the experiment's devices; no optimizer state. Checks the
+  data first (``check_data``)."""
   check_data(exp.config, pretrained, exp.dataset)
   if exp.num_replicas != 1:
     raise PretrainedError("a released model is one network: set train.num_replicas=1")
-  params = dale.project_nonnegative(pretrained.variables["params"])
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  state = train.TrainState(step=jnp.zeros((), jnp.int32),
+                           params=pretrained.model_variables()["params"],
                            batch_stats=pretrained.variables.get("batch_stats", {}),
                            opt_state=None, sums={})
   return jax.device_put(state, exp.replicated)
 
 
-_REFERENCE_ARCHS = {"vgg8": ("VGG", 8), "vgg11": ("VGG", 11), "vgg16": ("VGG", 16),
-                    "vgg19": ("VGG", 19), "resnet18": ("ResNet", 18)}
-
-
 def reference_config(config: ml_collections.ConfigDict, dataset: str | None = None) -> dict:
-  """A run's config as a released model's ``config.json`` (the reference's training YAML).
+  """A run's config as a released model's ``config.json`` (the reference's training YAML):
+  ``models.pretrained.reference_config_of`` of its fields, the one table import reads too.
 
   ``dataset``: the reference's dataset name ("CIFAR10", ...); default from ``data.name`` (which
   must be one the reference has: not "synthetic"). Raises ``PretrainedError`` for a model the
-  reference format cannot express (DANN, width_multiplier != 1, a stabilization other than
-  "adaptive", a surrogate other than sigmoid/atan).
+  format cannot express (DANN or the MLP, a stabilization other than "adaptive", a surrogate
+  other than sigmoid/atan at spikingjelly's alpha). A width other than 1 is written as
+  ``width_multiplier``, a key only this project reads.
   """
-  m = config.model
-  names = {d.name: ref for ref, d in pretrained_lib.REFERENCE_DATASETS.items()}
-  if dataset is None:
-    if config.data.name not in names:
-      raise PretrainedError(f"data.name={config.data.name!r} has no dataset of the reference: "
-                            f"pass dataset= one of {', '.join(pretrained_lib.REFERENCE_DATASETS)}")
-    dataset = names[config.data.name]
-  problems = [(m.variant not in ("ei", "bn"), f"model.variant={m.variant!r}", "ei or bn"),
-              (m.arch not in _REFERENCE_ARCHS, f"model.arch={m.arch!r}",
-               ", ".join(_REFERENCE_ARCHS)),
-              (float(m.width_multiplier) != 1.0, f"model.width_multiplier={m.width_multiplier}",
-               "1.0, the paper's widths"),
-              (m.ei_stabilization != "adaptive", f"model.ei_stabilization={m.ei_stabilization!r}",
-               "adaptive"),
-              (m.surrogate not in ("sigmoid", "atan"), f"model.surrogate={m.surrogate!r}",
-               "sigmoid or atan")]
-  for bad, what, allowed in problems:
-    if bad:
-      raise PretrainedError(f"{what} has no counterpart in the released format ({allowed})")
-  arch, depth = _REFERENCE_ARCHS[m.arch]
-  out: dict[str, Any] = {"dataset": dataset, "type": "EI-SNN" if m.variant == "ei" else "BN-SNN",
-                         "arch": arch, "num_layers": depth, "T": int(m.T)}
-  if m.variant == "ei":
-    out["ei_ratio"] = int(m.ei_ratio)
-  if arch == "VGG":
-    out["light_classifier"] = True
-    out["dropout"] = float(m.dropout)
-  else:
-    out["zero_init_residual"] = False
-  neuron: dict[str, Any] = {"tau": float(m.tau)}
-  if float(m.threshold) != 1.0:
-    neuron["v_threshold"] = float(m.threshold)
-  if m.surrogate != "sigmoid":
-    neuron["surrogate_function"] = m.surrogate
-  out["neuron"] = neuron
-  o = config.optim
-  out["epochs"] = int(config.train.epochs)
-  if o.warmup_epochs:
-    out["warmup_epochs"] = int(o.warmup_epochs)
-  out["batch_size"] = int(config.train.batch_size)
-  if o.warmup_epochs:
-    out["init_learning_rate"] = float(o.init_lr)
-  out.update({"learning_rate": float(o.lr), "optimizer": "SGD", "momentum": float(o.momentum),
-              "weight_decay": float(o.weight_decay), "scheduler": "CosALR", "loss": "CE"})
-  return out
+  fields = {}
+  for field in pretrained_lib.exported_fields():
+    node = config
+    for part in field.split("."):
+      node = node[part]
+    fields[field] = node
+  return pretrained_lib.reference_config_of(fields, dataset)
 
 
 def pretrained_from_run(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
@@ -150,7 +111,7 @@ def pretrained_from_run(config: ml_collections.ConfigDict, variables: Mapping[st
   ``models.pretrained.save_pretrained``. BatchNorm's ``num_batches_tracked`` (no Flax
   counterpart) is written as ``num_batches_tracked`` (e.g. the run's step)."""
   ref = reference_config(config, dataset)
-  variables = {k: jax.tree.map(lambda a: jax.device_get(a), v) for k, v in variables.items()
+  variables = {k: jax.device_get(v) for k, v in variables.items()
                if k in ("params", "batch_stats") and v}
   state_dict = pretrained_lib.variables_to_state_dict(variables, ref,
                                                       num_batches_tracked=num_batches_tracked)
