@@ -30,9 +30,11 @@ MISSING = ("missing --workdir: pass --workdir=DIR, the folder of a run made by e
            "config.json, or a Hub name like vwOvOwv/DeepEISNN/CIFAR10-VGG16)")
 
 
-def _stage(text: str) -> None:
-  """One progress line on stderr (stdout keeps the single JSON result line)."""
-  print(f"[evaluate] {text}", file=sys.stderr, flush=True)
+def _stage(text: str, always: bool = False) -> None:
+  """One progress line on stderr (stdout keeps the single JSON result line): at a terminal, or
+  ``always`` (a notice the user must see, e.g. which checkpoint was taken instead)."""
+  if always or sys.stderr.isatty():
+    print(f"[evaluate] {text}", file=sys.stderr, flush=True)
 
 
 def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
@@ -66,7 +68,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
       latest = ckpt.restore_latest(template, exp.replicated)
       if latest is not None and fallback:
         _stage(f"{workdir} has no best checkpoint (no evaluation has run yet): evaluating the "
-               f"latest, step {int(latest[0].step)}")
+               f"latest, step {int(latest[0].step)}", always=True)
         restored, which = latest, "latest"
       elif latest is not None:
         raise config_lib.ConfigError(
