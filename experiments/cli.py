@@ -12,7 +12,6 @@ INFO lines of absl, orbax and JAX). A usage mistake, or any ``errors.UserError``
 from __future__ import annotations
 
 import difflib
-import pathlib
 import re
 import sys
 from typing import Callable, Mapping, Sequence
@@ -49,27 +48,6 @@ def _value(argv: Sequence[str], name: str) -> str | None:
   return None
 
 
-def _config_file_error(spec: str) -> str | None:
-  """Why the config file of ``spec`` (``path[:ARG]``) does not load, or None if it does."""
-  path = spec.split(":", 1)[0]
-  if pathlib.Path(path).is_dir():
-    return f"config path {path!r} is a directory, not a config file: {CONFIG_HINT}"
-  if not pathlib.Path(path).is_file():
-    candidates = [str(p) for p in sorted(pathlib.Path("configs").rglob("*.py"))
-                  if p.name not in ("__init__.py", "common.py", "sweeps.py")]
-    close = difflib.get_close_matches(path, candidates, n=3)
-    return (f"config file {path!r} not found{f' (did you mean {chr(44).join(close)}?)' if close else ''}"
-            f": {CONFIG_HINT}, relative to the current directory")
-  try:
-    config_lib.load_config(spec)
-  except config_lib.ConfigError as e:
-    return str(e)
-  except Exception as e:  # noqa: BLE001 - a broken config file: say which and why
-    return (f"{spec}: get_config() failed: {type(e).__name__}: {e}: fix the config file (fields "
-            f"and types: ei_snn_jax.training.config.options())")
-  return None
-
-
 def _explain(exc: Exception, fv: flags.FlagValues, args: Sequence[str],
              required: Mapping[str, str]) -> str:
   """One line for a failed parse of ``args``: the first mistake found, with its fix."""
@@ -79,22 +57,20 @@ def _explain(exc: Exception, fv: flags.FlagValues, args: Sequence[str],
   for name, flag in fv._flags().items():  # pylint: disable=protected-access
     if "." in name or not config_flags.is_config_flag(flag):
       continue
-    spec = _value(args, name)
-    file_flag = isinstance(flag.parser, config_flags.ConfigFileFlagParser)
-    problem = _config_file_error(spec) if file_flag and spec else None
-    if problem:
-      return problem
-    cfg = config_lib.load_config(spec) if file_flag and spec else config_lib.base_config()
+    overrides, valueless = [], set()
     for i, arg in enumerate(args):
-      if not re.match(rf"^--?{name}\.", arg):
-        continue
-      key, eq, value = arg.split(".", 1)[1].partition("=")
-      nxt = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else None
-      try:
-        config_lib.apply_overrides(cfg, [f"{key}={value if eq else nxt or 'true'}"])
-      except config_lib.ConfigError as e:
-        no_value = not eq and nxt is None and "expects" in str(e)
-        return f"--{name}.{key} needs a value: write --{name}.{key}=VALUE" if no_value else str(e)
+      if re.match(rf"^--?{name}\.", arg):
+        key, eq, value = arg.split(".", 1)[1].partition("=")
+        nxt = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else None
+        valueless |= {key} if not eq and nxt is None else set()
+        overrides.append(f"{key}={value if eq else nxt or 'true'}")   # bare --NAME.flag: true
+    spec = _value(args, name) if isinstance(flag.parser, config_flags.ConfigFileFlagParser) else ""
+    try:
+      config_lib.load_config(spec, overrides) if spec else config_lib.apply_overrides(
+          config_lib.base_config(), overrides)
+    except config_lib.ConfigError as e:
+      key = next((k for k in valueless if str(e).startswith(f"{k} expects")), None)
+      return f"--{name}.{key} needs a value: write --{name}.{key}=VALUE" if key else str(e)
   if isinstance(exc, flags.UnrecognizedFlagError):
     close = difflib.get_close_matches(exc.flagname, [n for n in fv if "." not in n], n=2)
     hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""

@@ -1,14 +1,9 @@
-"""The experiment config, assembled from the options each module declares; validation; fingerprints.
+"""The experiment config: assembled from the options each module declares; validation; fingerprints.
 
-A module that reads config fields declares them next to the code that uses them, as
-``CONFIG_OPTIONS = {"group.field": (default, rule, meaning)}`` (rule: None, a tuple of allowed
-values, a range such as ``"> 0"``, ``">= 1 and <= 1024"`` or ``"in [0, 1)"``) and, for rules
-across fields, ``check_config(cfg, problems)``. ``base_config()`` assembles the schema from the
-modules in ``OWNERS`` plus the fields below (seed, the trainer's ``train.*`` and ``parallel.*``,
-and ``data.*`` until the data registry owns it); docs/options.md shows how to add one. Values
-from text (``:ARG``, ``--config.KEY=VALUE``, ``load_config`` overrides) are parsed by
-``ml_collections.config_flags`` only. Importing this module imports no JAX (the owners load on
-the first ``base_config()``).
+An owning module declares ``CONFIG_OPTIONS = {"group.field": (default, rule, meaning)}`` (rule:
+None, a tuple of allowed values, or a range: ``"> 0"``, ``">= 1 and <= 1024"``, ``"in [0, 1)"``)
+and, for rules across fields, ``check_config(cfg, problems)`` (docs/options.md). Text values are
+parsed by ``ml_collections.config_flags`` only. Importing this module imports no JAX.
 """
 
 from __future__ import annotations
@@ -34,8 +29,7 @@ from ei_snn_jax import errors
 OWNERS = ("ei_snn_jax.models", "ei_snn_jax.layers", "ei_snn_jax.core.neurons", "ei_snn_jax.optim")
 GROUPS = ("seed", "data", "model", "optim", "train", "parallel")    # the order of base_config
 
-# The ``runlocal`` flag of a config file's ``:ARG``: a few steps on a small real-data subset
-# (no warmup: a 1-epoch run cannot hold a whole-epoch one).
+# The ``runlocal`` flag of a config file's ``:ARG``: a few steps on a small real-data subset.
 RUNLOCAL = {"train.epochs": 1, "train.max_steps": 4, "train.batch_size": 16,
             "train.eval_batch_size": 64, "train.log_every_steps": 1, "data.train_subset": 256,
             "data.test_subset": 256, "model.width_multiplier": 0.125, "optim.warmup_epochs": 0}
@@ -48,9 +42,9 @@ FINGERPRINT_EXCLUDE = (
     "data.placement", "data.device_memory_fraction", "data.assumed_device_memory_gb",
     "data.host_prefetch")
 
-# The trainer's own options (the owner, training/train.py, is being rewritten: they live here).
+# The trainer's options (declared here while training/train.py is being rewritten).
 TRAIN_OPTIONS = {
-    "seed": (2025, f">= 0 and <= {2**31 - 1 - 4096}", "master seed of the named PRNG streams"),
+    "seed": (2025, f">= 0 and <= {2**31 - 1 - 4096}", "master seed (+ replica stays an int32)"),
     "train.epochs": (300, ">= 1", "epochs of the schedule"),
     "train.batch_size": (128, ">= 1", "training batch (per replica)"),
     "train.eval_batch_size": (400, ">= 1", "divides 10000 test images and 1/2/4/8/16 devices"),
@@ -71,10 +65,9 @@ TRAIN_OPTIONS = {
     "parallel.init_timeout_s": (300, ">= 1", "multi-host start: give up after this many s"),
 }
 
-# ---- data.* (defaults, allowed values and _check_data): replaced by data/registry.py ---------
+# ---- data.*: options, allowed values and rules, until data/registry.py owns them ----------------
 DATASETS = ("cifar10", "cifar100", "synthetic", "tiny_imagenet", "mnist", "dvs128_gesture",
             "cifar10_dvs")
-DATA_SOURCES = ("auto", "arrays", "tfds", "download", "synthetic", "folder")
 FOLDER_DATASETS = {"tiny_imagenet": ("auto", "folder", "tfds", "synthetic"),   # spec §7.4
                    "mnist": ("auto", "folder", "tfds", "synthetic"),
                    "dvs128_gesture": ("auto", "folder", "synthetic"),
@@ -82,7 +75,8 @@ FOLDER_DATASETS = {"tiny_imagenet": ("auto", "folder", "tfds", "synthetic"),   #
 PLACEMENTS = ("auto", "device", "host")
 DATA_OPTIONS = {
     "data.name": ("cifar10", DATASETS, "dataset"),
-    "data.source": ("auto", DATA_SOURCES, "data source"),
+    "data.source": ("auto", ("auto", "arrays", "tfds", "download", "synthetic", "folder"),
+                    "data source"),
     "data.path": (str, None, ".npz, directory of arrays, or the dataset's folder"),
     "data.tfds_data_dir": (str, None, "TFDS data_dir"),
     "data.tfds_name": (str, None, "a registered TFDS builder for Tiny-ImageNet"),
@@ -101,23 +95,25 @@ DATA_OPTIONS = {
 
 
 def _check_data(cfg: Any, problems: list[str]) -> None:
-  """Every data.* rule (at merge: ``registry.check(cfg.data, problems)``)."""
+  """Every data.* rule (to become ``registry.check(cfg.data, problems)``)."""
   _check_rules(cfg, DATA_OPTIONS, problems)
-  data = cfg.data
-  if data.source in ("arrays", "folder") and not data.path:
-    problems.append(f"data.source={data.source!r} needs data.path: set data.path to the "
-                    f"{'.npz file (or directory of arrays)' if data.source == 'arrays' else data.name + ' folder'}"
-                    f", or use data.source=auto")
-  if data.name == "synthetic" and data.source in ("tfds", "download"):
-    problems.append(f"data.name='synthetic' cannot come from data.source={data.source!r}: set "
+  name, source, path = cfg.data.name, cfg.data.source, cfg.data.path
+  if source == "arrays" and not path:
+    problems.append("data.source='arrays' needs data.path: set data.path to the .npz file (or "
+                    "directory of arrays), or use data.source=auto")
+  if name == "synthetic" and source in ("tfds", "download"):
+    problems.append(f"data.name='synthetic' cannot come from data.source={source!r}: set "
                     f"data.source=synthetic (or auto), or data.name to cifar10/cifar100")
-  allowed = FOLDER_DATASETS.get(data.name)
-  if allowed is not None and data.source in DATA_SOURCES and data.source not in allowed:
-    problems.append(f"data.name={data.name!r} cannot come from data.source={data.source!r}: "
-                    f"use one of {', '.join(allowed)}")
-  elif allowed is None and data.source == "folder":
+  allowed = FOLDER_DATASETS.get(name)
+  if allowed is not None and source in DATA_OPTIONS["data.source"][1] and source not in allowed:
+    problems.append(f"data.name={name!r} cannot come from data.source={source!r}: use one of "
+                    f"{', '.join(allowed)}")
+  elif allowed is None and source == "folder":
     problems.append(f"data.source='folder' reads Tiny-ImageNet, MNIST and the DVS sets, not "
-                    f"{data.name!r}: use data.source=arrays (or auto) for CIFAR")
+                    f"{name!r}: use data.source=arrays (or auto) for CIFAR")
+  if source == "folder" and not path:
+    problems.append(f"data.source='folder' needs data.path: set it to the {name} folder (see "
+                    f"ei_snn_jax.data)")
 # ---- end of data.* ------------------------------------------------------------------------------
 
 
@@ -165,8 +161,7 @@ def unknown_key_error(key: str, cfg: ml_collections.ConfigDict | None = None) ->
   by_leaf = {p.rsplit(".", 1)[-1]: p for p in paths}
   close = difflib.get_close_matches(key, paths, n=3, cutoff=0.6) + [by_leaf[leaf] for leaf in (
       difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_leaf), n=3, cutoff=0.75))]
-  close = list(dict.fromkeys(close))[:3]
-  hint = f"did you mean {' or '.join(close)}?" if close else "no such field"
+  hint = f"did you mean {' or '.join(list(dict.fromkeys(close))[:3])}?" if close else "no such field"
   return ConfigError(f"unknown config key {key!r}: {hint} (write the full field path; every "
                      f"field is listed in ei_snn_jax.training.config.options())")
 
@@ -188,9 +183,8 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
   for item in overrides:
     key, eq, text = str(item).partition("=")
     *parents, leaf = key.split(".")
-    node = cfg
-    for part in parents:
-      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    node = functools.reduce(lambda n, part: n.get(part) if isinstance(
+        n, ml_collections.ConfigDict) else None, parents, cfg)
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
       raise unknown_key_error(key, cfg)
     if isinstance(node[leaf], ml_collections.ConfigDict):
@@ -211,42 +205,48 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
 def apply_config_arg(cfg: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
   """Apply a config file's ``:ARG`` (big_vision style): comma-separated ``runlocal`` (a tiny
   debugging run: ``RUNLOCAL``) and ``key.path=value`` pairs, applied after it; returns ``cfg``."""
-  pairs, flags_first = [], []
+  first, pairs = [], []
   for item in filter(None, (s.strip() for s in (arg or "").split(","))):
     key, sep, text = item.partition("=")
-    if key == "runlocal":
-      if text.lower() not in ("", "true", "1", "false", "0"):
-        raise ConfigError(f"runlocal expects a bool (true/false/1/0), got {text!r}")
-      flags_first += [f"{k}={v}" for k, v in RUNLOCAL.items()] * (text.lower() in ("", "true",
-                                                                                   "1"))
-    elif not sep:
+    if key == "runlocal" and text.lower() not in ("", "true", "1", "false", "0"):
+      raise ConfigError(f"runlocal expects a bool (true/false/1/0), got {text!r}")
+    if key == "runlocal" and text.lower() in ("", "true", "1"):
+      first = [f"{k}={v}" for k, v in RUNLOCAL.items()]
+    elif key != "runlocal" and not sep:
       raise ConfigError(f"unknown config argument {item!r}: use the flag runlocal or key.path="
                         f"value pairs, e.g. configs/x.py:runlocal,model.T=8")
-    else:
+    elif key != "runlocal":
       pairs.append(item)
-  return apply_overrides(cfg, flags_first + pairs)
+  return apply_overrides(cfg, first + pairs)
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """The config of ``spec`` (``path/to/config.py[:ARG]``) with ``"key.path=value"`` overrides,
-  from Python (tests, notebooks); the tools read ``--config`` with config_flags. Not validated."""
-  path_str, sep, arg = spec.partition(".py:")
-  path = pathlib.Path(path_str + ".py" if sep else spec).expanduser()
+  """The config of ``spec`` (``path/to/config.py[:ARG]``, get_config(ARG) as config_flags calls
+  it) with ``"key.path=value"`` overrides; not validated. ConfigError (one line) if it fails."""
+  path = pathlib.Path(spec.split(":", 1)[0]).expanduser()
+  hint = "pass --config=configs/NAME.py[:ARG], e.g. --config=configs/default.py"
+  if path.is_dir():
+    raise ConfigError(f"config path {str(path)!r} is a directory, not a config file: {hint}")
   if not path.is_file():
-    raise ConfigError(f"config file {str(path)!r} not found: pass configs/NAME.py[:ARG]")
+    close = difflib.get_close_matches(str(path), [str(p) for p in sorted(pathlib.Path(
+        "configs").rglob("*.py")) if p.name not in ("__init__.py", "common.py", "sweeps.py")])
+    raise ConfigError(f"config file {str(path)!r} not found"
+                      f"{f' (did you mean {chr(44).join(close)}?)' if close else ''}: {hint}, "
+                      f"relative to the current directory")
   module_spec = importlib.util.spec_from_file_location(
       "_ei_snn_config_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12], path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  get_config = getattr(module, "get_config", None)
-  if not callable(get_config):
-    raise ConfigError(f"{path} defines no get_config(): add `def get_config(arg=None)` "
-                      f"returning an ml_collections.ConfigDict")
   try:
-    cfg = get_config(*([arg] if arg else []))
-  except (TypeError, AttributeError, KeyError) as e:
-    raise ConfigError(f"{path}: get_config() failed: {' '.join(str(e).split())}: fix the config "
-                      f"file (fields and types: config.options())") from e
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+      raise ConfigError(f"{path} defines no get_config(): add `def get_config(arg=None)` "
+                        f"returning an ml_collections.ConfigDict")
+    cfg = module.get_config(*spec.split(":", 1)[1:])
+  except ConfigError:
+    raise
+  except Exception as e:  # noqa: BLE001 - a broken config file: say which and why
+    raise ConfigError(f"{spec}: get_config() failed: {type(e).__name__}: {' '.join(str(e).split())}"
+                      f": fix the config file (fields and types: config.options())") from e
   if not isinstance(cfg, ml_collections.ConfigDict):
     raise ConfigError(f"{path}: get_config() returned {type(cfg).__name__}: return an "
                       f"ml_collections.ConfigDict (start from config.base_config())")
@@ -256,9 +256,9 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 # ------------------------------------------------------------------------------------------------
 # Validation.
 
-
 _KINDS = {bool: bool, str: str, tuple: (tuple, list), list: (tuple, list),
           int: numbers.Integral, float: numbers.Real}
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 def _check_schema(cfg: Any, base: ml_collections.ConfigDict, prefix: str,
@@ -293,12 +293,9 @@ def _check_schema(cfg: Any, base: ml_collections.ConfigDict, prefix: str,
       problems.append(f"{path}={value!r} is not finite: give a finite number")
 
 
-_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-
-
 def _check_rules(cfg: Any, declared: Mapping[str, tuple[Any, Any, str]],
                  problems: list[str]) -> None:
-  """Allowed values and ranges of the ``declared`` options."""
+  """The allowed values and ranges of the ``declared`` options."""
   for path, (_, rule, what) in declared.items():
     value = functools.reduce(lambda node, part: node[part], path.split("."), cfg)
     if isinstance(rule, tuple) and value not in rule:
@@ -308,8 +305,8 @@ def _check_rules(cfg: Any, declared: Mapping[str, tuple[Any, Any, str]],
                       f"{', '.join(rule)}")
     elif isinstance(rule, str) and rule.startswith("in "):
       low, high = (float(x) for x in rule[4:-1].split(","))
-      if not ((low <= value) if rule[3] == "[" else (low < value)) or not (
-          (value <= high) if rule[-1] == "]" else (value < high)):
+      if not (_OPS[">=" if rule[3] == "[" else ">"](value, low) and
+              _OPS["<=" if rule[-1] == "]" else "<"](value, high)):
         problems.append(f"{path}={value!r} is out of range: it must be {rule}")
     elif isinstance(rule, str):
       failed = [c for c in rule.split(" and ") if not _OPS[c.split()[0]](value,
@@ -336,7 +333,7 @@ def _check_parallel(cfg: Any, num_devices: int | None, problems: list[str]) -> N
                     f"devices: set parallel.num_devices to at most {num_devices} (0 = all)")
   n = par.num_devices if par.num_devices > 0 else num_devices
   for path in ("train.batch_size", "train.eval_batch_size") if n and n > 1 else ():
-    size = cfg.train[path.split(".")[1]]
+    size = cfg.train[path[6:]]
     if size >= 1 and size % n:
       below, above = (size // n) * n, (size // n + 1) * n
       problems.append(f"{path}={size} is not divisible by the {n} devices: use a multiple of "
@@ -348,9 +345,8 @@ def validate_config(cfg: ml_collections.ConfigDict,
                     num_devices: int | None = None) -> ml_collections.ConfigDict:
   """Check ``cfg`` completely; raise ConfigError listing every problem (one line), else return it.
 
-  The schema (fields and types), then every declared rule and each owner's ``check_config``;
-  ``num_devices`` (e.g. ``jax.device_count()``): the batch sizes must divide over
-  ``parallel.num_devices`` if set (> 0), else over ``num_devices``.
+  The schema (fields, types), every declared rule and each owner's ``check_config``; the batch
+  sizes must divide over ``parallel.num_devices`` if > 0, else over ``num_devices`` (if given).
   """
   if num_devices is not None and num_devices < 1:
     raise ValueError(f"num_devices must be >= 1 or None, got {num_devices}")
@@ -362,7 +358,7 @@ def validate_config(cfg: ml_collections.ConfigDict,
   if not problems:
     cfg = cfg if isinstance(cfg, ml_collections.ConfigDict) else ml_collections.ConfigDict(cfg)
     _check_data(cfg, problems)
-    _check_rules(cfg, {k: v for k, v in options().items() if not k.startswith("data.")}, problems)
+    _check_rules(cfg, {k: v for k, v in options().items() if k not in DATA_OPTIONS}, problems)
     for module in _owners():
       getattr(module, "check_config", lambda *_: None)(cfg, problems)
     _check_parallel(cfg, num_devices, problems)
@@ -399,12 +395,11 @@ def config_to_json(cfg: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
 def fingerprint_dict(cfg: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
   """The fields that define the run (``FINGERPRINT_EXCLUDE`` removed), floats normalised."""
   data = _plain(cfg)
-  floats = [p for p, (d, _, _) in options().items() if isinstance(d, float)]
-  for path in FINGERPRINT_EXCLUDE + tuple(floats):
+  floats = tuple(p for p, (default, _, _) in options().items() if isinstance(default, float))
+  for path in FINGERPRINT_EXCLUDE + floats:
     *parents, leaf = path.split(".")
-    node = data
-    for part in parents:
-      node = node.get(part) if isinstance(node, dict) else None
+    node = functools.reduce(lambda n, part: n.get(part) if isinstance(n, dict) else None,
+                            parents, data)
     if isinstance(node, dict) and path in FINGERPRINT_EXCLUDE:
       node.pop(leaf, None)
     elif isinstance(node, dict) and type(node.get(leaf)) is int:
@@ -425,10 +420,10 @@ def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
   cfg = base_config()
 
   def assign(node, values):
-    for k, v in values.items():
-      if k in node and isinstance(v, dict):
+    for k, v in ((k, v) for k, v in values.items() if k in node):
+      if isinstance(v, dict):
         assign(node[k], v)
-      elif k in node:
+      else:
         with node.ignore_type():
           node[k] = tuple(v) if isinstance(v, list) else v
 
