@@ -206,16 +206,16 @@ def apply_config_arg(cfg: ml_collections.ConfigDict, arg: str | None) -> ml_coll
   """Apply a config file's ``:ARG`` (big_vision style): comma-separated ``runlocal`` (a tiny
   debugging run: ``RUNLOCAL``) and ``key.path=value`` pairs, applied after it; returns ``cfg``."""
   first, pairs = [], []
-  for item in filter(None, (s.strip() for s in (arg or "").split(","))):
+  for item in [s.strip() for s in (arg or "").split(",") if s.strip()]:
     key, sep, text = item.partition("=")
     if key == "runlocal" and text.lower() not in ("", "true", "1", "false", "0"):
       raise ConfigError(f"runlocal expects a bool (true/false/1/0), got {text!r}")
-    if key == "runlocal" and text.lower() in ("", "true", "1"):
-      first = [f"{k}={v}" for k, v in RUNLOCAL.items()]
-    elif key != "runlocal" and not sep:
+    if key == "runlocal":
+      first = [f"{k}={v}" for k, v in RUNLOCAL.items()] if text.lower() in ("", "true", "1") else []
+    elif not sep:
       raise ConfigError(f"unknown config argument {item!r}: use the flag runlocal or key.path="
                         f"value pairs, e.g. configs/x.py:runlocal,model.T=8")
-    elif key != "runlocal":
+    else:
       pairs.append(item)
   return apply_overrides(cfg, first + pairs)
 
@@ -373,18 +373,11 @@ def validate_config(cfg: ml_collections.ConfigDict,
 
 def _plain(value: Any) -> Any:
   """Nested dict / list / JSON scalars from a ConfigDict, Mapping, tuple or numpy scalar."""
-  value = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-  if isinstance(value, Mapping):
-    return {str(k): _plain(v) for k, v in value.items()}
-  if isinstance(value, (tuple, list)):
-    return [_plain(v) for v in value]
-  if isinstance(value, (bool, str)) or value is None:
-    return value
-  if isinstance(value, numbers.Integral):
-    return int(value)
-  if isinstance(value, numbers.Real):
-    return float(value)
-  return _plain(value.item()) if hasattr(value, "item") else str(value)
+  def convert(v):
+    if isinstance(v, (ml_collections.ConfigDict, Mapping)):
+      return v.to_dict() if isinstance(v, ml_collections.ConfigDict) else dict(v)
+    return v.item() if hasattr(v, "item") else str(v)
+  return json.loads(json.dumps(value, default=convert))
 
 
 def config_to_json(cfg: ml_collections.ConfigDict | Mapping[str, Any]) -> str:
