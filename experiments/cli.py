@@ -1,12 +1,10 @@
 """The absl + ``ml_collections.config_flags`` plumbing every command-line tool shares.
 
-A tool defines its flags in ``define_flags(flag_values, argv)`` (absl flags and
-``config_flags.DEFINE_config_file`` / ``DEFINE_config_dict``), works in ``body(flag_values,
-args)``, has ``main(argv=None)`` return ``cli.main(define_flags, body, argv, ...)`` and ends with
+A tool defines its flags in ``define_flags(flag_values, argv)``, works in ``body(flag_values,
+args)``, returns ``cli.main(define_flags, body, argv, ...)`` from ``main(argv=None)`` and ends with
 ``cli.run_app(main)``. Each parse uses a fresh ``flags.FlagValues`` (tests call ``main`` in
-process). Every tool also takes absl's ``--verbosity`` / ``-v`` (default: warnings only; 0 shows
-INFO lines of absl, orbax and JAX). A usage mistake, or any ``errors.UserError``, ends with one
-``error: ...`` line naming the fix and exit status 2.
+process); every tool takes absl's ``--verbosity`` / ``-v``. A usage mistake, or any
+``errors.UserError``, ends with one ``error: ...`` line naming the fix and exit status 2.
 """
 
 from __future__ import annotations

@@ -139,13 +139,11 @@ def base_config() -> ml_collections.ConfigDict:
   """Every config field with its default (the paper's E-I CIFAR-10 recipe, VGG-16 values)."""
   c = ml_collections.ConfigDict()
   for path, (default, _, _) in options().items():
-    *groups, leaf = path.split(".")
-    node = c
-    for group in groups:
-      if group not in node:
-        node[group] = ml_collections.ConfigDict()
-      node = node[group]
-    node[leaf] = config_dict.placeholder(default) if isinstance(default, type) else default
+    group, _, leaf = path.rpartition(".")            # fields are "seed" or "group.field"
+    if group and group not in c:
+      c[group] = ml_collections.ConfigDict()
+    (c[group] if group else c)[leaf] = (config_dict.placeholder(default)
+                                        if isinstance(default, type) else default)
   return c
 
 
