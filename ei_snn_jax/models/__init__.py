@@ -16,20 +16,25 @@ from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG, scaled_layers
 ARCHS = (tuple(sorted(VGG_LAYERS)) + tuple(RESNET_STAGES)
          + tuple(f"mlp{n}" for n in sorted(MLP_WIDTHS)))
 
+def _reading_order(arch: str) -> tuple[int, int]:
+  """vgg8 < vgg11 < ... < resnet18 < mlp2 < ...: the order messages list the archs in."""
+  family = arch.rstrip("0123456789")
+  return ("vgg", "resnet", "mlp").index(family), int(arch[len(family):])
+
+
 # The config options this package owns: dotted field -> (default, allowed values or range,
 # meaning). ``training.config.base_config`` is assembled from these (docs/options.md).
+MAX_T = 1024            # every time step's activations are kept for the backward pass
+MAX_UNROLLED_T = 64     # model.scan_unroll=0 writes every step out: compile time
 CONFIG_OPTIONS = {
-    "model.arch": ("vgg16", tuple(sorted(ARCHS, key=lambda a: (a[:3] != "vgg", a[:3] == "mlp",
-                                                             int(a.strip("vgresntmlp"))))),
-                   "architecture"),
+    "model.arch": ("vgg16", tuple(sorted(ARCHS, key=_reading_order)), "architecture"),
     "model.variant": ("ei", VARIANTS, "model variant"),
-    "model.T": (4, ">= 1 and <= 1024", "time steps (every step's activations are kept)"),
+    "model.T": (4, f">= 1 and <= {MAX_T}", "time steps"),
     "model.width_multiplier": (1.0, "> 0", "scales every channel count (1 = the paper's)"),
     "model.dropout": (0.0, "in [0, 1)", "dropout after each E-I/DANN conv layer of a VGG"),
     "model.scan_unroll": (0, ">= 0", "lax.scan unrolling over T (0 = fully unrolled)"),
     "model.static_input_once": (True, None, "compute the first layer once for static images"),
 }
-MAX_UNROLLED_T = 64     # model.scan_unroll=0 writes every step out: compile time
 
 
 def check_config(cfg, problems: list[str]) -> None:
@@ -38,7 +43,7 @@ def check_config(cfg, problems: list[str]) -> None:
   if m.arch.startswith("mlp") and m.variant not in ("ei", "bn"):
     problems.append(f"model.arch={m.arch!r} has variants ei and bn, not {m.variant!r}: set "
                     f"model.variant to ei or bn")
-  if MAX_UNROLLED_T < m.T <= 1024 and m.scan_unroll == 0:
+  if MAX_UNROLLED_T < m.T <= MAX_T and m.scan_unroll == 0:
     problems.append(f"model.T={m.T} with model.scan_unroll=0 (fully unrolled) compiles {m.T} "
                     f"copies of the network (minutes to hours): set model.scan_unroll=1 (a "
                     f"rolled scan; 2-8 trade compile time for speed) or model.T<={MAX_UNROLLED_T}")

@@ -157,9 +157,10 @@ def unknown_key_error(key: str, cfg: ml_collections.ConfigDict | None = None) ->
   """The error for a field ``key`` that ``cfg`` (default the schema) lacks, with close matches."""
   paths = leaf_paths(cfg if cfg is not None else base_config())
   by_leaf = {p.rsplit(".", 1)[-1]: p for p in paths}
-  close = difflib.get_close_matches(key, paths, n=3, cutoff=0.6) + [by_leaf[leaf] for leaf in (
-      difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_leaf), n=3, cutoff=0.75))]
-  hint = f"did you mean {' or '.join(list(dict.fromkeys(close))[:3])}?" if close else "no such field"
+  close = list(dict.fromkeys(difflib.get_close_matches(key, paths, n=3, cutoff=0.6) + [
+      by_leaf[leaf] for leaf in difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_leaf),
+                                                          n=3, cutoff=0.75)]))[:3]
+  hint = f"did you mean {' or '.join(close)}?" if close else "no such field"
   return ConfigError(f"unknown config key {key!r}: {hint} (write the full field path; every "
                      f"field is listed in ei_snn_jax.training.config.options())")
 
