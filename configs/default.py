@@ -41,7 +41,7 @@ QUICK = dict(
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The small E-I CIFAR-10 run described in the module docstring.
 
-  ``arg``: see ``ei_snn_jax.training.config.apply_config_arg`` (e.g. "runlocal" or "lr=0.005").
+  ``arg``: see ``ei_snn_jax.training.config.apply_config_arg`` (e.g. "runlocal" or "optim.lr=0.005").
   """
   c = config_lib.base_config()
   c.model.arch = QUICK["arch"]

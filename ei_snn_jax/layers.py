@@ -112,6 +112,18 @@ class EIOptions:
                        f"{ei_prop.STABILIZATIONS}")
 
 
+# The config options this module owns: dotted field -> (default, allowed values or range,
+# meaning). ``training.config.base_config`` is assembled from these (docs/options.md).
+CONFIG_OPTIONS = {
+    "model.ei_ratio": (4, ">= 1", "n_I = n_E // ei_ratio (EIOptions)"),
+    "model.ei_init": (True, None, "data-dependent E-I Init (spec §2)"),
+    "model.ei_stabilization": ("adaptive", ei_prop.STABILIZATIONS, "E-I stabilization"),
+    "model.ei_ste": (True, None, "straight-through estimator of the stabilised denominator"),
+    "model.ei_scale_wei_grad": (True, None, "W_EI gradient divided by d (spec §3.3)"),
+    "model.conv_dtype": ("float32", ("float32", "bfloat16"), "conv dtype"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class NeuronOptions:
   """LIF settings (spec §5): tau 2, threshold 1, sigmoid surrogate alpha 4, scan unrolling.

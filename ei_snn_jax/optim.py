@@ -98,6 +98,25 @@ dale.set_default_mask(lambda params: library_masks(params).sign_constrained)
 
 MOMENTUM_FIRST_STEPS = ("reference", "optax")
 
+# The config options this module owns: dotted field -> (default, allowed values or range,
+# meaning). ``training.config.base_config`` is assembled from these (docs/options.md).
+CONFIG_OPTIONS = {
+    "optim.lr": (0.001, "> 0", "peak learning rate (spec §7)"),
+    "optim.init_lr": (1e-7, ">= 0", "learning rate at the start of the warmup"),
+    "optim.warmup_epochs": (30, ">= 0", "linear warmup, then per-step cosine to 0"),
+    "optim.momentum": (0.9, "in [0, 1)", "SGD momentum"),
+    "optim.momentum_first_step": ("reference", MOMENTUM_FIRST_STEPS, "momentum first step"),
+    "optim.weight_decay": (5e-4, ">= 0", "coupled L2 weight decay"),
+}
+
+
+def check_config(cfg, problems: list[str]) -> None:
+  """Append the rules across fields of ``cfg.optim`` to ``problems`` (training.config)."""
+  warmup, epochs = cfg.optim.warmup_epochs, cfg.train.epochs
+  if 0 < epochs <= warmup:
+    problems.append(f"optim.warmup_epochs={warmup} must be < train.epochs={epochs}: lower the "
+                    f"warmup (0 = none) or train longer")
+
 
 class ReferenceMomentumState(NamedTuple):
   """Steps taken so far and the momentum buffers."""

@@ -1,32 +1,22 @@
 """The absl + ``ml_collections.config_flags`` plumbing every command-line tool shares.
 
-A tool defines its flags in ``define_flags(flag_values, argv)`` (absl flags and, for the config,
-``config_flags.DEFINE_config_file`` / ``DEFINE_config_dict``), does its work in
-``body(flag_values, args)``, and ends with ``cli.run_app(main)``, which hands over to ``absl.app``:
-
-  def main(argv=None) -> int:
-    return cli.main(define_flags, body, argv, required=REQUIRED)
-
-  if __name__ == "__main__":
-    cli.run_app(main)
-
-Each call parses into a fresh ``flags.FlagValues``, so ``main([...])`` can run in-process any
-number of times (the tests do). Every usage mistake (unknown flag, unknown config key with close
-matches, a value of the wrong type, a missing config file or required flag, an override without a
-value) ends with one ``error: ...`` line naming the fix and exit status 2, as does any
-``errors.UserError`` raised by the work itself.
+A tool defines its flags in ``define_flags(flag_values, argv)``, works in ``body(flag_values,
+args)``, returns ``cli.main(define_flags, body, argv, ...)`` from ``main(argv=None)`` and ends with
+``cli.run_app(main)``. Each parse uses a fresh ``flags.FlagValues`` (tests call ``main`` in
+process); every tool takes absl's ``--verbosity`` / ``-v``. A usage mistake, or any
+``errors.UserError``, ends with one ``error: ...`` line naming the fix and exit status 2.
 """
 
 from __future__ import annotations
 
 import difflib
-import pathlib
 import re
 import sys
 from typing import Callable, Mapping, Sequence
 
 import ml_collections
 from absl import app, flags, logging as absl_logging
+from ml_collections.config_flags import config_flags
 
 from ei_snn_jax import errors
 from ei_snn_jax.training import config as config_lib
@@ -37,89 +27,50 @@ BodyFn = Callable[[flags.FlagValues, list[str]], None]
 CONFIG_HINT = "pass --config=configs/NAME.py[:ARG], e.g. --config=configs/default.py"
 
 
-def _config_flag_names(fv: flags.FlagValues) -> list[str]:
-  """Names of the ml_collections config flags defined on ``fv`` (not their override flags)."""
-  names = []
-  for name, flag in fv._flags().items():  # pylint: disable=protected-access
-    if "." not in name and type(flag).__module__.startswith("ml_collections.config_flags"):
-      names.append(name)
-  return sorted(set(names))
+def _define(define: DefineFn, argv: Sequence[str]) -> flags.FlagValues:
+  """A fresh FlagValues with the tool's flags and ``--verbosity`` / ``-v``."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("verbosity", "-1", "logging level: -1 warnings (default), 0 (or info) "
+                      "INFO lines of absl, orbax and JAX, 1 debug", short_name="v", flag_values=fv)
+  define(fv, list(argv))
+  return fv
 
 
-def _overrides(argv: Sequence[str], name: str) -> list[tuple[str, str | None]]:
-  """``--NAME.key=value`` / ``--NAME.key value`` pairs of ``argv`` (value None when missing)."""
-  out = []
+def _value(argv: Sequence[str], name: str) -> str | None:
+  """The value given to ``--NAME`` in ``argv`` (``--NAME=X`` or ``--NAME X``), else None."""
   for i, arg in enumerate(argv):
-    m = re.match(rf"^--?{name}\.([^=]*)(=(.*))?$", arg)
-    if not m:
-      continue
-    value = m.group(3)
-    if m.group(2) is None:
-      nxt = argv[i + 1] if i + 1 < len(argv) else None
-      value = None if nxt is None or nxt.startswith("--") else nxt
-    out.append((m.group(1), value))
-  return out
-
-
-def _config_spec(argv: Sequence[str], name: str) -> str | None:
-  """The value given to ``--NAME`` in ``argv`` (either ``--NAME=X`` or ``--NAME X``)."""
-  for i, arg in enumerate(argv):
-    if arg in (f"--{name}", f"-{name}"):
+    if re.fullmatch(rf"--?{re.escape(name)}", arg):
       return argv[i + 1] if i + 1 < len(argv) else ""
-    if arg.startswith(f"--{name}=") or arg.startswith(f"-{name}="):
+    if re.match(rf"--?{re.escape(name)}=", arg):
       return arg.split("=", 1)[1]
   return None
 
 
-def _missing_file_error(spec: str) -> config_lib.ConfigError:
-  """A config file that does not exist (or a directory), with close matches among
-  ./configs/**.py."""
-  path = spec.partition(".py:")[0] + ".py" if ".py:" in spec else spec
-  if pathlib.Path(path).is_dir():
-    return config_lib.ConfigError(f"config path {path!r} is a directory, not a config file: "
-                                  f"{CONFIG_HINT}")
-  candidates = sorted(str(p) for p in pathlib.Path("configs").rglob("*.py")
-                      if p.name not in ("__init__.py", "common.py", "sweeps.py"))
-  close = difflib.get_close_matches(path, candidates, n=3)
-  hint = f" (did you mean {', '.join(close)}?)" if close else ""
-  return config_lib.ConfigError(f"config file {path!r} not found{hint}: {CONFIG_HINT}, "
-                                f"relative to the current directory")
-
-
-def _explain(exc: Exception, define: DefineFn, argv: Sequence[str],
+def _explain(exc: Exception, fv: flags.FlagValues, args: Sequence[str],
              required: Mapping[str, str]) -> str:
-  """One line for a failed parse: the first mistake found in ``argv``, with its fix."""
-  args = list(argv[1:])
-  fv = flags.FlagValues()
-  define(fv, list(argv[:1]))   # the tool's flags, without the overrides that failed
+  """One line for a failed parse of ``args``: the first mistake found, with its fix."""
   for name, fix in required.items():
-    if _config_spec(args, name) in (None, ""):
+    if _value(args, name) in (None, ""):
       return f"missing --{name}: {fix}"
-  for name in _config_flag_names(fv):
-    if type(fv[name].parser).__name__ == "ConfigFileFlagParser":     # DEFINE_config_file
-      spec = _config_spec(args, name)
-      if spec is not None and not pathlib.Path(spec.partition(".py:")[0] + ".py"
-                                               if ".py:" in spec else spec).is_file():
-        return str(_missing_file_error(spec))
-      try:
-        cfg = config_lib.load_config(spec) if spec else config_lib.base_config()
-      except config_lib.ConfigError as e:
-        return str(e)
-      except Exception as e:  # noqa: BLE001 - a broken config file: say which and why
-        return (f"{spec}: get_config() failed: {type(e).__name__}: {e}: fix the config file "
-                f"(fields and types are those of ei_snn_jax.training.config.base_config)")
-    else:                                              # DEFINE_config_dict
-      cfg = config_lib.base_config()
-    for key, value in _overrides(args, name):
-      if value is None:
-        return f"--{name}.{key} needs a value: write --{name}.{key}=VALUE"
-      try:
-        config_lib.set_field(cfg, key, value)
-      except config_lib.ConfigError as e:
-        return str(e)
+  for name, flag in fv._flags().items():  # pylint: disable=protected-access
+    if "." in name or not config_flags.is_config_flag(flag):
+      continue
+    overrides, valueless = [], set()
+    for i, arg in enumerate(args):
+      if re.match(rf"^--?{name}\.", arg):
+        key, eq, value = arg.split(".", 1)[1].partition("=")
+        nxt = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else None
+        valueless |= {key} if not eq and nxt is None else set()
+        overrides.append(f"{key}={value if eq else nxt or 'true'}")   # bare --NAME.flag: true
+    spec = _value(args, name) if isinstance(flag.parser, config_flags.ConfigFileFlagParser) else ""
+    try:
+      config_lib.load_config(spec, overrides) if spec else config_lib.apply_overrides(
+          config_lib.base_config(), overrides)
+    except config_lib.ConfigError as e:
+      key = next((k for k in valueless if str(e).startswith(f"{k} expects")), None)
+      return f"--{name}.{key} needs a value: write --{name}.{key}=VALUE" if key else str(e)
   if isinstance(exc, flags.UnrecognizedFlagError):
-    known = [n for n in fv._flags() if "." not in n]  # pylint: disable=protected-access
-    close = difflib.get_close_matches(exc.flagname, known, n=2)
+    close = difflib.get_close_matches(exc.flagname, [n for n in fv if "." not in n], n=2)
     hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""
     return f"unknown argument --{exc.flagname}: {hint}see --help"
   return f"{' '.join(str(exc).split())} (see --help)"
@@ -127,44 +78,40 @@ def _explain(exc: Exception, define: DefineFn, argv: Sequence[str],
 
 def parse(define: DefineFn, argv: Sequence[str],
           required: Mapping[str, str] = {}) -> tuple[flags.FlagValues, list[str]]:  # noqa: B006
-  """Define the flags on a fresh FlagValues and parse ``argv`` (program name first).
-
-  Returns the parsed flags and the remaining positional arguments. Raises ConfigError with one
-  line naming the first mistake and its fix.
-  """
-  argv = list(argv)
-  fv = flags.FlagValues()
+  """Define the flags on a fresh FlagValues and parse ``argv`` (program name first); returns
+  the flags and the positional arguments, or raises ConfigError naming the first mistake."""
   try:
-    define(fv, argv)       # a config_dict flag applies the overrides already while defined
-    rest = fv(argv)
+    fv = _define(define, argv)     # a config_dict flag applies its overrides while defined
+    rest = fv(list(argv))
     for name in required:
       if fv[name].value in (None, ""):
         raise flags.IllegalFlagValueError(f"--{name} is required")
-    for name in _config_flag_names(fv):
-      # A config file that failed to load (missing, a directory, broken) or whose get_config()
-      # returned something else gives a placeholder that raises only when used.
-      if not isinstance(fv[name].value, (ml_collections.ConfigDict,
-                                         ml_collections.FrozenConfigDict)):
+    for name, flag in fv._flags().items():  # pylint: disable=protected-access
+      if "." not in name and config_flags.is_config_flag(flag) and not isinstance(
+          flag.value, ml_collections.ConfigDict):   # a file that did not load, or no ConfigDict
         raise flags.IllegalFlagValueError(f"--{name} did not load a ConfigDict")
   except Exception as e:  # noqa: BLE001 - every parse failure becomes one line
-    raise config_lib.ConfigError(_explain(e, define, argv, required)) from e
+    raise config_lib.ConfigError(_explain(e, _define(define, argv[:1]), argv[1:],
+                                          required)) from e
+  if fv["verbosity"].present:
+    try:
+      absl_logging.set_verbosity(fv.verbosity)
+    except (KeyError, ValueError):
+      raise config_lib.ConfigError(f"--verbosity={fv.verbosity} is not a logging level: give "
+                                   f"-1 (warnings), 0 or info, 1 or debug") from None
   return fv, list(rest[1:])
 
 
 def print_help(define: DefineFn, argv: Sequence[str], doc: str | None) -> None:
   """The tool's docstring and its flags (what ``--help`` prints)."""
-  fv = flags.FlagValues()
-  define(fv, [argv[0]])
+  fv = _define(define, argv[:1])
   print((doc or "").strip() + "\n\nflags:\n" + fv.get_help(include_special_flags=False))
 
 
 def main(define: DefineFn, body: BodyFn, argv: Sequence[str] | None = None,
          required: Mapping[str, str] = {}, doc: str | None = None) -> int:  # noqa: B006
-  """Parse ``argv`` (without the program name; default ``sys.argv[1:]``) and run ``body``.
-
-  Returns the exit status: 0, or 2 after a usage mistake or another ``errors.UserError`` (printed
-  as one ``error:`` line on stderr).
-  """
+  """Parse ``argv`` (without the program name; default ``sys.argv[1:]``) and run ``body``;
+  returns 0, or 2 after a usage mistake or another ``errors.UserError`` (one ``error:`` line)."""
   argv = [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)
   if any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in argv[1:]):
     print_help(define, argv, doc)
@@ -176,8 +123,8 @@ def main(define: DefineFn, body: BodyFn, argv: Sequence[str] | None = None,
 
 
 def run_app(tool_main: Callable[[list[str]], int]) -> None:
-  """Hand a tool's ``main`` to ``absl.app.run`` (absl's logging and exception handling); the
-  tool parses its own flags, so absl's global flags keep their defaults."""
+  """Hand a tool's ``main`` to ``absl.app.run``; the tool parses its own flags (``--verbosity``
+  included), so absl's global flags keep their defaults, and logging shows warnings only."""
 
   def parse_nothing(argv: list[str]) -> list[str]:
     flags.FLAGS.mark_as_parsed()

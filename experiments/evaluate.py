@@ -54,8 +54,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
     raise config_lib.ConfigError(f"{workdir} holds no run (no config.json): pass the --workdir "
                                  "of a run made by experiments.train")
   config = config_lib.config_from_saved(json.loads(cfg_file.read_text())["config"])
-  for key, value in (overrides or {}).items():
-    config_lib.set_field(config, key, str(value))
+  config_lib.apply_overrides(config, [f"{k}={v}" for k, v in (overrides or {}).items()])
   _stage(f"loading {config.data.name} and building {config.model.variant} "
          f"{config.model.arch} (T={config.model.T})")
   exp = train.build_experiment(config)
@@ -99,8 +98,7 @@ def evaluate_pretrained(name_or_dir: str | pathlib.Path, overrides: dict | None 
   from ei_snn_jax.training import config as config_lib, pretrained as released_lib, train
   released = pretrained_lib.load_pretrained(name_or_dir)
   config = released_lib.pretrained_config(released)
-  for key, value in (overrides or {}).items():
-    config_lib.set_field(config, key, str(value))
+  config_lib.apply_overrides(config, [f"{k}={v}" for k, v in (overrides or {}).items()])
   released_lib.check_data(config, released)
   _stage(f"loading {config.data.name} and building {released.name}")
   exp = train.build_experiment(config)

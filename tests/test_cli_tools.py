@@ -10,7 +10,10 @@ import shutil
 
 import pytest
 
-from experiments import analyze, benchmark, cli, evaluate, report, sweep, train
+from absl import logging as absl_logging
+
+from experiments import (analyze, benchmark, cli, evaluate, report, seed_spread, study, sweep,
+                         train)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config.data.source=synthetic", "--config.data.name=synthetic",
@@ -109,6 +112,33 @@ def test_help_lists_the_flags(tool, capsys):
   out = capsys.readouterr().out
   assert tool.__doc__.strip().splitlines()[0] in out
   assert "flags:" in out and "--" in out.split("flags:", 1)[1]
+
+
+@pytest.mark.parametrize("tool", [train, evaluate, sweep, analyze, report, benchmark, study,
+                                  seed_spread])
+def test_every_tool_takes_absls_verbosity(tool, capsys):
+  """absl's standard --verbosity / -v is a flag of every tool (issue 22, item 6)."""
+  assert tool.main(["--help"]) == 0
+  assert "-v,--verbosity" in capsys.readouterr().out.replace(" ", "")
+
+
+def test_verbosity_sets_the_logging_level_only_when_given():
+  """Warnings only by default (run_app); -v 0 / --verbosity=info show INFO; a bad level is one
+  line."""
+  base = ["train", "--config", f"{REPO}/configs/default.py", "--workdir", "w"]
+  before = absl_logging.get_verbosity()
+  try:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    cli.parse(train.define_flags, base, train.REQUIRED)
+    assert absl_logging.get_verbosity() == absl_logging.WARNING
+    for flag in (["-v", "0"], ["--verbosity=info"], ["-v=0"]):
+      absl_logging.set_verbosity(absl_logging.WARNING)
+      cli.parse(train.define_flags, base + flag, train.REQUIRED)
+      assert absl_logging.get_verbosity() == absl_logging.INFO, flag
+    with pytest.raises(cli.config_lib.ConfigError, match="--verbosity=loud is not a logging "):
+      cli.parse(train.define_flags, base + ["--verbosity=loud"], train.REQUIRED)
+  finally:
+    absl_logging.set_verbosity(before)
 
 
 def test_analyze_rejects_a_bad_batch_size(tiny_workdir, capsys):

@@ -169,18 +169,18 @@ def test_runlocal():
 
 
 def test_config_arg_pairs():
-  """Pairs after the flags win; unique short names expand; tuples keep their commas."""
-  c = C.load_config(str(REPO / "configs/ei_cifar10_vgg8.py:model.T=8,runlocal,batch_size=32,lr=0.01"))
+  """Pairs after the flags win; a short name ("lr") fails naming the full path to write."""
+  c = C.load_config(str(REPO / "configs/ei_cifar10_vgg8.py:model.T=8,runlocal,"
+                               "train.batch_size=32,optim.lr=0.01"))
   assert (c.model.T, c.train.batch_size, c.optim.lr, c.train.max_steps) == (8, 32, 0.01, 4)
   c = C.load_config(str(REPO / "configs/ei_cifar10_vgg8.py:runlocal=false"))
   assert c.train.max_steps == 0
-  d = ml_collections.ConfigDict({"a": {"x": 1, "w": (1, 2)}, "b": {"x": 2}})
-  C.apply_config_arg(d, "w=(3,4,5),b.x=7")
-  assert d.a.w == (3, 4, 5) and d.b.x == 7
-  with pytest.raises(C.ConfigError, match="ambiguous.*a.x.*b.x"):
-    C.apply_config_arg(d, "x=3")
+  with pytest.raises(C.ConfigError, match="unknown config key 'lr': did you mean optim.lr"):
+    C.apply_config_arg(_load("default"), "runlocal,lr=0.01")
   with pytest.raises(C.ConfigError, match="runlocl"):
     C.apply_config_arg(_load("default"), "runlocl")
+  with pytest.raises(C.ConfigError, match=r"runlocal expects a bool \(true/false/1/0\)"):
+    C.apply_config_arg(_load("default"), "runlocal=maybe")
   with pytest.raises(C.ConfigError, match="did you mean model.T"):
     C.apply_config_arg(_load("default"), "model.TT=3")
 
@@ -190,10 +190,10 @@ def test_config_arg_pairs():
 
 
 def test_overrides_parse_by_field_type():
-  """Nested keys, int/float/bool/str and quotes."""
+  """Nested keys, int/float/bool/str, parsed by config_flags as on the command line."""
   c = _load("ei_cifar10_vgg16", "model.T=8", "optim.lr=1", "optim.weight_decay=1e-3",
             "model.ei_init=false", "model.ei_ste=0", "train.progress_bar=TRUE",
-            "model.arch='resnet18'", "data.name=cifar100", "train.batch_size=64")
+            "model.arch=resnet18", "data.name=cifar100", "train.batch_size=64")
   assert c.model.T == 8 and isinstance(c.model.T, int)
   assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
   assert c.optim.weight_decay == 1e-3
@@ -203,30 +203,25 @@ def test_overrides_parse_by_field_type():
 
 
 def test_overrides_placeholder_and_tuple():
-  """Placeholders take strings and "None"; tuples parse "(32,64)" and keep the element type."""
+  """Placeholders take strings; "None" is text to config_flags, so validation names the fix;
+  tuples parse "(16,32,64)"."""
   c = _load("default", "data.path=/data/cifar10.npz", "data.source=arrays")
   assert c.data.path == "/data/cifar10.npz"
   C.validate_config(c)
   C.apply_overrides(c, ["data.path=None"])
-  assert c.data.path is None
-  C.apply_overrides(c, ["data.tfds_data_dir=~/tfds"])
-  assert c.data.tfds_data_dir == "~/tfds"
-  d = ml_collections.ConfigDict({"widths": (32, 64), "scales": (1.0,), "names": ("a",)})
-  C.apply_overrides(d, ["widths=(16,32,64)", "scales=[2, 3]", "names=(b, c)"])
-  assert d.widths == (16, 32, 64) and d.scales == (2.0, 3.0) and d.names == ("b", "c")
-  C.apply_overrides(d, ["widths=8", "names=('x','y')"])
-  assert d.widths == (8,) and d.names == ("x", "y")
-  with pytest.raises(C.ConfigError, match="widths expects"):
-    C.apply_overrides(d, ["widths=(1,2"])
-  with pytest.raises(C.ConfigError, match="widths expects an int"):
-    C.apply_overrides(d, ["widths=(1.5,2)"])
-  with pytest.raises(C.ConfigError, match=r"widths expects an int per element, got .\(a,2\)."):
-    C.apply_overrides(d, ["widths=(a,2)"])
+  with pytest.raises(C.ConfigError, match=r"data.path='None': .* leave it out or give it an "
+                                          r"empty value \(data.path=\)"):
+    C.validate_config(c)
+  C.apply_overrides(c, ["data.tfds_data_dir=~/tfds", "data.path="])
+  assert c.data.tfds_data_dir == "~/tfds" and c.data.path == ""
+  d = ml_collections.ConfigDict({"widths": (32, 64)})
+  C.apply_overrides(d, ["widths=(16,32,64)"])
+  assert d.widths == (16, 32, 64)
 
 
 @pytest.mark.parametrize("override, message", [
     ("optim.lrr=0.1", "unknown config key 'optim.lrr': did you mean optim.lr"),
-    ("T=8", "did you mean model.T"),
+    ("T=8", "unknown config key 'T': did you mean model.T? (write the full field path"),
     ("model.T=abc", "model.T expects an int, got 'abc'"),
     ("model.T=2.5", "model.T expects an int, got '2.5'"),
     ("optim.lr=fast", "optim.lr expects a float, got 'fast'"),
@@ -234,13 +229,16 @@ def test_overrides_placeholder_and_tuple():
     ("model=3", "model is a group of fields"),
     ("model.T.x=3", "unknown config key 'model.T.x'"),
     ("model.T", "override 'model.T' has no value"),
-    ("model.arch=None", None),  # a str field takes None (validation rejects it for a non-placeholder)
+    ("model.arch=None", None),  # text to config_flags: validation rejects the unknown arch
 ])
 def test_bad_overrides(override, message):
   """Unknown keys get suggestions, unparsable values name the key and the expected type."""
   cfg = _load("default")
   if message is None:
     C.apply_overrides(cfg, [override])
+    with pytest.raises(C.ConfigError, match="model.arch='None' is not a known architecture"):
+      C.validate_config(cfg)
+    cfg.model.arch = None
     with pytest.raises(C.ConfigError, match="model.arch is None: give it a str"):
       C.validate_config(cfg)
     return
@@ -386,7 +384,8 @@ def test_typo_in_config_file(tmp_path, body, message):
 
 
 def test_load_config_errors(tmp_path):
-  """Missing file (with a suggestion), no get_config, wrong return type; argless get_config."""
+  """Missing file (with a suggestion), no get_config, wrong return type; an argless get_config
+  given an ARG (config_flags passes it on, so it fails as on the command line)."""
   with pytest.raises(C.ConfigError, match="config file 'configs/ei_cifar10_vgg61.py' not found"):
     C.load_config("configs/ei_cifar10_vgg61.py")
   (tmp_path / "none.py").write_text("X = 1\n")
@@ -396,8 +395,10 @@ def test_load_config_errors(tmp_path):
   with pytest.raises(C.ConfigError, match="returned int"):
     C.load_config(str(tmp_path / "bad.py"))
   (tmp_path / "argless.py").write_text(CONFIG_FILE_HEAD.replace("arg=None", "") + "  return c\n")
-  c = C.load_config(str(tmp_path / "argless.py") + ":runlocal,T=2", ["optim.lr=0.5"])
-  assert (c.train.max_steps, c.model.T, c.optim.lr) == (4, 2, 0.5)
+  c = C.load_config(str(tmp_path / "argless.py"), ["optim.lr=0.5"])
+  assert (c.train.max_steps, c.optim.lr) == (0, 0.5)
+  with pytest.raises(C.ConfigError, match=r"get_config\(\) failed: .*positional argument"):
+    C.load_config(str(tmp_path / "argless.py") + ":runlocal")
 
 
 def test_load_config_relative_to_cwd(monkeypatch):
@@ -465,7 +466,7 @@ def test_cli_forms():
   assert workdir == "runs/x" and rest == []
   assert (cfg.optim.lr, cfg.model.T, cfg.optim.init_lr) == (0.002, 8, -1.0)
   assert (cfg.data.path, cfg.data.augment, cfg.train.max_steps) == ("a=b.npz", False, 4)
-  cfg, workdir, _ = _parse("--workdir=w", f"--config={REPO}/configs/ei_cifar10_vgg8.py:T=2")
+  cfg, workdir, _ = _parse("--workdir=w", f"--config={REPO}/configs/ei_cifar10_vgg8.py:model.T=2")
   assert (workdir, cfg.model.T, cfg.train.max_steps) == ("w", 2, 0)
   with pytest.raises(AttributeError):     # locked: a typo cannot add a field
     cfg.optim.learning_rate = 0.1
@@ -522,3 +523,21 @@ def test_transfer_guard_is_validated():
   cfg.train.transfer_guard = "disalow"
   with pytest.raises(C.ConfigError, match=r"train.transfer_guard.*did you mean disallow"):
     C.validate_config(cfg)
+
+
+def test_fingerprint_of_unchanged_configs_is_pinned():
+  """Run folders made before the options moved into their modules still resume (issue 22)."""
+  assert C.config_fingerprint(_load("ei_cifar10_vgg16")) == (
+      "b95b37b96be5cd02ec3a3811a04137b9d4451f0a3084fb99d86b3db402c20bfd")
+  assert C.config_fingerprint(_load("default")) == (
+      "6488ac78aad191c0a23b9b3519d1936811b9217f01818075af2429db33e72c73")
+
+
+def test_every_option_is_declared_once_by_its_owner():
+  """base_config is exactly the union of the declared options; no two owners declare a field."""
+  import importlib
+  declared = [p for name in C.OWNERS for p in importlib.import_module(name).CONFIG_OPTIONS]
+  declared += list(C.TRAIN_OPTIONS)
+  assert len(declared) == len(set(declared))
+  assert sorted(declared) == sorted(p for p in C.leaf_paths(C.base_config())
+                                    if not p.startswith("data."))     # data.*: _check_data's

@@ -312,7 +312,6 @@ def test_device_memory_is_the_smallest_reported_limit_else_the_default():
 
 def test_resolve_placement_reads_the_config_and_logs_the_sizes():
   cfg = config_lib.base_config()
-  assert config_lib.PLACEMENTS == placement.PLACEMENTS
   lines = []
   x, y = dataset()
   ds = data.Dataset(x, y, x[:10], y[:10], 10, "synthetic")

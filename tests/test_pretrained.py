@@ -22,6 +22,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 from ei_snn_jax import models  # noqa: E402
 from ei_snn_jax.models import pretrained  # noqa: E402
+from ei_snn_jax.data import registry as data_registry  # noqa: E402
 from ei_snn_jax.training import config as config_lib  # noqa: E402
 from ei_snn_jax.training import pretrained as released_lib  # noqa: E402
 
@@ -591,7 +592,7 @@ def test_evaluate_pretrained_errors_are_one_line(tmp_path, capsys):
       ([f"--pretrained={folder}", *SYNTHETIC], "has 100 classes but data.name='synthetic' has 10"),
       ([f"--pretrained={tmp_path / 'nothing'}"], "neither a folder"),
   ]
-  if "cifar10_dvs" not in config_lib.DATASETS:    # this branch reads no DVS data yet
+  if "cifar10_dvs" not in data_registry.dataset_names():    # this branch reads no DVS data yet
     dvs = write_released(tmp_path / "CIFAR10DVS-VGG8", "ei_vgg8_dvs")
     cases.append(([f"--pretrained={dvs}"], "(data.name='cifar10_dvs'), which this version"))
   for argv, words in cases:

@@ -63,6 +63,15 @@ SURROGATES: dict[str, Callable[[Array, float], Array]] = {
     "fast_sigmoid": fast_sigmoid_surrogate,
 }
 
+# The config options this module owns: dotted field -> (default, allowed values or range,
+# meaning). ``training.config.base_config`` is assembled from these (docs/options.md).
+CONFIG_OPTIONS = {
+    "model.tau": (2.0, "> 0", "membrane time constant (spec §5)"),
+    "model.threshold": (1.0, "> 0", "firing threshold"),
+    "model.surrogate": ("sigmoid", tuple(SURROGATES), "surrogate"),
+    "model.surrogate_alpha": (4.0, "> 0", "surrogate sharpness"),
+}
+
 
 def _surrogate_derivative(surrogate) -> Callable[[Array, float], Array]:
   """The derivative (u, alpha) -> dS/du named by ``surrogate`` (or the callable itself)."""

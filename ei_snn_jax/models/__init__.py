@@ -16,6 +16,46 @@ from ei_snn_jax.models.vgg import VGG_LAYERS, SpikingVGG, scaled_layers
 ARCHS = (tuple(sorted(VGG_LAYERS)) + tuple(RESNET_STAGES)
          + tuple(f"mlp{n}" for n in sorted(MLP_WIDTHS)))
 
+def _reading_order(arch: str) -> tuple[int, int]:
+  """vgg8 < vgg11 < ... < resnet18 < mlp2 < ...: the order messages list the archs in."""
+  family = arch.rstrip("0123456789")
+  return ("vgg", "resnet", "mlp").index(family), int(arch[len(family):])
+
+
+# The config options this package owns: dotted field -> (default, allowed values or range,
+# meaning). ``training.config.base_config`` is assembled from these (docs/options.md).
+MAX_T = 1024            # every time step's activations are kept for the backward pass
+MAX_UNROLLED_T = 64     # model.scan_unroll=0 writes every step out: compile time
+CONFIG_OPTIONS = {
+    "model.arch": ("vgg16", tuple(sorted(ARCHS, key=_reading_order)), "architecture"),
+    "model.variant": ("ei", VARIANTS, "model variant"),
+    "model.T": (4, f">= 1 and <= {MAX_T}", "time steps"),
+    "model.width_multiplier": (1.0, "> 0", "scales every channel count (1 = the paper's)"),
+    "model.dropout": (0.0, "in [0, 1)", "dropout after each E-I/DANN conv layer of a VGG"),
+    "model.scan_unroll": (0, ">= 0", "lax.scan unrolling over T (0 = fully unrolled)"),
+    "model.static_input_once": (True, None, "compute the first layer once for static images"),
+}
+
+
+def check_config(cfg, problems: list[str]) -> None:
+  """Append the rules across fields of ``cfg.model`` to ``problems`` (training.config)."""
+  m = cfg.model
+  if m.arch.startswith("mlp") and m.variant not in ("ei", "bn"):
+    problems.append(f"model.arch={m.arch!r} has variants ei and bn, not {m.variant!r}: set "
+                    f"model.variant to ei or bn")
+  if MAX_UNROLLED_T < m.T <= MAX_T and m.scan_unroll == 0:
+    problems.append(f"model.T={m.T} with model.scan_unroll=0 (fully unrolled) compiles {m.T} "
+                    f"copies of the network (minutes to hours): set model.scan_unroll=1 (a "
+                    f"rolled scan; 2-8 trade compile time for speed) or model.T<={MAX_UNROLLED_T}")
+  if m.variant == "ei" and m.width_multiplier > 0 and m.ei_ratio >= 1:
+    base = 100 if m.arch in ("mlp8", "mlp12", "mlp16") else (
+        300 if m.arch in ("mlp4", "mlp6") else 500 if m.arch == "mlp2" else 64)
+    narrowest = max(4, int(round(base * m.width_multiplier)))  # narrowest layer
+    if narrowest // m.ei_ratio < 1:
+      problems.append(f"model.ei_ratio={m.ei_ratio} leaves no inhibitory unit in the "
+                      f"{narrowest}-unit narrowest layer (model.width_multiplier="
+                      f"{m.width_multiplier}): raise the width or lower the ratio")
+
 __all__ = ["ARCHS", "VARIANTS", "ModelOptions", "SpikingVGG", "SEWResNet", "SEWBasicBlock",
            "SpikingMLP", "create_model", "model_options", "VGG_LAYERS", "RESNET_STAGES",
            "MLP_WIDTHS", "mlp_widths", "scaled_layers",

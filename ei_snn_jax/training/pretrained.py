@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ei_snn_jax.models import pretrained as pretrained_lib
+from ei_snn_jax.data import registry as data_registry
 from ei_snn_jax.models.pretrained import Pretrained, PretrainedError
 from ei_snn_jax.training import config as config_lib, train
 
@@ -50,13 +51,13 @@ def check_data(config: ml_collections.ConfigDict, pretrained: Pretrained, datase
   loaded ``data.Dataset`` also its classes and, for static images, the image shape.
   """
   name = config.data.name
-  if name not in config_lib.DATASETS:
+  if name not in data_registry.dataset_names():
     shape = pretrained.input_shape(2)
     raise PretrainedError(
         f"{pretrained.name} was trained on {pretrained.reference_config.get('dataset')} "
         f"(data.name={name!r}), which this version of ei_snn_jax does not read (data.name: "
-        f"{', '.join(config_lib.DATASETS)}): its model and parameters import all the same, "
-        f"evaluate them with Pretrained.predict on inputs like {shape}")
+        f"{', '.join(data_registry.dataset_names())}): its model and parameters import all the "
+        f"same, evaluate them with Pretrained.predict on inputs like {shape}")
   if dataset is None:
     return
   if dataset.num_classes != pretrained.num_classes:
