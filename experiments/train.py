@@ -6,8 +6,8 @@
       --config.data.path=/data/cifar10.npz --config.optim.lr=0.002 --config.model.T 8
 
 Any config field is overridden with ``--config.KEY=VALUE`` (``ml_collections.config_flags``; the
-config is locked, so a misspelt key is an error, not a new field). The resolved config is printed
-and saved to WORKDIR/config.json. Rerunning the same command resumes from the latest checkpoint in
+config is locked, so a misspelt key is an error, not a new field). The resolved config is saved
+to WORKDIR/config.json. Rerunning the same command resumes from the latest checkpoint in
 --workdir. Bad configs, bad data and non-finite training steps end with one line naming the
 problem and the fix (exit status 2).
 """
@@ -42,7 +42,9 @@ def body(fv: flags.FlagValues, args: list[str]) -> None:
     raise config_lib.ConfigError(f"unexpected arguments {' '.join(args)}: every setting is a "
                                  f"flag (--config.KEY=VALUE); see --help")
   config = fv.config
-  print(config_lib.config_to_json(config), flush=True)
+  # The resolved config goes to WORKDIR/config.json only: printed here it was a screen of JSON
+  # (its first and last lines a lone "{" and "}") before anything else.
+  print(f"run folder: {fv.workdir} (config.json, metrics.jsonl, checkpoints)", flush=True)
   summary = train.train_and_evaluate(config, fv.workdir)
   best, final = summary["best_test_accuracy"], summary.get("final_test_accuracy")
   print(f"done: step {summary['step']}/{summary['total_steps']}, best test accuracy "
