@@ -213,7 +213,7 @@ class Progress:
     step's compile) out of the step-rate estimate, so that the ETA stays that of training steps
     instead of jumping to hours after each evaluation. The elapsed time still counts it."""
     if self._bar is not None:
-      self._bar.last_print_t = time.time()
+      self._bar.last_print_t = getattr(self._bar, "_time", time.time)()   # tqdm's clock
       self._bar.last_print_n = self._bar.n
 
   def postfix(self, **values: float) -> None:
