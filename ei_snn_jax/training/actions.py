@@ -41,8 +41,8 @@ WHOLE_RUN = ("finite", "bad_leaf", "bad_replica")
 @dataclasses.dataclass
 class Run:
   """What a run writes: its records (one logger per replica and, with replicas, the mean
-  stream), checkpoints, their metadata, the progress bar and the wall clock. ``close`` is the
-  one shutdown: after a finished or interrupted run everything is flushed and released; after
+  stream), checkpoints, their metadata, the progress bar and the wall clock. ``close`` (also
+  leaving ``with run:``) is the one shutdown: after a finished or interrupted run everything is flushed and released; after
   an error only the progress bar and the metric streams are closed (the error's own path waits
   for pending checkpoint saves)."""
   workdir: pathlib.Path
@@ -55,14 +55,19 @@ class Run:
   saved_step: int
 
   @property
+  def num_replicas(self) -> int:
+    """The length of the state's replica axis (one metrics stream per replica)."""
+    return len(self.loggers)
+
+  @property
   def all_loggers(self) -> list[metrics_lib.MetricsLogger]:
     """Every metrics stream: the replicas' and, with several replicas, the mean's."""
-    return self.loggers if len(self.loggers) == 1 else [self.logger, *self.loggers]
+    return self.loggers if self.num_replicas == 1 else [self.logger, *self.loggers]
 
   def save(self, step: int, state: Any, best: bool = False, **extra: Any) -> None:
     """Checkpoint ``state`` (the loop's layout) at ``step`` with the metadata (and ``extra``)."""
     self.meta["wall_time"] = time.time() - self.t_start
-    self.ckpt.save(step, replicas.to_saved_layout(state, len(self.loggers)),
+    self.ckpt.save(step, replicas.to_saved_layout(state, self.num_replicas),
                    {**self.meta, **extra}, best=best)
     self.saved_step = step
 
@@ -76,12 +81,20 @@ class Run:
     if finished:
       self.ckpt.close()
 
+  def __enter__(self) -> Run:
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    self.close(finished=exc_type is None or issubclass(exc_type, runfolder.TrainingInterrupted))
+
 
 def window_to_json(window: list[dict[str, Any]], n: int) -> list[Any]:
   """Host step metrics of an unfinished logging window as JSON (saved with a checkpoint). With
-  one replica the values lose the replica axis: the layout of checkpoints before it existed."""
+  one replica the values lose the replica axis and ``bad_replica`` is left out: the layout of
+  checkpoints written before the axis existed."""
   if n == 1:
-    window = [{k: v if k in WHOLE_RUN else v[0] for k, v in m.items()} for m in window]
+    window = [{k: v if k in WHOLE_RUN else v[0] for k, v in m.items() if k != "bad_replica"}
+              for m in window]
   return [jax.tree.map(lambda a: {"dtype": np.asarray(a).dtype.name,
                                   "value": np.asarray(a).tolist()}, m) for m in window]
 

@@ -64,14 +64,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   with lock, runfolder.StopSignals() as stop, checkpointing.disk_errors(workdir):
     try:
       run, state = open_run(exp, workdir, primary, limit)
-      try:
+      with run:                 # the one shutdown, whichever way the run ends
         state, step = train_loop(exp, run, state, stop, limit)
-        summary = summarize(exp, run, step, primary)
-      except BaseException as e:
-        run.close(finished=isinstance(e, runfolder.TrainingInterrupted))
-        raise
-      run.close()
-      return summary
+        return summarize(exp, run, step, primary)
     finally:
       metrics_lib.close_all()   # also on errors: no writer flushes at exit into a full disk
 
@@ -100,13 +95,13 @@ def open_run(exp: Experiment, workdir: pathlib.Path, primary: bool,
     state = state.replace(params=dale.project_nonnegative(state.params))
     print(f"resumed from step {int(state.step)} in {workdir}")
   step = int(state.step)
-  run = actions_lib.Run(workdir, logger, loggers, ckpt, meta, None, 0.0, step)
+  progress = metrics_lib.Progress(limit, step, enabled=c.train.progress_bar and primary)
+  run = actions_lib.Run(workdir, logger, loggers, ckpt, meta, progress,
+                        t_start=time.time() - meta["wall_time"], saved_step=step)
   if primary:   # records after the restored step (or all, with no checkpoint) are redone
     ckpt.reconcile(step, state, meta)
     for log in run.all_loggers:
       log.truncate_after(step)
-  run.progress = metrics_lib.Progress(limit, step, enabled=c.train.progress_bar and primary)
-  run.t_start = time.time() - meta["wall_time"]
   if primary and step < limit:
     runfolder.set_aside_summary(workdir)
     print(f"compiling the training step ({c.model.arch}, T={c.model.T}, batch "
