@@ -336,7 +336,7 @@ def _measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
   import jax
 
   from ei_snn_jax import data as data_lib
-  from ei_snn_jax.training import train
+  from ei_snn_jax.training import batches, replicas, steps, train
 
   cfg, _ = make_config(args)
   exp = train.build_experiment(cfg)
@@ -345,21 +345,22 @@ def _measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
   R, B = exp.num_replicas, cfg.train.batch_size
   out: dict[str, Any] = {}
   state, out["init_s"] = _timed(lambda: jax.block_until_ready(train.init_state(exp)))
+  state = replicas.to_run_layout(state, R)      # the loop's layout: the replica axis first
   out["params"] = sum(x.size for x in jax.tree.leaves(state.params)) // R
 
   if not args.eval_only:
-    # The loop's step: its epoch's index table uploaded once, the row sliced on the device.
-    step = train.make_train_step(exp, from_epoch_table=True)
-    table = tuple(train.host_to_global(a, train.epoch_table_sharding(exp))
-                  for a in train.epoch_table(exp, 0))
+    # The loop's step and batch source: the epoch's index table uploaded once, the row sliced
+    # on the device.
+    source = batches.DeviceBatches(exp)
+    step = steps.make_train_step(exp, source)
+    batch = source(0)
     held = {"state": state}
 
     def train_call():
-      held["state"], metrics = compiled(held["state"], exp.train_x, exp.train_y, *table)
+      held["state"], metrics = compiled(held["state"], batch)
       return held["state"], metrics
 
-    lowered, out["train_lower_s"] = _timed(
-        lambda: step.lower(state, exp.train_x, exp.train_y, *table))
+    lowered, out["train_lower_s"] = _timed(lambda: step.lower(state, batch))
     compiled, out["train_compile_s"] = _timed(lowered.compile)
     out.update(compiled_costs("train", compiled))
   if not args.eval_only and not args.cost_only:
@@ -372,10 +373,12 @@ def _measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
     state = held["state"]          # the trained state (the step donated the earlier ones)
     out["finite"] = bool(metrics["finite"])
 
-  eval_step = train.make_eval_step(exp)
+  eval_step = steps.make_eval_step(exp, batches.eval_source(exp))
   # Every call evaluates the same test batch (the synthetic test set is one batch).
   idx, mask = next(data_lib.eval_batches(len(exp.dataset.x_test), cfg.train.eval_batch_size))
-  eval_args = (state.params, state.batch_stats, exp.test_x, exp.test_y, idx, mask)
+  eval_args = (state.params, state.batch_stats,
+               (exp.test_x, exp.test_y, *(train.host_to_global(a, exp.batch_sharded)
+                                         for a in (idx, mask))))
   lowered, out["eval_lower_s"] = _timed(lambda: eval_step.lower(*eval_args))
   compiled_eval, out["eval_compile_s"] = _timed(lowered.compile)
   out.update(compiled_costs("eval", compiled_eval))

@@ -295,23 +295,24 @@ def compile_steps(exp, state, mesh, platform: str) -> dict[str, Any]:
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from ei_snn_jax import data as data_lib
-  from ei_snn_jax.training import train
+  from ei_snn_jax.training import batches, replicas, steps
 
   cfg = exp.config
   target_exp = dataclasses.replace(exp, mesh=mesh)
   rep = NamedSharding(mesh, P())
-  table = train.epoch_table(exp, 0)
-  tsh = train.epoch_table_sharding(target_exp)
+  state = replicas.to_run_layout(state, exp.num_replicas)   # the loop's layout
+  table = batches.epoch_table(exp, 0)
+  source = batches.DeviceBatches(target_exp)
   out: dict[str, Any] = {}
-  step = train.make_train_step(target_exp, from_epoch_table=True)
-  args = (_sds(state, rep), _sds(exp.train_x, rep), _sds(exp.train_y, rep),
-          *(_sds(a, tsh) for a in table))
-  out["train"] = step_report(step, args, platform)
-  eval_step = train.make_eval_step(target_exp)
+  step = steps.make_train_step(target_exp, source)
+  batch = (_sds(exp.train_x, rep), _sds(exp.train_y, rep),
+           *(_sds(a, source.table_sharded) for a in table))
+  out["train"] = step_report(step, (_sds(state, rep), batch), platform)
+  eval_step = steps.make_eval_step(target_exp, batches.eval_source(target_exp))
   idx, mask = next(data_lib.eval_batches(len(exp.dataset.x_test), cfg.train.eval_batch_size))
   dat = target_exp.batch_sharded
-  eargs = (_sds(state.params, rep), _sds(state.batch_stats, rep), _sds(exp.test_x, rep),
-           _sds(exp.test_y, rep), _sds(idx, dat), _sds(mask, dat))
+  eargs = (_sds(state.params, rep), _sds(state.batch_stats, rep),
+           (_sds(exp.test_x, rep), _sds(exp.test_y, rep), _sds(idx, dat), _sds(mask, dat)))
   out["eval"] = step_report(eval_step, eargs, platform)
   return out
 

@@ -26,7 +26,7 @@ EXTRA = ("train.epochs=3",)   # 36 steps: 12 per epoch, checkpoints every 3, rec
 WRAPPER = r'''
 import json, os, signal, sys
 import jax
-from ei_snn_jax.training import checkpointing, runfolder, train
+from ei_snn_jax.training import checkpointing, evaluation, runfolder, steps
 from experiments import train as train_cli
 
 fault = json.loads(os.environ["EI_SNN_FAULT"])
@@ -34,23 +34,23 @@ kind, at = fault["kind"], fault.get("step")
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 
 if kind in ("kill_step", "sigterm", "sigint"):
-  real_make = train.make_train_step
-  def make(exp, **kwargs):
-    step_fn = real_make(exp, **kwargs)
-    def wrapped(state, *args):
+  real_make = steps.make_train_step
+  def make(exp, source):
+    step_fn = real_make(exp, source)
+    def wrapped(state, batch):
       if int(jax.device_get(state.step)) == at:
         {"kill_step": die, "sigterm": lambda: os.kill(os.getpid(), signal.SIGTERM),
          "sigint": lambda: os.kill(os.getpid(), signal.SIGINT)}[kind]()
-      return step_fn(state, *args)
+      return step_fn(state, batch)
     return wrapped
-  train.make_train_step = make
+  steps.make_train_step = make
 elif kind == "during_eval":
-  real_eval = train.evaluate
+  real_eval = evaluation.evaluate_replicas
   def evaluate(exp, state, *args, **kwargs):
     if int(state.step) == at:
       die()
     return real_eval(exp, state, *args, **kwargs)
-  train.evaluate = evaluate
+  evaluation.evaluate_replicas = evaluate
 elif kind in ("mid_checkpoint", "after_latest"):
   real_save = checkpointing.Checkpointer.save
   def save(self, step, state, meta, best=False):

@@ -27,7 +27,8 @@ import pytest
 
 from ei_snn_jax import data as data_lib
 from ei_snn_jax.data import host_feed
-from ei_snn_jax.training import checkpointing, config as config_lib, metrics, runfolder, train
+from ei_snn_jax.training import (batches, checkpointing, config as config_lib, metrics, runfolder,
+                                 steps, train)
 
 TINY = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=36",
         "data.synthetic_test_size=20", "data.train_subset=0", "data.test_subset=0",
@@ -71,19 +72,19 @@ def assert_bitwise_equal(a, b):
 
 def wrap_steps(monkeypatch, before_step):
   """``before_step(state)`` runs before every training step of the loop (a pass-through)."""
-  real = train.make_train_step
+  real = steps.make_train_step
 
-  def make(exp, **kwargs):
-    step = real(exp, **kwargs)
+  def make(exp, source):
+    step = real(exp, source)
 
-    def wrapped(state, *args):
+    def wrapped(state, batch):
       with jax.transfer_guard("allow"):
-        state = before_step(state, args)
-      return step(state, *args)
+        state = before_step(state, batch)
+      return step(state, batch)
 
     return wrapped
 
-  monkeypatch.setattr(train, "make_train_step", make)
+  monkeypatch.setattr(steps, "make_train_step", make)
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +137,22 @@ def test_evaluate_streams_the_padded_test_set_like_the_device_path():
   assert not feed_threads()
 
 
-def test_make_step_variants_are_exclusive():
-  exp = train.build_experiment(tiny_config("data.placement=host"))
-  with pytest.raises(ValueError, match="exclude each other"):
-    train.make_train_step(exp, from_epoch_table=True, from_batch=True)
+def test_both_batch_sources_hand_the_one_step_the_same_batches():
+  """The device path's epoch table (row gathered in the step) and the host path's streamed
+  batch select the same (replicas, batch, ...) images, labels and mask, across an epoch's end
+  and its padded last batch."""
+  host = train.build_experiment(tiny_config("data.placement=host"))
+  device = train.build_experiment(tiny_config("data.placement=device"))
+  table = batches.DeviceBatches(device)
+  select = jax.jit(table.select)
+  with batches.HostBatches(host, 2, 7) as feed:
+    for step in range(2, 7):
+      want = feed(step)
+      got = select(table(step), jnp.asarray(step, jnp.int32))
+      assert want[0].shape[:2] == (1, host.config.train.batch_size)
+      for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not feed_threads()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,18 +244,18 @@ def test_the_guard_is_per_thread_so_the_feeds_uploads_pass_and_implicit_ones_do_
 def test_host_loop_runs_under_disallow_and_catches_implicit_transfers(tmp_path, monkeypatch):
   # The fixture's host run already finished under the default "disallow"; here a step that
   # makes an implicit upload is refused on the host path too.
-  real = train.make_train_step
+  real = steps.make_train_step
 
-  def make(exp, **kwargs):
-    step = real(exp, **kwargs)
+  def make(exp, source):
+    step = real(exp, source)
 
-    def wrapped(state, *args):
+    def wrapped(state, batch):
       jax.jit(lambda a: a)(np.arange(4, dtype=np.int32))     # implicit, inside the guard
-      return step(state, *args)
+      return step(state, batch)
 
     return wrapped
 
-  monkeypatch.setattr(train, "make_train_step", make)
+  monkeypatch.setattr(steps, "make_train_step", make)
   assert tiny_config().train.transfer_guard == "disallow"
   with pytest.raises(Exception, match="(?i)disallowed"):
     train.train_and_evaluate(tiny_config("data.placement=host"), tmp_path)
@@ -326,8 +339,8 @@ def test_host_run_keeps_an_arrays_file_mapped(tmp_path):
   assert exp.from_host and is_mapped(exp.dataset.x_train) and is_mapped(exp.dataset.x_test)
   # The feed reads the mapped rows: the first batch equals the rows of batch_indices.
   idx, mask = data_lib.batch_indices(7, 0, 36, 8, 0)
-  with train.HostBatches(exp, 0, 1) as batches:
-    got = batches.for_step(0).train
-  np.testing.assert_array_equal(np.asarray(got[0]), x[idx])
-  np.testing.assert_array_equal(np.asarray(got[2]), mask)
+  with batches.HostBatches(exp, 0, 1) as source:
+    got = source(0)                                   # (replicas, batch, ...): replica 0
+  np.testing.assert_array_equal(np.asarray(got[0])[0], x[idx])
+  np.testing.assert_array_equal(np.asarray(got[2])[0], mask)
   assert not feed_threads()

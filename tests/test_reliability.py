@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax.training import checkpointing, config as config_lib, metrics, train
+from ei_snn_jax.training import checkpointing, config as config_lib, guards, metrics, steps, train
 from ei_snn_jax.core import dale
 from experiments import train as train_cli
 
@@ -90,7 +90,7 @@ def template(cfg):
     params = variables["params"]
     return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                             batch_stats=variables.get("batch_stats", {}),
-                            opt_state=exp.tx.init(params), sums=train._zero_sums())
+                            opt_state=exp.tx.init(params), sums=steps.zero_sums())
 
   return jax.eval_shape(make), exp
 
@@ -158,19 +158,19 @@ def temp_folders(folder: pathlib.Path) -> list[str]:
 
 def capture_steps(monkeypatch, on_call):
   """Wrap the jitted train step: ``on_call(state) -> state`` runs before every step."""
-  real = train.make_train_step
+  real = steps.make_train_step
 
-  def make(exp, **kwargs):
-    step = real(exp, **kwargs)
+  def make(exp, source):
+    step = real(exp, source)
 
-    def wrapped(state, *args):
+    def wrapped(state, batch):
       with jax.transfer_guard("allow"):   # the injected fault may move data; the loop may not
         state = on_call(state)
-      return step(state, *args)
+      return step(state, batch)
 
     return wrapped
 
-  monkeypatch.setattr(train, "make_train_step", make)
+  monkeypatch.setattr(steps, "make_train_step", make)
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +341,7 @@ def test_nonfinite_message_names_first_layer_in_forward_order(arch, bad_layers, 
     step_metrics[f"shunting_std/{layer}"] = np.float32(np.inf)
     step_metrics[f"integrated_mean/{layer}"] = np.float32(np.nan)
   with pytest.raises(train.NonFiniteError) as info:
-    train._raise_nonfinite(exp, tmpl, step_metrics, 7)
+    guards.raise_nonfinite(exp, tmpl, step_metrics, 7)
   message = str(info.value)
   assert message.startswith("non-finite loss/gradient at step 7 (loss=nan)")
   assert f"first went non-finite in layer {first} (its shunting, integrated currents)" in message

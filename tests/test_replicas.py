@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from ei_snn_jax.training import checkpointing, config as config_lib, metrics, replicas, train
+from ei_snn_jax.training import checkpointing, config as config_lib, guards, metrics, replicas, train
 from ei_snn_jax import data
 
 SEED = 7
@@ -153,7 +153,7 @@ def test_a_nonfinite_replica_leaves_every_replica_unchanged_and_is_named():
   assert int(new.step) == 0
   exp = SimpleNamespace(config=SimpleNamespace(seed=7))
   with pytest.raises(train.NonFiniteError, match=r"in replica 1 \(seed 8\).*params\['w'\]"):
-    train._raise_nonfinite(exp, new, jax.device_get(m), 5)
+    guards.raise_nonfinite(exp, new, jax.device_get(m), 5)
   # Without the NaN, both replicas advance with their own seed.
   ok, m = jax.jit(replicas.vmap_train_step(step_fn, [7, 9]))(state, None, None, idx, mask)
   assert bool(m["finite"]) and int(m["bad_replica"]) == -1 and int(ok.step) == 1

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ei_snn_jax.training import config as config_lib, metrics, train
+from ei_snn_jax.training import (actions, batches, config as config_lib, metrics, replicas,
+                                 steps as steps_lib, train)
 from ei_snn_jax import data, layers
 from ei_snn_jax.core import neurons
 
@@ -50,15 +51,15 @@ def experiment(*extra):
 
 
 def run_steps(exp, state, steps=1):
-  """``steps`` train steps from a copy of ``state`` (the step donates its input)."""
-  state = jax.tree.map(jnp.copy, state)
-  step_fn = train.make_train_step(exp)
-  c, n = exp.config, len(exp.dataset.x_train)
+  """``steps`` train steps from a copy of ``state`` (the step donates its input), in the loop's
+  layout (the replica axis first)."""
+  state = replicas.to_run_layout(jax.tree.map(jnp.copy, state), exp.num_replicas)
+  source = batches.DeviceBatches(exp)
+  step_fn = steps_lib.make_train_step(exp, source)
   losses = []
   for s in range(steps):
-    idx, mask = data.batch_indices(c.seed, 0, n, c.train.batch_size, s)
-    state, m = step_fn(state, exp.train_x, exp.train_y, idx, mask)
-    losses.append(float(m["loss"]))
+    state, m = step_fn(state, source(s))
+    losses.append(float(m["loss"][0]))
   return jax.device_get(state), np.array(losses)
 
 
@@ -181,9 +182,9 @@ def test_bfloat16_convolutions_train_step_close_to_float32(plain):
 
 def test_train_step_outputs_are_device_arrays_and_state_is_donated(plain):
   exp, state = plain
-  state = jax.tree.map(jnp.copy, state)
-  idx, mask = data.batch_indices(exp.config.seed, 0, len(exp.dataset.x_train), 8, 0)
-  new_state, step_metrics = train.make_train_step(exp)(state, exp.train_x, exp.train_y, idx, mask)
+  state = replicas.to_run_layout(jax.tree.map(jnp.copy, state), exp.num_replicas)
+  source = batches.DeviceBatches(exp)
+  new_state, step_metrics = steps_lib.make_train_step(exp, source)(state, source(0))
   assert all(isinstance(x, jax.Array) for x in jax.tree.leaves((new_state, step_metrics)))
   # Donation: every input state buffer was handed to the step (deleted), none copied.
   assert all(x.is_deleted() for x in jax.tree.leaves(state))
@@ -191,13 +192,14 @@ def test_train_step_outputs_are_device_arrays_and_state_is_donated(plain):
 
 
 def test_training_loop_reads_the_host_once_per_window_not_per_step(tmp_path, monkeypatch):
-  """``jax.device_get`` of metrics from train.py runs per logging window and per epoch, never per
-  step; the only per-step host read is the NaN guard's one flag (a scalar, one step behind)."""
+  """``jax.device_get`` of metrics from the loop (train.py and its actions) runs per logging
+  window and per epoch, never per step; the only per-step host read is the NaN guard's one
+  flag (a scalar, one step behind)."""
   calls, flags = [], []
   real = jax.device_get
 
   def counting(x):
-    if sys._getframe(1).f_globals.get("__name__") == train.__name__:
+    if sys._getframe(1).f_globals.get("__name__") in (train.__name__, actions.__name__):
       is_flag = isinstance(x, jax.Array) and x.ndim == 0 and x.dtype == jnp.bool_
       (flags if is_flag else calls).append(1)
     return real(x)
@@ -218,20 +220,20 @@ def test_steady_state_loop_runs_under_transfer_guard_disallow(tmp_path, monkeypa
   summary = train.train_and_evaluate(tiny_config("train.log_every_steps=100"), tmp_path / "ok")
   assert summary["finished"] and summary["step"] == 8
 
-  real = train.make_train_step
+  real = steps_lib.make_train_step
 
-  def make(exp, **kwargs):
-    step = real(exp, **kwargs)
+  def make(exp, source):
+    step = real(exp, source)
 
-    def wrapped(state, *args):
+    def wrapped(state, batch):
       # Per-step host indices, as the loop fed them before issue 11: an implicit upload. (On
       # XLA:CPU the guard catches host -> device transfers; device -> host reads are free there.)
       jax.jit(lambda a: a)(np.arange(4, dtype=np.int32))
-      return step(state, *args)
+      return step(state, batch)
 
     return wrapped
 
-  monkeypatch.setattr(train, "make_train_step", make)
+  monkeypatch.setattr(steps_lib, "make_train_step", make)
   with pytest.raises(Exception, match="(?i)disallowed"):
     train.train_and_evaluate(tiny_config(), tmp_path / "guarded")
   # The same run with the guard at "allow" goes through.
@@ -243,17 +245,27 @@ def test_epoch_table_step_equals_per_step_indices(plain):
   """The loop's step (its epoch's index table, row = step mod steps per epoch) gives the same
   state and metrics as the step fed that row's (idx, mask)."""
   exp, state = plain
-  table = train.epoch_table(exp, 0)
-  assert table[0].shape == (exp.steps_per_epoch, exp.config.train.batch_size)
+  table = batches.epoch_table(exp, 0)
+  assert table[0].shape == (exp.steps_per_epoch, 1, exp.config.train.batch_size)
   for row in range(exp.steps_per_epoch):
     want = data.batch_indices(exp.config.seed, 0, len(exp.dataset.x_train),
                               exp.config.train.batch_size, row)
-    np.testing.assert_array_equal(table[0][row], want[0])
-    np.testing.assert_array_equal(table[1][row], want[1])
-  s1 = jax.tree.map(jnp.copy, state).replace(step=jnp.asarray(1, jnp.int32))
+    np.testing.assert_array_equal(table[0][row, 0], want[0])
+    np.testing.assert_array_equal(table[1][row, 0], want[1])
+  s1 = replicas.to_run_layout(jax.tree.map(jnp.copy, state), 1).replace(
+      step=jnp.asarray(1, jnp.int32))
   s2 = jax.tree.map(jnp.copy, s1)
-  a, ma = train.make_train_step(exp)(s1, exp.train_x, exp.train_y, table[0][1], table[1][1])
-  b, mb = train.make_train_step(exp, from_epoch_table=True)(s2, exp.train_x, exp.train_y, *table)
+
+  class RowFed:
+    """A source handing the step row 1's gathered batch itself."""
+    shardings = (exp.replica_batch_sharded,) * 3
+    select = staticmethod(lambda batch, step: batch)
+
+  idx, mask = table[0][1], table[1][1]                       # (1, batch): replica 0
+  row = (exp.train_x[idx], exp.train_y[idx], jnp.asarray(mask))
+  source = batches.DeviceBatches(exp)
+  a, ma = steps_lib.make_train_step(exp, RowFed())(s1, row)
+  b, mb = steps_lib.make_train_step(exp, source)(s2, source(1))
   for x, y in zip(jax.tree.leaves((a, ma)), jax.tree.leaves((b, mb))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -352,16 +364,17 @@ def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain
   (same batch, same augmentation key) as a step that records them in-line."""
   exp, state = plain
   idx, mask = data.batch_indices(exp.config.seed, 0, len(exp.dataset.x_train), 8, 0)
-  stats = train.make_probe_step(exp)(state, exp.train_x, exp.train_y, idx, mask)
+  source = batches.DeviceBatches(exp)
+  run_state = replicas.to_run_layout(state, exp.num_replicas)
+  stats = {k: v[0] for k, v in
+           steps_lib.make_probe_step(exp, source)(run_state, source(0)).items()}
   assert any(k.startswith("firing_rate/") for k in stats) and any(
       k.startswith("integrated_mean/") for k in stats)
   # The same numbers as probing the model on the step's augmented batch directly.
   from ei_snn_jax.analysis import probes
-  from ei_snn_jax.data import transforms
   c = exp.config
-  train_fn = transforms.train_transform(c.data.name, bool(c.data.augment), c.data.cutout_fill)
-  x, _, dropout_key = train._training_input(exp, train_fn, state.step, exp.train_x[idx],
-                                            exp.train_y[idx], c.seed)
+  x, _, dropout_key = steps_lib.training_input(exp, state.step, exp.train_x[idx],
+                                               exp.train_y[idx], c.seed)
   _, new_vars = exp.model.apply({"params": state.params}, x, train=True, mutable=["probes"],
                                 rngs={"dropout": dropout_key})
   want = probes.probe_summary(new_vars["probes"])
@@ -369,9 +382,10 @@ def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain
   for key in want:
     np.testing.assert_allclose(np.asarray(stats[key]), np.asarray(want[key]), rtol=1e-5,
                                atol=1e-6, err_msg=key)
-  state = jax.tree.map(jnp.copy, state)
-  _, step_metrics = train.make_train_step(exp)(state, exp.train_x, exp.train_y, idx, mask)
-  assert set(step_metrics) == {"loss", "accuracy", "lr", "grad_norm", "finite", "bad_leaf"}
+  _, step_metrics = steps_lib.make_train_step(exp, source)(jax.tree.map(jnp.copy, run_state),
+                                                          source(0))
+  assert set(step_metrics) == {"loss", "accuracy", "lr", "grad_norm", "finite", "bad_leaf",
+                               "bad_replica"}
 
 
 def test_benchmark_without_cpu_graph_fusion_counts_every_activation(tmp_path):

@@ -1,5 +1,8 @@
-"""Guards that stop a run training silently wrong (issue 24).
+"""Guards that stop a run training silently wrong (issue 24), and what their messages name.
 
+* ``raise_nonfinite``: the NaN guard's stop (``NonFiniteError``): the step, the replica, the
+  first non-finite gradient leaf and the first layer, in forward order, whose probed currents
+  went non-finite.
 * ``check_divergence``: a finite loss that has grown by orders of magnitude (e.g. the BN variant
   with a far too large learning rate: 2.3 -> 4e11 while every value stays finite, so the NaN
   guard never fires) stops the run with one line.
@@ -8,9 +11,14 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
-from ei_snn_jax import errors
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ei_snn_jax import errors, tree as tree_lib
+from ei_snn_jax.analysis import probes
 
 # A mean cross-entropy this many times that of a chance-level model (log C) is divergence: the
 # logits of the true class lag the others by hundreds to thousands (measured: a healthy run never
@@ -38,3 +46,79 @@ def check_divergence(records: Iterable[dict], num_classes: int, step: int, lr: f
           f"training diverged by step {step}{who}: the mean training loss is {loss:.3g}, over "
           f"{factor:g}x the {chance:.2f} of a chance-level {num_classes}-class model, although "
           f"every value stayed finite: lower optim.lr (now {lr:g}) and start a new --workdir")
+
+
+class NonFiniteError(errors.UserError, FloatingPointError):
+  """Raised when a training step produced a non-finite loss or gradient."""
+
+
+def forward_layer_order(exp: Any) -> list[str]:
+  """Layer paths ("conv0", "stage0_block1.conv2", "head") in the order the model creates its
+  parameters, i.e. forward order (a trace keeps Flax's creation order; jit outputs sort keys)."""
+  order: list[str] = []
+
+  def init(x):
+    variables = exp.model.init(jax.random.key(0), x, train=False)
+
+    def walk(tree, path):
+      for k, v in tree.items():
+        if hasattr(v, "items"):
+          walk(v, path + (k,))
+        else:
+          layer = tree_lib.layer_path(path)
+          if layer not in order:
+            order.append(layer)
+
+    walk(variables["params"], ())
+    return variables
+
+  shape = (exp.config.train.batch_size,) + tuple(exp.dataset.x_train.shape[1:])
+  x = jax.eval_shape(exp.eval_transform, jax.ShapeDtypeStruct(shape, exp.dataset.x_train.dtype))
+  jax.eval_shape(init, jax.ShapeDtypeStruct(x.shape, jnp.float32))
+  return order
+
+
+def first_nonfinite_layer(exp: Any, metrics: dict, replica: int) -> str | None:
+  """'layer conv2 (its excitatory, balanced currents)': the first layer in forward order whose
+  recorded currents (the probe statistics among the step's metrics) are non-finite, or None."""
+  bad: dict[str, set[str]] = {}
+  for key, value in metrics.items():
+    stat, sep, layer = key.partition("/")
+    value = np.asarray(value)
+    if replica >= 0 and value.ndim:
+      value = value[replica]
+    if sep and not np.all(np.isfinite(value)):
+      bad.setdefault(layer, set()).add(stat.removesuffix("_mean").removesuffix("_std"))
+  if not bad:
+    return None
+  try:
+    order = forward_layer_order(exp)
+  except Exception:  # noqa: BLE001 - only a diagnostic; fall back to name order
+    order = []
+  first = min(bad, key=lambda layer: (order.index(layer) if layer in order else len(order), layer))
+  circuit_order = probes.CURRENTS
+  rank = lambda s: (circuit_order.index(s) if s in circuit_order else len(circuit_order), s)
+  return f"layer {first} (its {', '.join(sorted(bad[first], key=rank))} currents)"
+
+
+def raise_nonfinite(exp: Any, state: Any, metrics: dict, step: int) -> None:
+  """Raise ``NonFiniteError`` for the failed step ``step``: ``metrics`` are its host metrics
+  (with the probe statistics of its batch), ``state`` the state the guard kept. A replica is
+  named only when the run has several (``metrics["loss"]`` with a replica axis longer than 1)."""
+  leaf = int(metrics["bad_leaf"])
+  replica = int(metrics.get("bad_replica", -1))
+  loss = np.asarray(metrics["loss"])
+  who = ""
+  if replica >= 0:
+    loss = loss[replica]
+    if np.size(metrics["loss"]) > 1:
+      who = f" in replica {replica} (seed {exp.config.seed + replica})"
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
+  where = f"first non-finite gradient in params{paths[leaf]}" if leaf >= 0 else (
+      "the loss is non-finite but every gradient is finite")
+  layer = first_nonfinite_layer(exp, metrics, replica)
+  if layer:
+    where = f"the forward pass first went non-finite in {layer}; {where}"
+  raise NonFiniteError(
+      f"non-finite loss/gradient at step {step}{who} (loss={float(loss)}): {where}. "
+      "The step was not applied; the last checkpoint is intact. Lower optim.lr or check the data.")

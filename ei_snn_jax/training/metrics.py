@@ -11,6 +11,7 @@ import json
 import pathlib
 import shutil
 import sys
+import time
 import weakref
 
 import numpy as np
@@ -203,19 +204,31 @@ class Progress:
         pass
 
   def update(self, step: int) -> None:
+    """Move the bar to ``step``."""
     if self._bar is not None:
       self._bar.update(step - self._bar.n)
 
+  def exclude_pause(self) -> None:
+    """Leave the time since the bar last moved (an evaluation and its checkpoint, the first
+    step's compile) out of the step-rate estimate, so that the ETA stays that of training steps
+    instead of jumping to hours after each evaluation. The elapsed time still counts it."""
+    if self._bar is not None:
+      self._bar.last_print_t = getattr(self._bar, "_time", time.time)()   # tqdm's clock
+      self._bar.last_print_n = self._bar.n
+
   def postfix(self, **values: float) -> None:
+    """Show ``values`` after the bar (from the next refresh)."""
     if self._bar is not None:
       self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
 
   def message(self, text: str) -> None:
+    """A line above the bar (printed plainly without one)."""
     if self._bar is not None:
       self._bar.write(text)
     else:
       print(text, flush=True)
 
   def close(self) -> None:
+    """Close the bar (idempotent)."""
     if self._bar is not None:
       self._bar.close()

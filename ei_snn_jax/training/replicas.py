@@ -16,7 +16,11 @@ and final test accuracy; ``best_test_accuracy_mean``/``_std`` and ``final_test_a
 ``_std`` summarise them (sample std, ddof=1); ``best_test_accuracy``/``best_epoch`` keep their
 single-run meaning for the mean curve (the best checkpoint's epoch).
 
-With N = 1 every helper here reduces to the single-run behaviour (unstacked state, one stream).
+The replica axis is always there while training, N = 1 included: the loop, the batch sources
+and the records have one code path. With N = 1 ``over_replicas`` runs the single-run function on
+the axis' one slice (no vmap), so the compiled program and its numbers are the single run's bit
+for bit; checkpoints of N = 1 keep the single-run layout, without the axis (``to_saved_layout``,
+``to_run_layout``), so that a run resumes from checkpoints written before the axis existed.
 """
 
 from __future__ import annotations
@@ -107,21 +111,17 @@ def batch_indices(config: ml_collections.ConfigDict, epoch: int, n: int,
   return idx[step_in_epoch], mask[step_in_epoch]
 
 
-def per_replica(values: dict[str, Any], n: int) -> list[dict[str, Any]]:
-  """{name: value with a leading replica axis} -> one {name: value} per replica.
-
-  With n == 1 the values are unstacked: ``[values]``. With n > 1, scalar entries (the whole-run
-  NaN-guard flags) are dropped.
-  """
-  if n == 1:
-    return [values]
+def per_replica(values: dict[str, Any]) -> list[dict[str, Any]]:
+  """{name: value with a leading replica axis} -> one {name: value} per replica; the whole-run
+  scalars (the NaN guard's ``finite``, ``bad_leaf``, ``bad_replica``) are dropped."""
+  n = max((np.shape(v)[0] for v in values.values() if np.ndim(v)), default=1)
   return [{k: v[r] for k, v in values.items() if np.ndim(v)} for r in range(n)]
 
 
-def mean_metrics(window: list[dict[str, Any]], n: int, mean_fn) -> list[dict[str, float]]:
+def mean_metrics(window: list[dict[str, Any]], mean_fn) -> list[dict[str, float]]:
   """Per-replica ``mean_fn`` (``metrics.mean_metrics``) over a window of host step metrics."""
-  split = [per_replica(m, n) for m in window]
-  return [mean_fn([s[r] for s in split]) for r in range(n)]
+  split = [per_replica(m) for m in window]
+  return [mean_fn([s[r] for s in split]) for r in range(len(split[0]))]
 
 
 def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -192,32 +192,62 @@ def summary(config: ml_collections.ConfigDict, meta: dict[str, Any], loggers: Se
   return out
 
 
-def vmap_with_seeds(fn, seed_list: Sequence[int], data_axes: tuple[int | None, ...]):
-  """``fn(state, *data, seed)`` vmapped over a stacked state: replica r runs with seed
-  ``seed_list[r]``; ``data_axes``: the replica axis of each data argument (None: shared, e.g. the
-  dataset on the device path). Returns ``(state, *data) -> fn's outputs, stacked``."""
+def _first(tree: Any) -> Any:
+  """Slice 0 of the replica axis of every leaf; a TrainState's shared ``step`` stays."""
+  if hasattr(tree, "step") and hasattr(tree, "replace"):
+    return unstack(tree, 0)
+  return jax.tree.map(lambda x: x[0], tree)
+
+
+def over_replicas(fn, n: int, in_axes: tuple[int | None, ...]):
+  """``fn(*args)`` over the leading replica axis (length ``n``) of the arguments whose entry in
+  ``in_axes`` is 0 (None: shared by every replica; a TrainState's ``step`` is always shared).
+
+  N > 1: ``jax.vmap``. N = 1: ``fn`` on slice 0, so the program is exactly the single run's (a
+  vmap of one would reorder no arithmetic either, but this keeps the compiled step unchanged).
+  Either way every output gets the replica axis at 0.
+  """
+  if n > 1:
+    def vmapped(*args):
+      axes = [state_axes(a) if ax == 0 and hasattr(a, "step") and hasattr(a, "replace") else ax
+              for a, ax in zip(args, in_axes)]
+      return jax.vmap(fn, in_axes=tuple(axes))(*args)
+    return vmapped
+
+  def single(*args):
+    out = fn(*(a if ax is None else _first(a) for a, ax in zip(args, in_axes)))
+    return jax.tree.map(lambda x: x[None], out)
+
+  return single
+
+
+def with_seeds(fn, seed_list: Sequence[int]):
+  """``fn(state, *data, seed)`` -> ``(state, *data) -> fn's outputs`` on a replica-axis state and
+  data, replica r with seed ``seed_list[r]`` (N = 1: the seed as the Python int a single run
+  passes)."""
+  n = len(seed_list)
+  if n == 1:
+    seed = int(seed_list[0])
+    return lambda state, *data: over_replicas(
+        lambda *args: fn(*args, seed), 1, (0,) * (1 + len(data)))(state, *data)
   seed_array = np.asarray(seed_list, np.int32)
-  return lambda state, *data: jax.vmap(fn, in_axes=(state_axes(state), *data_axes, 0))(
+  return lambda state, *data: over_replicas(fn, n, (0,) * (2 + len(data)))(
       state, *data, seed_array)
 
 
-def vmap_train_step(step_fn, seed_list: Sequence[int],
-                    data_axes: tuple[int | None, ...] = (None, None, 0, 0)):
-  """The single-run step ``(state, train_x, train_y, idx, mask, seed)`` vmapped over replicas.
+def vmap_train_step(step_fn, seed_list: Sequence[int]):
+  """The single-run step ``(state, images, labels, mask, seed)`` over the replica axis.
 
-  Returns ``(state, train_x, train_y, idx, mask) -> (state, metrics)`` for a stacked state and
-  (N, batch) idx/mask; replica r draws its augmentation and dropout keys from the streams of
-  seed ``seed_list[r]``. ``data_axes``: the replica axis of each argument between the state and
-  the seed; ``(0, 0, 0)`` for a step ``(state, images, labels, mask, seed)`` on (N, batch, ...)
-  gathered batches (the host path). A non-finite loss or gradient in any replica leaves the
-  whole stacked state unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaf``
-  become whole-run scalars, with ``bad_replica`` (-1 if none). Every other metric has a leading
-  replica axis.
+  Returns ``(state, images, labels, mask) -> (state, metrics)`` for a replica-axis state and
+  (N, batch, ...) data; replica r draws its augmentation and dropout keys from the streams of
+  seed ``seed_list[r]``. A non-finite loss or gradient in any replica leaves the whole state
+  unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaf`` become whole-run
+  scalars, with ``bad_replica`` (-1 if none). Every other metric has the leading replica axis.
   """
-  per_replica = vmap_with_seeds(step_fn, seed_list, data_axes)
+  per_replica_step = with_seeds(step_fn, seed_list)
 
   def replicated_step(state, *data):
-    new_state, metrics = per_replica(state, *data)
+    new_state, metrics = per_replica_step(state, *data)
     finite = jnp.all(metrics["finite"])
     new_state = new_state.replace(step=state.step + 1)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -229,13 +259,27 @@ def vmap_train_step(step_fn, seed_list: Sequence[int],
   return replicated_step
 
 
-def vmap_eval_step(eval_fn):
-  """``eval_fn(params, batch_stats, *data)`` (data: test_x, test_y, idx, mask, or the gathered
-  images, labels, mask) for stacked params: every replica sees the same test batch; the sums
-  come back with a leading replica axis."""
+def vmap_eval_step(eval_fn, n: int):
+  """``eval_fn(params, batch_stats, images, labels, mask)`` for replica-axis params: every
+  replica sees the same test batch; the sums come back with the leading replica axis."""
+  return over_replicas(eval_fn, n, (0, 0, None, None, None))
 
-  def replicated_eval(params, batch_stats, *data):
-    in_axes = (0, 0) + (None,) * len(data)
-    return jax.vmap(eval_fn, in_axes=in_axes)(params, batch_stats, *data)
 
-  return replicated_eval
+def _add_axis(state: Any) -> Any:
+  return jax.tree.map(lambda x: x[None], state.replace(step=None)).replace(step=state.step)
+
+
+_add_axis_jit = jax.jit(_add_axis)
+_first_jit = jax.jit(lambda state: unstack(state, 0))
+
+
+def to_run_layout(state: Any, n: int) -> Any:
+  """A TrainState as checkpoints hold it -> the training loop's layout, the replica axis first
+  on every leaf but ``step``: unchanged for N > 1; N = 1 gets an axis of length 1."""
+  return state if n > 1 else _add_axis_jit(state)
+
+
+def to_saved_layout(state: Any, n: int) -> Any:
+  """Inverse of ``to_run_layout``: the layout of checkpoints (N = 1: a single run's state,
+  without the replica axis, as every checkpoint before the axis was written)."""
+  return state if n > 1 else _first_jit(state)

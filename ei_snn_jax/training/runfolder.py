@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -81,27 +80,6 @@ def is_out_of_space(e: BaseException) -> bool:
       return True
     e = e.__cause__ or e.__context__
   return False
-
-
-@contextlib.contextmanager
-def exit_after(seconds: float, message: str):
-  """Within the block, a watchdog thread ends the process after ``seconds`` with one
-  ``error: message`` line and exit status 2: for native calls that block without a Python-level
-  timeout (or abort the process at their own); leaving the block disarms it."""
-  done = threading.Event()
-
-  def watch():
-    if not done.wait(seconds):
-      sys.stdout.flush()
-      sys.stderr.write(f"error: {message}\n")
-      sys.stderr.flush()
-      os._exit(2)
-
-  threading.Thread(target=watch, daemon=True, name="exit-after").start()
-  try:
-    yield
-  finally:
-    done.set()
 
 
 def set_aside_summary(workdir: pathlib.Path) -> None:
