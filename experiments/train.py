@@ -8,8 +8,8 @@
 Any config field is overridden with ``--config.KEY=VALUE`` (``ml_collections.config_flags``; the
 config is locked, so a misspelt key is an error, not a new field). The resolved config is saved
 to WORKDIR/config.json (the console shows one line naming the model and the data). Rerunning
-the same command resumes from the latest checkpoint in --workdir. Bad configs, bad data and non-finite training steps end with one line naming the
-problem and the fix (exit status 2).
+the same command resumes from the latest checkpoint in --workdir. Bad configs, bad data and
+non-finite training steps end with one line naming the problem and the fix (exit status 2).
 """
 
 from __future__ import annotations
