@@ -42,9 +42,9 @@ WHOLE_RUN = ("finite", "bad_leaf", "bad_replica")
 class Run:
   """What a run writes: its records (one logger per replica and, with replicas, the mean
   stream), checkpoints, their metadata, the progress bar and the wall clock. ``close`` (also
-  leaving ``with run:``) is the one shutdown: after a finished or interrupted run everything is flushed and released; after
-  an error only the progress bar and the metric streams are closed (the error's own path waits
-  for pending checkpoint saves)."""
+  leaving ``with run:``) is the one shutdown: after a finished or interrupted run everything is
+  flushed and released; after an error only the progress bar and the metric streams are closed
+  (the error's own path waits for pending checkpoint saves)."""
   workdir: pathlib.Path
   logger: metrics_lib.MetricsLogger
   loggers: list[metrics_lib.MetricsLogger]

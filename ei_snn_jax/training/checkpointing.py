@@ -273,8 +273,8 @@ class Checkpointer:
     if free < nbytes * 3 // 2 + (4 << 20):     # orbax's files take a little more than the arrays
       raise runfolder.WorkdirError(
           f"no space left on the device of {folder}: the next checkpoint needs about "
-          f"{(nbytes * 3 // 2 >> 20) + 4} MiB, {free >> 10} KiB are free; free disk space (or use another "
-          f"--workdir) and rerun the same command to continue from the last checkpoint")
+          f"{(nbytes * 3 // 2 >> 20) + 4} MiB, {free >> 10} KiB are free; free disk space (or use "
+          f"another --workdir) and rerun the same command to continue from the last checkpoint")
 
   def latest_step(self) -> int | None:
     """Step of the latest complete checkpoint, or None."""

@@ -26,7 +26,8 @@ from ml_collections import config_dict, config_flags
 
 from ei_snn_jax import errors
 
-OWNERS = ("ei_snn_jax.models", "ei_snn_jax.layers", "ei_snn_jax.core.neurons", "ei_snn_jax.optim")
+OWNERS = ("ei_snn_jax.models", "ei_snn_jax.layers", "ei_snn_jax.core.neurons", "ei_snn_jax.optim",
+          "ei_snn_jax.training.rng", "ei_snn_jax.training.train", "ei_snn_jax.training.distributed")
 GROUPS = ("seed", "data", "model", "optim", "train", "parallel")    # the order of base_config
 
 # The ``runlocal`` flag of a config file's ``:ARG``: a few steps on a small real-data subset.
@@ -42,28 +43,6 @@ FINGERPRINT_EXCLUDE = (
     "data.placement", "data.device_memory_fraction", "data.assumed_device_memory_gb",
     "data.host_prefetch")
 
-# The trainer's options (declared here while training/train.py is being rewritten).
-TRAIN_OPTIONS = {
-    "seed": (2025, f">= 0 and <= {2**31 - 1 - 4096}", "master seed (+ replica stays an int32)"),
-    "train.epochs": (300, ">= 1", "epochs of the schedule"),
-    "train.batch_size": (128, ">= 1", "training batch (per replica)"),
-    "train.eval_batch_size": (400, ">= 1", "divides 10000 test images and 1/2/4/8/16 devices"),
-    "train.log_every_steps": (50, ">= 1", "metrics cadence"),
-    "train.checkpoint_every_steps": (1000, ">= 1", "checkpoint cadence"),
-    "train.keep_checkpoints": (2, ">= 1", "latest checkpoints kept"),
-    "train.max_steps": (0, ">= 0", "stop early after this many steps (0 = full schedule)"),
-    "train.progress_bar": (True, None, "progress bar on the console"),
-    "train.stop_on_dead_layer": (True, None, "stop (exit 2) when an E-I layer dies"),
-    "train.transfer_guard": ("disallow", ("disallow", "log", "allow"),
-                             "jax.transfer_guard level of ordinary steps"),
-    "train.num_replicas": (1, ">= 1", "vmapped independent seeds (seed, seed+1, ...)"),
-    "parallel.num_devices": (0, ">= 0", "0 = every local device"),
-    "parallel.distributed": (False, None, "call jax.distributed.initialize() (multi-host)"),
-    "parallel.coordinator_address": (str, None, "HOST:PORT; unset = auto"),
-    "parallel.num_processes": (1, ">= 1", "processes in a multi-host job"),
-    "parallel.process_id": (0, ">= 0", "this process's rank"),
-    "parallel.init_timeout_s": (300, ">= 1", "multi-host start: give up after this many s"),
-}
 
 def _data_options() -> dict[str, tuple[Any, Any, str]]:
   """The data registry's ``config.data`` options as (default, rule, meaning)."""
@@ -90,7 +69,7 @@ def _owners() -> tuple[Any, ...]:
 
 def options() -> dict[str, tuple[Any, Any, str]]:
   """Every option: dotted field -> (default, rule, meaning), in ``GROUPS`` order."""
-  merged = {**TRAIN_OPTIONS, **_data_options()}
+  merged = _data_options()
   for module in _owners():
     merged.update(module.CONFIG_OPTIONS)
   return dict(sorted(merged.items(), key=lambda kv: GROUPS.index(kv[0].split(".")[0])))
@@ -275,19 +254,9 @@ def _check_rules(cfg: Any, declared: Mapping[str, tuple[Any, Any, str]],
         problems.append(f"{path}={value!r} is out of range: it must be {' and '.join(failed)}")
 
 
-def _check_parallel(cfg: Any, num_devices: int | None, problems: list[str]) -> None:
-  """The multi-host settings and the batch sizes against the devices."""
+def _check_devices(cfg: Any, num_devices: int | None, problems: list[str]) -> None:
+  """``parallel.num_devices`` and the batch sizes against the devices there are."""
   par = cfg.parallel
-  host, _, port = str(par.coordinator_address or "").rpartition(":")
-  if par.coordinator_address and (not host or not port.isdigit() or not 1 <= int(port) <= 65535):
-    problems.append(f"parallel.coordinator_address={par.coordinator_address!r} is not HOST:PORT "
-                    f"with a port in 1..65535: e.g. parallel.coordinator_address=10.0.0.1:1234")
-  if not 0 <= par.process_id < max(par.num_processes, 1):
-    problems.append(f"parallel.process_id={par.process_id} is outside [0, {par.num_processes}): "
-                    f"give each process its rank 0..num_processes-1")
-  if par.distributed and par.num_devices:
-    problems.append("parallel.num_devices must be 0 (all devices of all hosts) when "
-                    "parallel.distributed=True")
   if num_devices is not None and par.num_devices > num_devices:
     problems.append(f"parallel.num_devices={par.num_devices} exceeds the {num_devices} available "
                     f"devices: set parallel.num_devices to at most {num_devices} (0 = all)")
@@ -321,7 +290,7 @@ def validate_config(cfg: ml_collections.ConfigDict,
     _check_rules(cfg, {k: v for k, v in options().items() if not k.startswith("data.")}, problems)
     for module in _owners():
       getattr(module, "check_config", lambda *_: None)(cfg, problems)
-    _check_parallel(cfg, num_devices, problems)
+    _check_devices(cfg, num_devices, problems)
   if problems:
     raise ConfigError("; ".join(problems))
   return cfg

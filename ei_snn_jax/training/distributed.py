@@ -18,6 +18,32 @@ import ml_collections
 
 from ei_snn_jax.training import config as config_lib
 
+# The config options this module owns: dotted field -> (default, allowed values or range,
+# meaning); ``training.config.base_config`` is assembled from these (docs/options.md).
+CONFIG_OPTIONS = {
+    "parallel.num_devices": (0, ">= 0", "0 = every local device"),
+    "parallel.distributed": (False, None, "call jax.distributed.initialize() (multi-host)"),
+    "parallel.coordinator_address": (str, None, "HOST:PORT; unset = auto"),
+    "parallel.num_processes": (1, ">= 1", "processes in a multi-host job"),
+    "parallel.process_id": (0, ">= 0", "this process's rank"),
+    "parallel.init_timeout_s": (300, ">= 1", "multi-host start: give up after this many s"),
+}
+
+
+def check_config(cfg, problems: list[str]) -> None:
+  """Append the rules across ``cfg.parallel``'s fields to ``problems`` (training.config)."""
+  par = cfg.parallel
+  host, _, port = str(par.coordinator_address or "").rpartition(":")
+  if par.coordinator_address and (not host or not port.isdigit() or not 1 <= int(port) <= 65535):
+    problems.append(f"parallel.coordinator_address={par.coordinator_address!r} is not HOST:PORT "
+                    f"with a port in 1..65535: e.g. parallel.coordinator_address=10.0.0.1:1234")
+  if not 0 <= par.process_id < max(par.num_processes, 1):
+    problems.append(f"parallel.process_id={par.process_id} is outside [0, {par.num_processes}): "
+                    f"give each process its rank 0..num_processes-1")
+  if par.distributed and par.num_devices:
+    problems.append("parallel.num_devices must be 0 (all devices of all hosts) when "
+                    "parallel.distributed=True")
+
 
 @contextlib.contextmanager
 def exit_after(seconds: float, message: str):

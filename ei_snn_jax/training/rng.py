@@ -25,6 +25,12 @@ import jax
 
 Array = jax.Array
 
+# The config options this module owns: dotted field -> (default, allowed values or range,
+# meaning); ``training.config.base_config`` is assembled from these (docs/options.md).
+CONFIG_OPTIONS = {
+    "seed": (2025, f">= 0 and <= {2**31 - 1 - 4096}", "master seed (+ replica stays an int32)"),
+}
+
 # The streams, in the order the root key is split. Add new ones at the end: with JAX's default
 # (partitionable) Threefry, split(root, n)[i] does not depend on n, so the existing streams, and
 # with them every earlier run's numbers, stay as they are.

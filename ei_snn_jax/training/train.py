@@ -41,6 +41,23 @@ from ei_snn_jax.training.experiment import (Experiment, build_experiment,  # noq
 from ei_snn_jax.training.guards import NonFiniteError  # noqa: F401
 from ei_snn_jax.training.steps import TrainState, init_state  # noqa: F401
 
+# The config options this module owns: dotted field -> (default, allowed values or range,
+# meaning); ``training.config.base_config`` is assembled from these (docs/options.md).
+CONFIG_OPTIONS = {
+    "train.epochs": (300, ">= 1", "epochs of the schedule"),
+    "train.batch_size": (128, ">= 1", "training batch (per replica)"),
+    "train.eval_batch_size": (400, ">= 1", "divides 10000 test images and 1/2/4/8/16 devices"),
+    "train.log_every_steps": (50, ">= 1", "metrics cadence"),
+    "train.checkpoint_every_steps": (1000, ">= 1", "checkpoint cadence"),
+    "train.keep_checkpoints": (2, ">= 1", "latest checkpoints kept"),
+    "train.max_steps": (0, ">= 0", "stop early after this many steps (0 = full schedule)"),
+    "train.progress_bar": (True, None, "progress bar on the console"),
+    "train.stop_on_dead_layer": (True, None, "stop (exit 2) when an E-I layer dies"),
+    "train.transfer_guard": ("disallow", ("disallow", "log", "allow"),
+                             "jax.transfer_guard level of ordinary steps"),
+    "train.num_replicas": (1, ">= 1", "vmapped independent seeds (seed, seed+1, ...)"),
+}
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                        *, stop_after_steps: int | None = None) -> dict[str, Any]:
