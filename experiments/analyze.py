@@ -37,7 +37,6 @@ import html
 import json
 import os
 import pathlib
-import sys
 from typing import Any, Sequence
 
 import numpy as np

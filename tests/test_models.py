@@ -1,6 +1,5 @@
 """The paper's models (spec §6, §11.3): parameter counts, gradients, speed-path equivalence."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

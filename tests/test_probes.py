@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from ei_snn_jax import layers
-from ei_snn_jax.training import metrics
 from ei_snn_jax.analysis import probes
 
 T = 2
