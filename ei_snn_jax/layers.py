@@ -1,12 +1,14 @@
 """Flax (Linen) layers that wire the pure circuit functions together (spec §1, §5, §6, §9).
 
-Every layer maps its input to the *pre-spike current* of one layer on the merged T*B axis; the
-``LIF`` layer turns currents into spikes. Layers to compose:
+Every layer maps its input to the *pre-spike current* of one layer on the merged B*T axis (the
+T time steps of each sample on adjacent rows, row b*T + t: ``tile_time``, ``merge_time``,
+``split_time``, ``mean_over_time`` convert to and from it); the ``LIF`` layer turns currents into
+spikes. Layers to compose:
 
 * ``EIConv`` / ``EIDense``: EiConv/EiLinear + EiNorm of the paper: returns I_int (spec §1.2).
 * ``EIHead``: the output layer, returns I_bal (spec §1.3).
 * ``LIF``: multi-step LIF over the merged batch (spec §5).
-* ``BNConv``: BN-SNN baseline, conv without bias + BatchNorm over the merged T*B*H*W axis
+* ``BNConv``: BN-SNN baseline, conv without bias + BatchNorm over the merged B*T*H*W axis
   (spec §6.2); ``TorchDense``: its classifier, a Linear with PyTorch's default init.
 * ``DANNConv`` / ``DANNDense`` / ``DANNHead``: the spiking DANN baseline (spec §9).
 
@@ -17,7 +19,7 @@ output layer (``output_layer=True``, the heads) returns the balanced current.
 
 Input conventions: conv layers take NHWC, dense layers (N, d). ``time_repeats = T > 1`` tells a
 layer that its input is a static image batch (B, ...) that stands for T identical time steps:
-the layer computes its current once and tiles it to (T*B, ...), which is exactly the current of
+the layer computes its current once and tiles it to (B*T, ...), which is exactly the current of
 the tiled input (every op before the LIF is per sample), and E-I Init counts the samples T times.
 
 Observability: when the ``probes`` collection is mutable (``model.apply(..., mutable=['probes'])``)
@@ -148,11 +150,13 @@ class NeuronOptions:
       raise LayerError(f"NeuronOptions: threshold={self.threshold} must be > 0")
 
 
-def _tile_time(x: Array, T: int) -> Array:
-  """(B, ...) -> (T*B, ...) t-major: the same sample at every time step."""
-  if T == 1:
-    return x
-  return jnp.broadcast_to(x[None], (T,) + x.shape).reshape((T * x.shape[0],) + x.shape[1:])
+# The merged time-batch layout (sample-major, row b*T + t; ``core.neurons``), public here for
+# models built of these layers: (B, ...) -> (B*T, ...), (T, B, ...) <-> (B*T, ...), the mean over T.
+tile_time = neurons.tile_time
+merge_time = neurons.merge_time
+split_time = neurons.split_time
+mean_over_time = neurons.mean_over_time
+_tile_time = neurons.tile_time   # the name the experiments use
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,7 +193,7 @@ def _current_statistics(currents: dict[str, Array], values: bool) -> dict[str, A
 def _health_statistics(i_shunt: Array, g_i: Array, w_ei: Array) -> dict[str, Array]:
   """The signs of a dead E-I layer, as fractions.
 
-  ``silent_shunting_fraction``: the fraction of samples (rows of the merged T*B axis) whose
+  ``silent_shunting_fraction``: the fraction of samples (rows of the merged B*T axis) whose
   shunting current is 0 everywhere, so that the adaptive stabiliser makes their denominator +inf
   and I_int = b_E (spec §3.1); ``zero_g_i_fraction``: the fraction of inhibitory gains at 0;
   ``zero_shunting_gain_fraction``: the fraction of excitatory units e with sum_i W_EI[e,i] g_I[i]
@@ -487,7 +491,7 @@ UNUSED_HEAD_PARAMS = {"ei": ("g_i", "g_e", "bias"), "dann": ("alpha", "g", "bias
 
 
 class LIF(nn.Module):
-  """Multi-step LIF on the merged batch (spec §5): (T*B, ...) currents -> (T*B, ...) spikes.
+  """Multi-step LIF on the merged batch (spec §5): (B*T, ...) currents -> (B*T, ...) spikes.
 
   The membrane potential V is explicit state, used in one of three ways:
 
@@ -500,7 +504,8 @@ class LIF(nn.Module):
     ``lif.apply(variables, v, x_t, method="step")``.
 
   Attributes:
-    T: time steps on the merged axis of the input (the first axis is T*B, t-major).
+    T: time steps on the merged axis of the input (the first axis is B*T, sample-major: row
+      b*T + t, see ``split_time``).
     neuron: ``NeuronOptions`` (tau, threshold, surrogate; learnable tau / threshold).
     dtype: computation dtype (None: promoted from the input and the learnable parameters).
     param_dtype: dtype of the learnable tau (w) and threshold.
@@ -514,7 +519,7 @@ class LIF(nn.Module):
     n = self.neuron
     if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
       raise LayerError(f"{layer_name(self)}: T={self.T!r} must be an integer >= 1 (the time steps "
-                       "merged into the first axis of the input, T*B)")
+                       "merged into the first axis of the input, B*T)")
     if n.learnable_tau:
       self.w = self.param("w", nn.initializers.constant(-math.log(n.tau - 1.0)), (),
                           self.param_dtype)
@@ -573,7 +578,7 @@ class LIF(nn.Module):
     n = self.neuron
     spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
     if x.ndim < 1 or x.shape[0] % self.T:
-      raise LayerError(f"{layer_name(self)}: the first axis of the input must be the merged T*B "
+      raise LayerError(f"{layer_name(self)}: the first axis of the input must be the merged B*T "
                        f"axis, a multiple of T={self.T}, but the input has shape {tuple(x.shape)}")
     x_seq = neurons.split_time(x.astype(self._compute_dtype(x)), self.T)
     carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
@@ -613,7 +618,7 @@ def torch_kaiming_normal_fan_out():
 
 
 class BNConv(nn.Module):
-  """Conv (no bias) -> BatchNorm over the merged T*B*H*W axis per channel (spec §6.2).
+  """Conv (no bias) -> BatchNorm over the merged B*T*H*W axis per channel (spec §6.2).
 
   BatchNorm: momentum 0.1 in PyTorch terms (0.9 in Flax), eps 1e-5, gamma 1, beta 0.
   """

@@ -120,10 +120,10 @@ class UserNet(nn.Module):
 
   @nn.compact
   def __call__(self, seq):                             # (T, B, d) -> (B, 5)
-    x = seq.reshape((-1, seq.shape[-1]))               # merged t-major T*B
+    x = layers.merge_time(seq)                         # merged (B*T, d)
     h = layers.LIF(self.T, name="spikes")(layers.EIDense(32, name="hidden")(x))
     logits = layers.EIHead(5, name="readout")(h)
-    return logits.reshape((self.T, -1, 5)).mean(0)
+    return layers.mean_over_time(logits, self.T)
 
 
 def test_user_model_streamed_equals_multistep():

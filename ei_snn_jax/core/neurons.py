@@ -16,6 +16,11 @@ reverse-mode autodiff both work): a named one of
 ``SURROGATES`` or any function (u, alpha) -> dS/du. ``make_lif_multistep`` is
 ``lif_multistep`` with its backward pass through time written out (one ``custom_jvp``), which
 the ``LIF`` layer uses for short windows (``WRITTEN_OUT_BACKWARD_MAX_T``).
+
+Time folded into the batch: the layers take the T time steps of B samples as one merged axis of
+B*T rows, sample-major (row b*T + t); ``split_time`` / ``merge_time`` convert it to and from the
+(T, B, ...) stack of the time loop, ``tile_time`` repeats a static input over T and
+``mean_over_time`` averages each sample's T rows.
 """
 
 from __future__ import annotations
@@ -237,12 +242,39 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
 
 
 def split_time(x: Array, T: int) -> Array:
-  """(T*B, ...) merged t-major batch -> (T, B, ...) (spec §1.4: merged index = t*B + b)."""
+  """(B*T, ...) merged batch -> (T, B, ...), the time axis leading for the LIF's loop.
+
+  The merged axis is sample-major: row b*T + t is sample b at time step t, so that the T rows of
+  a sample are adjacent. A batch sharded over devices (data parallelism) then stays sharded
+  the same way on the merged axis and nothing moves between devices at this reshape (a
+  t-major merge, t*B + b as in the PyTorch reference, puts other devices' samples in every
+  device's block and makes XLA gather the batch, issue 21). Every op but the LIF acts on each
+  row on its own (spec §1.4), so the row order changes no value.
+  """
   if x.shape[0] % T:
     raise ValueError(f"merged batch {x.shape[0]} is not divisible by T={T}")
-  return x.reshape((T, x.shape[0] // T) + x.shape[1:])
+  return jnp.swapaxes(x.reshape((x.shape[0] // T, T) + x.shape[1:]), 0, 1)
 
 
 def merge_time(x: Array) -> Array:
-  """(T, B, ...) -> (T*B, ...), t-major."""
-  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+  """(T, B, ...) -> (B*T, ...), sample-major (row b*T + t): the inverse of ``split_time``.
+
+  Also the way to merge a sequence input (T, B, ...) for the library's layers.
+  """
+  return jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def tile_time(x: Array, T: int) -> Array:
+  """(B, ...) -> (B*T, ...) merged sample-major: the same sample at every time step (direct
+  encoding of a static image, spec §6.1); equal to ``merge_time`` of x repeated T times."""
+  if T == 1:
+    return x
+  return jnp.repeat(x, T, axis=0)
+
+
+def mean_over_time(x: Array, T: int) -> Array:
+  """(B*T, ...) merged sample-major -> (B, ...): the mean over the T time steps of each sample
+  (the model output, spec §6.1)."""
+  if x.shape[0] % T:
+    raise ValueError(f"merged batch {x.shape[0]} is not divisible by T={T}")
+  return jnp.mean(x.reshape((x.shape[0] // T, T) + x.shape[1:]), axis=1)
