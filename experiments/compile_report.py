@@ -289,9 +289,11 @@ def _sds(tree, sharding):
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
 
 
-def compile_steps(exp, state, mesh, platform: str) -> dict[str, Any]:
+def compile_steps(exp, state, mesh, platform: str,
+                  steps: Sequence[str] = ("train", "eval")) -> dict[str, Any]:
   """Compile the train step (from the epoch table, as the loop runs it) and the eval step of
-  ``exp`` for ``mesh``; what each compiled step says (see ``step_report``)."""
+  ``exp`` for ``mesh`` (those of them in ``steps``); what each compiled step says (see
+  ``step_report``). ``state`` may be abstract (shapes and dtypes only)."""
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from ei_snn_jax import data as data_lib
@@ -303,10 +305,13 @@ def compile_steps(exp, state, mesh, platform: str) -> dict[str, Any]:
   table = train.epoch_table(exp, 0)
   tsh = train.epoch_table_sharding(target_exp)
   out: dict[str, Any] = {}
-  step = train.make_train_step(target_exp, from_epoch_table=True)
-  args = (_sds(state, rep), _sds(exp.train_x, rep), _sds(exp.train_y, rep),
-          *(_sds(a, tsh) for a in table))
-  out["train"] = step_report(step, args, platform)
+  if "train" in steps:
+    step = train.make_train_step(target_exp, from_epoch_table=True)
+    args = (_sds(state, rep), _sds(exp.train_x, rep), _sds(exp.train_y, rep),
+            *(_sds(a, tsh) for a in table))
+    out["train"] = step_report(step, args, platform)
+  if "eval" not in steps:
+    return out
   eval_step = train.make_eval_step(target_exp)
   idx, mask = next(data_lib.eval_batches(len(exp.dataset.x_test), cfg.train.eval_batch_size))
   dat = target_exp.batch_sharded
