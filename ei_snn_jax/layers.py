@@ -218,6 +218,21 @@ def _hidden_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e:
   return _tile_time(currents["integrated"], time_repeats), stats
 
 
+def _fused_path_statistics(i_bal_ie: Array, i_int: Array, w_ei: Array, g_i: Array, *,
+                           values: bool) -> dict[str, Array]:
+  """The probe statistics of the training path (``circuit.fused_integrated_current``) from its
+  own arrays: I_bal and I_IE as it computed them ([I_bal | I_IE]), its I_int, and I_EI, I_EE =
+  I_bal + I_EI and I_shunt derived from them (spec §1.2; outside the gradient)."""
+  i_bal_ie, i_int = jax.lax.stop_gradient(i_bal_ie), jax.lax.stop_gradient(i_int)
+  n_e = w_ei.shape[0]
+  i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
+  i_ei = circuit.lateral_inhibition(i_ie, w_ei)
+  i_shunt = circuit.shunting_current(i_ie, w_ei, g_i)
+  currents = dict(excitatory=i_bal + i_ei, lateral_inhibition=i_ei, balanced=i_bal,
+                  shunting=i_shunt, integrated=i_int)
+  return {**_current_statistics(currents, values), **_health_statistics(i_shunt, g_i, w_ei)}
+
+
 def _output_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, *, time_repeats: int) -> Array:
   """I_bal of an output layer (spec §1.3), tiled over T."""
   return _tile_time(circuit.output_current(i_ee, i_ie, w_ei), time_repeats)
@@ -317,10 +332,14 @@ class _CircuitLayer(nn.Module):
                             stabilization=stabilization, ste=ste, time_repeats=self.time_repeats,
                             probes=probes, values=probes and self.is_mutable_collection(
                                 "probe_values"))
+    self._record(stats)
+    return i_int
+
+  def _record(self, stats: dict[str, Array]) -> None:
+    """Sow the probe statistics: the I_int samples into "probe_values", the rest into "probes"."""
     for name, value in stats.items():
       self.sow("probe_values" if name == "integrated" else "probes", name, value,
                reduce_fn=lambda _, b: b)
-    return i_int
 
 
 def _pair(value, what: str, layer: str, minimum: int) -> tuple[int, int]:
@@ -438,13 +457,13 @@ class _EILayer(_CircuitLayer):
     if opts.scale_wei_grad:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
 
-    if (opts.fused and opts.stabilization == "adaptive" and opts.ste and not self.output_layer
-        and not self.is_mutable_collection("probes")):
+    if opts.fused and opts.stabilization == "adaptive" and opts.ste and not self.output_layer:
       # The training step's path: [I_bal | I_IE], then I_int in one custom_vjp (equal up to
       # float rounding, fewer arrays stored). W_EI commutes with the convolution, so it is
       # folded into the kernel (one convolution gives [I_bal | I_IE]) where that costs fewer
       # FLOPs than mixing the currents: fan-in x n_I x n_E against M x n_I x n_E, M the output
-      # positions (small maps at small batches mix the currents instead).
+      # positions (small maps at small batches mix the currents instead). The probes record
+      # this path's currents: they measure what trains.
       if self._output_positions(x) > fan_in:
         kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
         i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
@@ -453,6 +472,9 @@ class _EILayer(_CircuitLayer):
         i_ie = self._feedforward(x, w_ie, dtype=opts.conv_dtype)
         i_bal_ie = jnp.concatenate([circuit.balanced_current(i_ee, i_ie, w_ei), i_ie], axis=-1)
       i_int = circuit.fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
+      if self.is_mutable_collection("probes"):
+        self._record(_at_init(self, _fused_path_statistics, i_bal_ie, i_int, w_ei, g_i,
+                              values=self.is_mutable_collection("probe_values")))
       return _tile_time(i_int, self.time_repeats)
     # E and I feed-forward currents from one fused convolution/matmul (same values as two).
     kernel = jnp.concatenate([w_ee, w_ie], axis=-1)
