@@ -4,14 +4,16 @@ The batch is sharded over the mesh's "data" axis; the time steps are merged into
 (row b*T + t, ``core.neurons.split_time``), so every device keeps its own samples through the
 time tiling, the LIF's time reshapes and the mean over T. The compiled train and eval steps
 then hold no all-to-all, collective-permute, reduce-scatter or all-gather of activations: the
-only collectives are the all-reduce of the gradients and metrics and, on the CPU, a few tiny
-all-gathers that are part of it: XLA reduces two per-channel gradients of each E-I layer (by
-their shape g_E's and b_E's, one f32[n_E] partial sum per device) by gathering the 8 partial sums
-and adding them (``.../transpose(jvp(...))/convK/ei/reduce``), 2 x 8 x n_E x 4 bytes per layer:
-11.8 KB in all for the 1/8-width VGG-8 here, against 0.2 MB for gathering its input batch
-alone. (A t-major merge, row t*B + b, makes XLA gather the whole batch at the first LIF and compute it on every device:
-on a TPU v5p 2x2x1 slice 86.8 GB and 3,944 GFLOP per chip for E-I VGG-16 instead of 27.8 GB and
-997 GFLOP, README "Performance".)
+only collectives are the all-reduce of the gradients and metrics and a few tiny all-gathers that
+are part of it: XLA reduces two per-channel gradients of each E-I layer (by their shape g_E's and
+b_E's, one f32[n_E] partial sum per device) by gathering the partial sums and adding them
+(``.../transpose(jvp(...))/convK/ei/reduce``), 2 x 8 x n_E x 4 bytes per layer: 11.8 KB in all
+for the 1/8-width VGG-8 here (on a TPU v5p 2x2x1 slice, E-I VGG-16: 22 of them, 0.13 MB).
+
+With the t-major merge this replaced (row t*B + b), every device's block of the merged axis holds
+other devices' samples: XLA gathers the batch at the first LIF (1.05 MB here, at
+``lif0/reshape``) and every device computes the whole batch (E-I VGG-16 on the v5p slice: 86.8 GB
+and 3,944 GFLOP per chip and train step, against 27.8 GB and 997 GFLOP; README "Performance").
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def _abstract_state(exp, batch_size: int):
 
 # VGG-8: train and eval step; ResNet-18 (its stem, blocks and shortcuts): the train step only,
 # to keep the compile time down.
-@pytest.mark.parametrize("arch, steps", [("vgg8", ("train", "eval")), ("resnet18", ("train",))])
+@pytest.mark.parametrize("arch, steps", [("vgg8", ("train", "eval")), ("resnet18", ("train",))],
+                         ids=["vgg8", "resnet18"])
 def test_data_parallel_steps_move_only_the_gradient_all_reduce(arch, steps):
   if jax.device_count() < DEVICES:
     pytest.skip(f"needs {DEVICES} devices (tests/conftest.py sets 8 fake CPU devices)")
