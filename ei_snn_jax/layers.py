@@ -602,24 +602,27 @@ class LIF(nn.Module):
     if x.ndim < 1 or x.shape[0] % self.T:
       raise LayerError(f"{layer_name(self)}: the first axis of the input must be the merged B*T "
                        f"axis, a multiple of T={self.T}, but the input has shape {tuple(x.shape)}")
-    x_seq = neurons.split_time(x.astype(self._compute_dtype(x)), self.T)
+    x = x.astype(self._compute_dtype(x))
     carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
     if (not carry and not n.learnable_tau and not n.learnable_threshold and n.unroll is True
         and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T):
-      # Same spikes from V_0 = 0; the backward pass through time as one T x T mix (issue 11).
-      spikes = _at_init(self, neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate,
-                                                         n.alpha), x_seq)
+      # Same spikes from V_0 = 0; the backward pass through time as one T x T mix (issue 11),
+      # on the merged axis viewed as (B, T, ...): no transpose.
+      lif = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha, time_axis=1)
+      spikes = _at_init(self, lif, x.reshape((-1, self.T) + x.shape[1:]))   # (B, T, ...)
     else:
+      x_seq = neurons.split_time(x, self.T)                                  # (T, B, ...)
       v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
       tau, threshold = self._dynamics(x_seq.dtype)
       v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold,
                                        spike_fn=spike_fn, unroll=n.unroll)
       if carry:
         self.put_variable(NEURON_STATE, "v", v_end)
+      spikes = jnp.swapaxes(spikes, 0, 1)                                    # (B, T, ...)
     if self.is_mutable_collection("probe_values"):   # the rate of each time step, shape (T,)
-      per_step = jnp.mean(spikes.reshape((self.T, -1)), axis=1)
+      per_step = jnp.mean(spikes, axis=(0,) + tuple(range(2, spikes.ndim)))
       self.sow("probe_values", "firing_rate_per_step", per_step, reduce_fn=lambda _, b: b)
-    spikes = neurons.merge_time(spikes)
+    spikes = spikes.reshape((-1,) + spikes.shape[2:])                        # (B*T, ...)
     if self.is_mutable_collection("probes"):
       self.sow("probes", "firing_rate", jnp.mean(spikes), reduce_fn=lambda _, b: b)
     return spikes

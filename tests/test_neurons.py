@@ -160,3 +160,22 @@ def test_written_out_backward_in_float32_and_bfloat16_keeps_the_dtype():
   xb = x.astype(jnp.bfloat16)
   gb = jax.grad(lambda x: jnp.sum(written(x).astype(jnp.float32)))(xb)
   assert written(xb).dtype == jnp.bfloat16 and gb.dtype == jnp.bfloat16
+
+
+def test_written_out_lif_on_the_merged_axis_view_equals_the_leading_time_axis():
+  """``make_lif_multistep(time_axis=1)`` on x (B, T, ...), the merged B*T axis as it lies in
+  memory, gives the spikes and gradient of the (T, B, ...) form, in forward and reverse mode."""
+  x = jax.random.normal(jax.random.key(7), (3, 4, 5)) * 1.5 + 0.8      # (B, T, C)
+  w = jax.random.normal(jax.random.key(8), x.shape)
+  lead, view = neurons.make_lif_multistep(), neurons.make_lif_multistep(time_axis=1)
+  as_lead = lambda v: jnp.swapaxes(lead(jnp.swapaxes(v, 0, 1)), 0, 1)
+  np.testing.assert_array_equal(view(x), as_lead(x))
+  assert 0 < float(jnp.mean(view(x))) < 1
+  g_view = jax.grad(lambda v: jnp.sum(view(v) * w))(x)
+  g_lead = jax.grad(lambda v: jnp.sum(as_lead(v) * w))(x)
+  np.testing.assert_allclose(g_view, g_lead, rtol=1e-6, atol=1e-6)
+  _, t_view = jax.jvp(view, (x,), (w,))
+  _, t_lead = jax.jvp(as_lead, (x,), (w,))
+  np.testing.assert_allclose(t_view, t_lead, rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="time_axis"):
+    neurons.make_lif_multistep(time_axis=2)
