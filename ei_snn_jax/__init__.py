@@ -6,7 +6,7 @@ The public surface for composing E-I cells in your own Flax model, one import aw
 
   class Net(nn.Module):                       # any Linen model of the library's layers
     @nn.compact
-    def __call__(self, x):                    # x: (T*B, H, W, C), time-major merged axis
+    def __call__(self, x):                    # x: (B*T, H, W, C), merged axis
       x = ei.LIF(4)(ei.EIConv(32, kernel_size=(3, 3))(x))
       return ei.EIHead(10)(x.mean(axis=(1, 2)))
 

@@ -1,12 +1,14 @@
 """Flax (Linen) layers that wire the pure circuit functions together (spec §1, §5, §6, §9).
 
-Every layer maps its input to the *pre-spike current* of one layer on the merged T*B axis; the
-``LIF`` layer turns currents into spikes. Layers to compose:
+Every layer maps its input to the *pre-spike current* of one layer on the merged B*T axis (the
+T time steps of each sample on adjacent rows, row b*T + t: ``tile_time``, ``merge_time``,
+``split_time``, ``mean_over_time`` convert to and from it); the ``LIF`` layer turns currents into
+spikes. Layers to compose:
 
 * ``EIConv`` / ``EIDense``: EiConv/EiLinear + EiNorm of the paper: returns I_int (spec §1.2).
 * ``EIHead``: the output layer, returns I_bal (spec §1.3).
 * ``LIF``: multi-step LIF over the merged batch (spec §5).
-* ``BNConv``: BN-SNN baseline, conv without bias + BatchNorm over the merged T*B*H*W axis
+* ``BNConv``: BN-SNN baseline, conv without bias + BatchNorm over the merged B*T*H*W axis
   (spec §6.2); ``TorchDense``: its classifier, a Linear with PyTorch's default init.
 * ``DANNConv`` / ``DANNDense`` / ``DANNHead``: the spiking DANN baseline (spec §9).
 
@@ -17,7 +19,7 @@ output layer (``output_layer=True``, the heads) returns the balanced current.
 
 Input conventions: conv layers take NHWC, dense layers (N, d). ``time_repeats = T > 1`` tells a
 layer that its input is a static image batch (B, ...) that stands for T identical time steps:
-the layer computes its current once and tiles it to (T*B, ...), which is exactly the current of
+the layer computes its current once and tiles it to (B*T, ...), which is exactly the current of
 the tiled input (every op before the LIF is per sample), and E-I Init counts the samples T times.
 
 Observability: when the ``probes`` collection is mutable (``model.apply(..., mutable=['probes'])``)
@@ -160,11 +162,13 @@ class NeuronOptions:
       raise LayerError(f"NeuronOptions: threshold={self.threshold} must be > 0")
 
 
-def _tile_time(x: Array, T: int) -> Array:
-  """(B, ...) -> (T*B, ...) t-major: the same sample at every time step."""
-  if T == 1:
-    return x
-  return jnp.broadcast_to(x[None], (T,) + x.shape).reshape((T * x.shape[0],) + x.shape[1:])
+# The merged time-batch layout (sample-major, row b*T + t; ``core.neurons``), public here for
+# models built of these layers: (B, ...) -> (B*T, ...), (T, B, ...) <-> (B*T, ...), the mean over T.
+tile_time = neurons.tile_time
+merge_time = neurons.merge_time
+split_time = neurons.split_time
+mean_over_time = neurons.mean_over_time
+_tile_time = neurons.tile_time   # the name the experiments use
 
 
 @functools.lru_cache(maxsize=None)
@@ -201,7 +205,7 @@ def _current_statistics(currents: dict[str, Array], values: bool) -> dict[str, A
 def _health_statistics(i_shunt: Array, g_i: Array, w_ei: Array) -> dict[str, Array]:
   """The signs of a dead E-I layer, as fractions.
 
-  ``silent_shunting_fraction``: the fraction of samples (rows of the merged T*B axis) whose
+  ``silent_shunting_fraction``: the fraction of samples (rows of the merged B*T axis) whose
   shunting current is 0 everywhere, so that the adaptive stabiliser makes their denominator +inf
   and I_int = b_E (spec §3.1); ``zero_g_i_fraction``: the fraction of inhibitory gains at 0;
   ``zero_shunting_gain_fraction``: the fraction of excitatory units e with sum_i W_EI[e,i] g_I[i]
@@ -224,6 +228,21 @@ def _hidden_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e:
     stats = {**_current_statistics(dict(excitatory=i_ee, **currents), values),
              **_health_statistics(currents["shunting"], g_i, w_ei)}
   return _tile_time(currents["integrated"], time_repeats), stats
+
+
+def _fused_path_statistics(i_bal_ie: Array, i_int: Array, w_ei: Array, g_i: Array, *,
+                           values: bool) -> dict[str, Array]:
+  """The probe statistics of the training path (``circuit.fused_integrated_current``) from its
+  own arrays: I_bal and I_IE as it computed them ([I_bal | I_IE]), its I_int, and I_EI, I_EE =
+  I_bal + I_EI and I_shunt derived from them (spec §1.2; outside the gradient)."""
+  i_bal_ie, i_int = jax.lax.stop_gradient(i_bal_ie), jax.lax.stop_gradient(i_int)
+  n_e = w_ei.shape[0]
+  i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
+  i_ei = circuit.lateral_inhibition(i_ie, w_ei)
+  i_shunt = circuit.shunting_current(i_ie, w_ei, g_i)
+  currents = dict(excitatory=i_bal + i_ei, lateral_inhibition=i_ei, balanced=i_bal,
+                  shunting=i_shunt, integrated=i_int)
+  return {**_current_statistics(currents, values), **_health_statistics(i_shunt, g_i, w_ei)}
 
 
 def _output_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, *, time_repeats: int) -> Array:
@@ -325,10 +344,14 @@ class _CircuitLayer(nn.Module):
                             stabilization=stabilization, ste=ste, time_repeats=self.time_repeats,
                             probes=probes, values=probes and self.is_mutable_collection(
                                 "probe_values"))
+    self._record(stats)
+    return i_int
+
+  def _record(self, stats: dict[str, Array]) -> None:
+    """Sow the probe statistics: the I_int samples into "probe_values", the rest into "probes"."""
     for name, value in stats.items():
       self.sow("probe_values" if name == "integrated" else "probes", name, value,
                reduce_fn=lambda _, b: b)
-    return i_int
 
 
 def _pair(value, what: str, layer: str, minimum: int) -> tuple[int, int]:
@@ -446,13 +469,13 @@ class _EILayer(_CircuitLayer):
     if opts.scale_wei_grad:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
 
-    if (opts.fused and opts.stabilization == "adaptive" and opts.ste and not self.output_layer
-        and not self.is_mutable_collection("probes")):
+    if opts.fused and opts.stabilization == "adaptive" and opts.ste and not self.output_layer:
       # The training step's path: [I_bal | I_IE], then I_int in one custom_vjp (equal up to
       # float rounding, fewer arrays stored). W_EI commutes with the convolution, so it is
       # folded into the kernel (one convolution gives [I_bal | I_IE]) where that costs fewer
       # FLOPs than mixing the currents: fan-in x n_I x n_E against M x n_I x n_E, M the output
-      # positions (small maps at small batches mix the currents instead).
+      # positions (small maps at small batches mix the currents instead). The probes record
+      # this path's currents: they measure what trains.
       if self._output_positions(x) > fan_in:
         kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
         i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
@@ -461,6 +484,9 @@ class _EILayer(_CircuitLayer):
         i_ie = self._feedforward(x, w_ie, dtype=opts.conv_dtype)
         i_bal_ie = jnp.concatenate([circuit.balanced_current(i_ee, i_ie, w_ei), i_ie], axis=-1)
       i_int = circuit.fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
+      if self.is_mutable_collection("probes"):
+        self._record(_at_init(self, _fused_path_statistics, i_bal_ie, i_int, w_ei, g_i,
+                              values=self.is_mutable_collection("probe_values")))
       return _tile_time(i_int, self.time_repeats)
     # E and I feed-forward currents from one fused convolution/matmul (same values as two).
     kernel = jnp.concatenate([w_ee, w_ie], axis=-1)
@@ -495,7 +521,7 @@ class EIHead(EIDense):
 
 
 class LIF(nn.Module):
-  """Multi-step LIF on the merged batch (spec §5): (T*B, ...) currents -> (T*B, ...) spikes.
+  """Multi-step LIF on the merged batch (spec §5): (B*T, ...) currents -> (B*T, ...) spikes.
 
   The membrane potential V is explicit state, used in one of three ways:
 
@@ -508,7 +534,8 @@ class LIF(nn.Module):
     ``lif.apply(variables, v, x_t, method="step")``.
 
   Attributes:
-    T: time steps on the merged axis of the input (the first axis is T*B, t-major).
+    T: time steps on the merged axis of the input (the first axis is B*T, sample-major: row
+      b*T + t, see ``split_time``).
     neuron: ``NeuronOptions`` (tau, threshold, surrogate; learnable tau / threshold).
     dtype: computation dtype (None: promoted from the input and the learnable parameters).
     param_dtype: dtype of the learnable tau (w) and threshold.
@@ -522,7 +549,7 @@ class LIF(nn.Module):
     n = self.neuron
     if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
       raise LayerError(f"{layer_name(self)}: T={self.T!r} must be an integer >= 1 (the time steps "
-                       "merged into the first axis of the input, T*B)")
+                       "merged into the first axis of the input, B*T)")
     if n.learnable_tau:
       self.w = self.param("w", nn.initializers.constant(-math.log(n.tau - 1.0)), (),
                           self.param_dtype)
@@ -581,26 +608,29 @@ class LIF(nn.Module):
     n = self.neuron
     spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
     if x.ndim < 1 or x.shape[0] % self.T:
-      raise LayerError(f"{layer_name(self)}: the first axis of the input must be the merged T*B "
+      raise LayerError(f"{layer_name(self)}: the first axis of the input must be the merged B*T "
                        f"axis, a multiple of T={self.T}, but the input has shape {tuple(x.shape)}")
-    x_seq = neurons.split_time(x.astype(self._compute_dtype(x)), self.T)
+    x = x.astype(self._compute_dtype(x))
     carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
     if (not carry and not n.learnable_tau and not n.learnable_threshold and n.unroll is True
         and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T):
-      # Same spikes from V_0 = 0; the backward pass through time as one T x T mix (issue 11).
-      spikes = _at_init(self, neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate,
-                                                         n.alpha), x_seq)
+      # Same spikes from V_0 = 0; the backward pass through time as one T x T mix (issue 11),
+      # on the merged axis viewed as (B, T, ...): no transpose.
+      lif = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha, time_axis=1)
+      spikes = _at_init(self, lif, x.reshape((-1, self.T) + x.shape[1:]))   # (B, T, ...)
     else:
+      x_seq = neurons.split_time(x, self.T)                                  # (T, B, ...)
       v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
       tau, threshold = self._dynamics(x_seq.dtype)
       v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold,
                                        spike_fn=spike_fn, unroll=n.unroll)
       if carry:
         self.put_variable(NEURON_STATE, "v", v_end)
+      spikes = jnp.swapaxes(spikes, 0, 1)                                    # (B, T, ...)
     if self.is_mutable_collection("probe_values"):   # the rate of each time step, shape (T,)
-      per_step = jnp.mean(spikes.reshape((self.T, -1)), axis=1)
+      per_step = jnp.mean(spikes, axis=(0,) + tuple(range(2, spikes.ndim)))
       self.sow("probe_values", "firing_rate_per_step", per_step, reduce_fn=lambda _, b: b)
-    spikes = neurons.merge_time(spikes)
+    spikes = spikes.reshape((-1,) + spikes.shape[2:])                        # (B*T, ...)
     if self.is_mutable_collection("probes"):
       self.sow("probes", "firing_rate", jnp.mean(spikes), reduce_fn=lambda _, b: b)
     return spikes
@@ -621,7 +651,7 @@ def torch_kaiming_normal_fan_out():
 
 
 class BNConv(nn.Module):
-  """Conv (no bias) -> BatchNorm over the merged T*B*H*W axis per channel (spec §6.2).
+  """Conv (no bias) -> BatchNorm over the merged B*T*H*W axis per channel (spec §6.2).
 
   BatchNorm: momentum 0.1 in PyTorch terms (0.9 in Flax), eps 1e-5, gamma 1, beta 0.
   """

@@ -289,26 +289,32 @@ def _sds(tree, sharding):
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
 
 
-def compile_steps(exp, state, mesh, platform: str) -> dict[str, Any]:
+def compile_steps(exp, state, mesh, platform: str,
+                  steps: Sequence[str] = ("train", "eval")) -> dict[str, Any]:
   """Compile the train step (from the epoch table, as the loop runs it) and the eval step of
-  ``exp`` for ``mesh``; what each compiled step says (see ``step_report``)."""
+  ``exp`` for ``mesh`` (those of them in ``steps``); what each compiled step says (see
+  ``step_report``). ``state`` may be abstract (shapes and dtypes only)."""
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from ei_snn_jax import data as data_lib
-  from ei_snn_jax.training import batches, replicas, steps
+  from ei_snn_jax.training import batches, replicas, steps as steps_lib
 
   cfg = exp.config
   target_exp = dataclasses.replace(exp, mesh=mesh)
   rep = NamedSharding(mesh, P())
-  state = replicas.to_run_layout(state, exp.num_replicas)   # the loop's layout
+  # The loop's layout (shapes only, so an abstract state works too).
+  state = jax.eval_shape(lambda s: replicas.to_run_layout(s, exp.num_replicas), state)
   table = batches.epoch_table(exp, 0)
   source = batches.DeviceBatches(target_exp)
   out: dict[str, Any] = {}
-  step = steps.make_train_step(target_exp, source)
-  batch = (_sds(exp.train_x, rep), _sds(exp.train_y, rep),
-           *(_sds(a, source.table_sharded) for a in table))
-  out["train"] = step_report(step, (_sds(state, rep), batch), platform)
-  eval_step = steps.make_eval_step(target_exp, batches.eval_source(target_exp))
+  if "train" in steps:
+    step = steps_lib.make_train_step(target_exp, source)
+    batch = (_sds(exp.train_x, rep), _sds(exp.train_y, rep),
+             *(_sds(a, source.table_sharded) for a in table))
+    out["train"] = step_report(step, (_sds(state, rep), batch), platform)
+  if "eval" not in steps:
+    return out
+  eval_step = steps_lib.make_eval_step(target_exp, batches.eval_source(target_exp))
   idx, mask = next(data_lib.eval_batches(len(exp.dataset.x_test), cfg.train.eval_batch_size))
   dat = target_exp.batch_sharded
   eargs = (_sds(state.params, rep), _sds(state.batch_stats, rep),

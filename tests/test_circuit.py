@@ -290,10 +290,12 @@ def test_fused_integrated_current_equals_the_plain_circuit_float64(name):
 @pytest.mark.parametrize("path", ["folded_kernel", "mixed_currents"])
 def test_training_path_equals_probe_path_float32(path):
   """A layer applied as the training step applies it (no probes: the fused path) and as the
-  probe step does (``probes`` mutable: the plain circuit) gives the same I_int and gradients to
-  float32 rounding; the W_EI gradient keeps its 1/fan_in scaling on both. With 4 samples of
-  6x6 positions (M = 144 > fan-in 45) the fused path folds W_EI into the kernel; with one
-  sample (M = 36) it mixes the currents."""
+  probe step does (``probes`` mutable) takes one numerical path: the same I_int and gradients,
+  bit for bit, and the probes' I_int statistics are those of that output (issue 21: the probes
+  measure what trains). The plain circuit (``fused=False``) gives them to float32 rounding; the
+  W_EI gradient keeps its 1/fan_in scaling on all. With 4 samples of 6x6 positions (M = 144 >
+  fan-in 45) the fused path folds W_EI into the kernel; with one sample (M = 36) it mixes the
+  currents."""
   x, p, k, stride = make_case("conv_partial_zero")
   if path == "mixed_currents":
     x = x[:1]
@@ -303,15 +305,23 @@ def test_training_path_equals_probe_path_float32(path):
   assert (layer._output_positions(xj) > 9 * x.shape[-1]) == (path == "folded_kernel")
   g_out = jnp.asarray(np.random.default_rng(5).normal(size=x.shape[:3] + (8,)), jnp.float32)
 
-  def loss(q, probes):
-    if probes:
-      out, _ = layer.apply({"params": q}, xj, mutable=["probes"])
+  def loss(q, mode):
+    if mode == "probes":
+      out, sown = layer.apply({"params": q}, xj, mutable=["probes"])
+      return jnp.sum(out * g_out), (out, sown["probes"]["integrated_mean"])
+    if mode == "plain":
+      out = layers.EIConv(8, options=layers.EIOptions(fused=False)).apply({"params": q}, xj)
     else:
       out = layer.apply({"params": q}, xj)
     return jnp.sum(out * g_out), out
 
-  (_, fused_out), fused_grads = jax.value_and_grad(loss, has_aux=True)(params, False)
-  (_, plain_out), plain_grads = jax.value_and_grad(loss, has_aux=True)(params, True)
+  (_, fused_out), fused_grads = jax.value_and_grad(loss, has_aux=True)(params, "train")
+  (_, (probe_out, probed_mean)), probe_grads = jax.value_and_grad(loss, has_aux=True)(
+      params, "probes")
+  np.testing.assert_allclose(probed_mean, jnp.mean(probe_out), rtol=1e-6)
+  (_, plain_out), plain_grads = jax.value_and_grad(loss, has_aux=True)(params, "plain")
+  np.testing.assert_array_equal(probe_out, fused_out)
+  jax.tree.map(np.testing.assert_array_equal, probe_grads, fused_grads)
   np.testing.assert_allclose(fused_out, plain_out, rtol=1e-5, atol=1e-5)
   for n in plain_grads:
     scale = float(jnp.max(jnp.abs(plain_grads[n])))

@@ -23,12 +23,12 @@ class OwnEINet(nn.Module):
 
   @nn.compact
   def __call__(self, images):
-    x = jnp.broadcast_to(images[None], (self.T,) + images.shape).reshape((-1,) + images.shape[1:])
+    x = layers.tile_time(images, self.T)
     opts = layers.NeuronOptions(surrogate="atan", alpha=2.0)
     x = layers.LIF(self.T, opts)(layers.EIConv(16)(x))
     x = nn.avg_pool(x, (2, 2), (2, 2)).reshape((x.shape[0], -1))
     x = layers.LIF(self.T, opts)(layers.EIDense(32)(x))
-    return layers.EIHead(4)(x).reshape((self.T, -1, 4)).mean(0)
+    return layers.mean_over_time(layers.EIHead(4)(x), self.T)
 
 
 def test_find_dead_layers_on_an_own_model():

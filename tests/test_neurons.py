@@ -79,12 +79,18 @@ def test_gradient_through_time_with_detached_reset():
   np.testing.assert_allclose(g, [0.5 * d, d], rtol=1e-5)
 
 
-def test_split_and_merge_time_are_t_major():
-  x = jnp.arange(12.0).reshape(6, 2)
+def test_split_and_merge_time_are_sample_major():
+  """Row b*T + t of the merged axis is sample b at step t (a device's block of samples keeps its
+  own rows, issue 21)."""
+  x = jnp.arange(12.0).reshape(6, 2)                  # B = 2 samples, T = 3 steps
   s = neurons.split_time(x, 3)
   assert s.shape == (3, 2, 2)
-  np.testing.assert_array_equal(s[1, 0], x[2])
+  np.testing.assert_array_equal(s[1, 0], x[1])        # t = 1, b = 0: row 0*3 + 1
+  np.testing.assert_array_equal(s[2, 1], x[5])        # t = 2, b = 1: row 1*3 + 2
   np.testing.assert_array_equal(neurons.merge_time(s), x)
+  np.testing.assert_array_equal(neurons.tile_time(x[:2], 3),
+                                neurons.merge_time(jnp.broadcast_to(x[:2], (3, 2, 2))))
+  np.testing.assert_array_equal(neurons.mean_over_time(x, 3), jnp.mean(s, axis=0))
   with pytest.raises(ValueError, match="not divisible"):
     neurons.split_time(x, 4)
 

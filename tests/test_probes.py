@@ -64,7 +64,7 @@ def _currents(i_ee, i_ie, w_ei, g_i, g_e, b):
 
 def _lif_rate(current: np.ndarray) -> float:
   """Firing rate of the LIF (spec §5: H = (1 - 1/tau) V + x, S = H >= theta, V = H - theta S)."""
-  x = current.reshape((T, -1) + current.shape[1:])
+  x = np.swapaxes(current.reshape((-1, T) + current.shape[1:]), 0, 1)   # row b*T + t -> [t, b]
   v = np.zeros_like(x[0])
   spikes = []
   for t in range(T):
@@ -196,9 +196,8 @@ class _NNXEINet(nnx.Module):
     self.head = nnx.bridge.ToNNX(layers.EIHead(4), rngs=rngs)
 
   def __call__(self, images):
-    x = jnp.broadcast_to(images[None], (T,) + images.shape).reshape((-1,) + images.shape[1:])
-    spikes = self.lif(self.conv(x))
-    return self.head(spikes.mean(axis=(1, 2))).reshape((T, -1, 4)).mean(0)
+    spikes = self.lif(self.conv(layers.tile_time(images, T)))
+    return layers.mean_over_time(self.head(spikes.mean(axis=(1, 2))), T)
 
 
 def test_probe_nnx_bridged_layers():
@@ -213,7 +212,7 @@ def test_probe_nnx_bridged_layers():
   assert float(model.conv.integrated_mean.get_value()) == stale   # the model is not changed
   # The same layers in Linen on the same parameters give the same statistics.
   conv_params = nnx.to_pure_dict(nnx.state(model.conv, nnx.Param))
-  merged = jnp.broadcast_to(x[None], (T,) + x.shape).reshape((-1,) + x.shape[1:])
+  merged = layers.tile_time(x, T)
   current, sown = layers.EIConv(8).apply({"params": conv_params}, merged, mutable=["probes"])
   spikes, lif_sown = layers.LIF(T).apply({}, current, mutable=["probes"])
   for cur in probes.CURRENTS:

@@ -38,41 +38,44 @@ def lif_reference(x: np.ndarray, decay: float, theta: float) -> tuple[np.ndarray
 
 
 def test_lif_carries_its_membrane_across_calls_in_neuron_state():
-  x = currents((4 * B, 5))                            # 4 steps on the merged axis
+  seq = currents((4, B, 5))                           # 4 steps of B samples
+  x = layers.merge_time(seq)                          # the merged (B*4, 5) axis
   lif = layers.LIF(4)
-  whole = lif.apply({}, x)
+  whole = layers.split_time(lif.apply({}, x), 4)      # (4, B, 5)
   assert set(lif.init(jax.random.key(0), x)) <= {"probes", "probe_values"}   # no state, no params
   # Two calls of 2 steps, then 4 calls of 1 step, continuing from the stored state.
   chunk = layers.LIF(2)
-  first, state = chunk.apply({}, x[:2 * B], mutable=[layers.NEURON_STATE])
-  second, state = chunk.apply(state, x[2 * B:], mutable=[layers.NEURON_STATE])
-  np.testing.assert_array_equal(np.concatenate([first, second]), whole)
-  v_end, ref = lif_reference(np.asarray(x).reshape(4, B, 5), 0.5, 1.0)
-  np.testing.assert_array_equal(np.asarray(whole).reshape(4, B, 5), ref)
+  first, state = chunk.apply({}, layers.merge_time(seq[:2]), mutable=[layers.NEURON_STATE])
+  second, state = chunk.apply(state, layers.merge_time(seq[2:]), mutable=[layers.NEURON_STATE])
+  np.testing.assert_array_equal(
+      np.concatenate([layers.split_time(first, 2), layers.split_time(second, 2)]), whole)
+  v_end, ref = lif_reference(np.asarray(seq), 0.5, 1.0)
+  np.testing.assert_array_equal(whole, ref)
   np.testing.assert_allclose(state[layers.NEURON_STATE]["v"], v_end, rtol=1e-6, atol=1e-6)
   one, state, outs = layers.LIF(1), {}, []
-  for t in range(4):
-    s, state = one.apply(state, x[t * B:(t + 1) * B], mutable=[layers.NEURON_STATE])
+  for t in range(4):                                  # T = 1: the merged axis is the batch
+    s, state = one.apply(state, seq[t], mutable=[layers.NEURON_STATE])
     outs.append(s)
-  np.testing.assert_array_equal(np.concatenate(outs), whole)
+  np.testing.assert_array_equal(np.stack(outs), whole)
   # Without the mutable collection every call starts again from V_0 = 0 (the stored V unused).
-  fresh = one.apply(state, x[B:2 * B])
-  np.testing.assert_array_equal(fresh, one.apply({}, x[B:2 * B]))
+  fresh = one.apply(state, seq[1])
+  np.testing.assert_array_equal(fresh, one.apply({}, seq[1]))
   assert not np.array_equal(fresh, outs[1])           # ... which differs from the carried run
   with pytest.raises(ValueError, match="new batch size"):
     one.apply(state, x[:B + 1], mutable=[layers.NEURON_STATE])
 
 
 def test_explicit_single_step_call():
-  x = currents((T * B, 4), seed=1)
+  seq = currents((T, B, 4), seed=1)
   lif = layers.LIF(T)
-  v = lif.apply({}, x[:B], method="initial_state")
+  v = lif.apply({}, seq[0], method="initial_state")
   assert v.shape == (B, 4) and not np.any(v)
   spikes = []
   for t in range(T):
-    v, s = lif.apply({}, v, x[t * B:(t + 1) * B], method="step")
+    v, s = lif.apply({}, v, seq[t], method="step")
     spikes.append(s)
-  np.testing.assert_array_equal(np.concatenate(spikes), lif.apply({}, x))
+  np.testing.assert_array_equal(layers.merge_time(jnp.stack(spikes)),
+                                lif.apply({}, layers.merge_time(seq)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,10 +123,10 @@ class UserNet(nn.Module):
 
   @nn.compact
   def __call__(self, seq):                             # (T, B, d) -> (B, 5)
-    x = seq.reshape((-1, seq.shape[-1]))               # merged t-major T*B
+    x = layers.merge_time(seq)                         # merged (B*T, d)
     h = layers.LIF(self.T, name="spikes")(layers.EIDense(32, name="hidden")(x))
     logits = layers.EIHead(5, name="readout")(h)
-    return logits.reshape((self.T, -1, 5)).mean(0)
+    return layers.mean_over_time(logits, self.T)
 
 
 def test_user_model_streamed_equals_multistep():
@@ -162,9 +165,9 @@ def test_parametric_lif_is_spikingjelly_plif():
   assert float(params["threshold"]) == pytest.approx(0.8)
   params = {"w": jnp.float32(0.3), "threshold": jnp.float32(1.1)}
   decay = 1.0 - float(jax.nn.sigmoid(jnp.float32(0.3)))
-  _, ref = lif_reference(np.asarray(x).reshape(T, B, 6), decay, 1.1)
+  _, ref = lif_reference(np.asarray(layers.split_time(x, T)), decay, 1.1)
   spikes = lif.apply({"params": params}, x)
-  np.testing.assert_array_equal(np.asarray(spikes).reshape(T, B, 6), ref)
+  np.testing.assert_array_equal(np.asarray(layers.split_time(spikes, T)), ref)
   assert "params" not in layers.LIF(T).init(jax.random.key(0), x)   # off by default
 
 

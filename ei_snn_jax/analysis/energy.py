@@ -94,7 +94,7 @@ def estimate(model: nn.Module, variables: Any, x: Any, *, batch_size: int | None
   """Per-layer operations and energy of ``model`` on the input batch ``x`` (per example).
 
   ``batch_size``: examples in ``x`` (default ``x.shape[0]``; give it when the model takes a
-  time-major ``(T*B, ...)`` input). ``apply_kwargs`` go to ``model.apply`` (e.g. ``train=False``).
+  merged ``(B*T, ...)`` input). ``apply_kwargs`` go to ``model.apply`` (e.g. ``train=False``).
   """
   batch = batch_size or jax.tree.leaves(x)[0].shape[0]
   calls: list[tuple[str, dict, Any, Any]] = []

@@ -1,7 +1,7 @@
 """E-I circuit currents as pure functions, one per quantity of the paper (spec §1.2-1.3).
 
 Shapes: dense inputs are (N, d); conv inputs are NHWC (N, H, W, C_in) with kernels HWIO
-(k, k, C_in, C_out). N is the merged T*B axis. W_EI has the reference's orientation
+(k, k, C_in, C_out). N is the merged B*T axis. W_EI has the reference's orientation
 (n_E, n_I): row e holds the inhibitory weights onto excitatory unit e.
 
     I_EE    = W_EE * x                                   excitatory_current
@@ -207,7 +207,7 @@ def balanced_kernel(w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
 
 
 def _row_minimum_positive(i_shunt: Array) -> Array:
-  """Per sample (row of the merged T*B axis), the smallest strictly positive entry (+inf if none),
+  """Per sample (row of the merged B*T axis), the smallest strictly positive entry (+inf if none),
   shaped (N, 1, ..., 1): the value E-I Prop's adaptive stabilisation puts in place of zeros."""
   def min_positive(a, b):      # a monoid on [0, inf) with identity 0 ("no positive value yet")
     return jnp.where(a == 0, b, jnp.where(b == 0, a, jnp.minimum(a, b)))

@@ -7,7 +7,7 @@ that saves memory and is reverse-mode only: ``EIOptions(fused=False)`` takes the
 
 * ``stabilize``: adaptive stabilisation of the shunting current (§3.1) with a straight-through
   estimator (§3.2). Exact zeros are replaced by the smallest strictly positive value of the
-  same sample (one row of the merged T*B axis, min over every other axis); a sample whose
+  same sample (one row of the merged B*T axis, min over every other axis); a sample whose
   shunting current is all zero gets +inf, so the integrated current is b_E and never NaN.
   Derivative: identity (the replacement is invisible to the gradient).
 * ``scale_gradient``: identity forward, derivative a constant times the identity. Applied to W_EI
@@ -43,7 +43,7 @@ def stabilize(i_shunt: Array) -> Array:
   the identity (a ``custom_jvp``: forward and reverse mode).
 
   Args:
-    i_shunt: shunting current (N, ...) with N the merged T*B axis; values >= 0.
+    i_shunt: shunting current (N, ...) with N the merged B*T axis; values >= 0.
   """
   return _replace_zeros(i_shunt)
 

@@ -16,6 +16,11 @@ reverse-mode autodiff both work): a named one of
 ``SURROGATES`` or any function (u, alpha) -> dS/du. ``make_lif_multistep`` is
 ``lif_multistep`` with its backward pass through time written out (one ``custom_jvp``), which
 the ``LIF`` layer uses for short windows (``WRITTEN_OUT_BACKWARD_MAX_T``).
+
+Time folded into the batch: the layers take the T time steps of B samples as one merged axis of
+B*T rows, sample-major (row b*T + t); ``split_time`` / ``merge_time`` convert it to and from the
+(T, B, ...) stack of the time loop, ``tile_time`` repeats a static input over T and
+``mean_over_time`` averages each sample's T rows.
 """
 
 from __future__ import annotations
@@ -176,13 +181,14 @@ def lif_multistep(x: Array, *, tau: float | Array = 2.0, threshold: float | Arra
 WRITTEN_OUT_BACKWARD_MAX_T = 4
 
 
-def _charges(x: Array, decay: float, threshold: float) -> list[Array]:
-  """The charges H_t of the LIF from V_0 = 0 over the leading T axis of x (``lif_step``'s
-  arithmetic, op for op, so the spikes Theta(H_t - theta) are identical)."""
-  v = jnp.zeros_like(x[0])
+def _charges(x: Array, decay: float, threshold: float, time_axis: int = 0) -> list[Array]:
+  """The charges H_t of the LIF from V_0 = 0 over the time axis of x (``lif_step``'s arithmetic,
+  op for op, so the spikes Theta(H_t - theta) are identical)."""
+  steps = [jax.lax.index_in_dim(x, t, time_axis, keepdims=False) for t in range(x.shape[time_axis])]
+  v = jnp.zeros_like(steps[0])
   charges = []
-  for t in range(x.shape[0]):
-    h = decay * v + x[t]
+  for x_t in steps:
+    h = decay * v + x_t
     v = h - threshold * ((h - threshold) >= 0).astype(x.dtype)
     charges.append(h)
   return charges
@@ -191,10 +197,11 @@ def _charges(x: Array, decay: float, threshold: float) -> list[Array]:
 @functools.lru_cache(maxsize=None)
 def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
                        surrogate: str | Callable[[Array, float], Array] = "sigmoid",
-                       alpha: float = 4.0) -> Callable[[Array], Array]:
+                       alpha: float = 4.0, time_axis: int = 0) -> Callable[[Array], Array]:
   """``lif_multistep`` from V_0 = 0 with constant tau and theta, with its backward pass
   written out: x (T, ...) -> spikes (T, ...), the same spikes and the same gradient (up to
-  float rounding) as autodiff of the scan.
+  float rounding) as autodiff of the scan. ``time_axis=1`` takes x (B, T, ...) instead, the
+  merged B*T axis reshaped as it lies in memory (no transpose to a leading T axis).
 
   With the reset detached (V_t = H_t - theta sg(S_t)) and lambda = 1 - 1/tau, the gradient of
   the charge obeys dL/dH_t = dS_t sigma'(H_t - theta) + lambda dL/dH_{t+1}, and dL/dx_t =
@@ -222,36 +229,70 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
   derivative = _surrogate_derivative(surrogate)
   decay, threshold, alpha = 1.0 - 1.0 / float(tau), float(threshold), float(alpha)
 
+  ax = time_axis
+  if ax not in (0, 1):
+    raise ValueError(f"time_axis must be 0 (T, ...) or 1 (B, T, ...), got {time_axis}")
+  # dH = D dx over the time axis (D the T x T discount matrix below), as an einsum.
+  mix = "tj,j...->t..." if ax == 0 else "tj,bj...->bt..."
+
   @jax.custom_jvp
   def lif(x):
     return jnp.stack([((h - threshold) >= 0).astype(x.dtype)
-                      for h in _charges(x, decay, threshold)])
+                      for h in _charges(x, decay, threshold, ax)], axis=ax)
 
   @lif.defjvp
   def lif_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    charges = _charges(x, decay, threshold)
-    spikes = jnp.stack([((h - threshold) >= 0).astype(x.dtype) for h in charges])
-    slope = jnp.stack([derivative(h - threshold, alpha).astype(dx.dtype) for h in charges])
-    steps = x.shape[0]
+    charges = _charges(x, decay, threshold, ax)
+    spikes = jnp.stack([((h - threshold) >= 0).astype(x.dtype) for h in charges], axis=ax)
+    slope = jnp.stack([derivative(h - threshold, alpha).astype(dx.dtype) for h in charges],
+                      axis=ax)
+    steps = x.shape[ax]
     if steps == 1:
       return spikes, slope * dx
     # discount[t, j] = lambda^(t - j) for t >= j: dH_t = sum_j discount[t, j] dx_j.
     t, j = np.indices((steps, steps))
     discount = jnp.asarray(np.where(t >= j, decay ** np.maximum(t - j, 0), 0.0), dx.dtype)
-    d_charges = jnp.einsum("tj,j...->t...", discount, dx, precision=jax.lax.Precision.HIGHEST)
+    d_charges = jnp.einsum(mix, discount, dx, precision=jax.lax.Precision.HIGHEST)
     return spikes, (slope * d_charges).astype(x.dtype)
 
   return lif
 
 
 def split_time(x: Array, T: int) -> Array:
-  """(T*B, ...) merged t-major batch -> (T, B, ...) (spec §1.4: merged index = t*B + b)."""
+  """(B*T, ...) merged batch -> (T, B, ...), the time axis leading for the LIF's loop.
+
+  The merged axis is sample-major: row b*T + t is sample b at time step t, so that the T rows of
+  a sample are adjacent. A batch sharded over devices (data parallelism) then stays sharded
+  the same way on the merged axis and nothing moves between devices at this reshape (a
+  t-major merge, t*B + b as in the PyTorch reference, puts other devices' samples in every
+  device's block and makes XLA gather the batch, issue 21). Every op but the LIF acts on each
+  row on its own (spec §1.4), so the row order changes no value.
+  """
   if x.shape[0] % T:
     raise ValueError(f"merged batch {x.shape[0]} is not divisible by T={T}")
-  return x.reshape((T, x.shape[0] // T) + x.shape[1:])
+  return jnp.swapaxes(x.reshape((x.shape[0] // T, T) + x.shape[1:]), 0, 1)
 
 
 def merge_time(x: Array) -> Array:
-  """(T, B, ...) -> (T*B, ...), t-major."""
-  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+  """(T, B, ...) -> (B*T, ...), sample-major (row b*T + t): the inverse of ``split_time``.
+
+  Also the way to merge a sequence input (T, B, ...) for the library's layers.
+  """
+  return jnp.swapaxes(x, 0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def tile_time(x: Array, T: int) -> Array:
+  """(B, ...) -> (B*T, ...) merged sample-major: the same sample at every time step (direct
+  encoding of a static image, spec §6.1); equal to ``merge_time`` of x repeated T times."""
+  if T == 1:
+    return x
+  return jnp.repeat(x, T, axis=0)
+
+
+def mean_over_time(x: Array, T: int) -> Array:
+  """(B*T, ...) merged sample-major -> (B, ...): the mean over the T time steps of each sample
+  (the model output, spec §6.1)."""
+  if x.shape[0] % T:
+    raise ValueError(f"merged batch {x.shape[0]} is not divisible by T={T}")
+  return jnp.mean(x.reshape((x.shape[0] // T, T) + x.shape[1:]), axis=1)

@@ -3,8 +3,8 @@
 ``CurrentLayer`` builds the pre-spike current of one layer for a model variant:
 "ei" (E-I circuit), "bn" (conv + BatchNorm) or "dann" (spiking DANN). Direct encoding: a static
 image batch (B, H, W, C) in [0, 1] stands for T identical time steps; sequences come as
-(T, B, ...). Everything except the LIF runs on the merged t-major T*B axis; the logits are the
-mean over T of the head's output.
+(T, B, ...). Everything except the LIF runs on the merged B*T axis (sample-major, row b*T + t,
+``layers.merge_time``); the logits are the mean over T of the head's output.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class ModelOptions:
 
 
 class CurrentLayer(nn.Module):
-  """Conv layer of the chosen variant: input -> pre-spike current on the merged T*B axis.
+  """Conv layer of the chosen variant: input -> pre-spike current on the merged B*T axis.
 
   The E-I / DANN layer is created under the name "ei" / "dann" (``tree.WRAPPERS``, left out of
   layer names), the BN one as "bn_conv".
@@ -105,25 +105,25 @@ def prepare_input(x: Array, options: ModelOptions) -> tuple[Array, int]:
   """Direct encoding (spec §6.1). Returns (layer-1 input, time_repeats for layer 1).
 
   Static images (B, H, W, C): with ``static_input_once`` layer 1 sees (B, ...) and tiles its
-  current T times; otherwise the image is tiled to (T*B, ...) here. Sequences (T, B, ...) are
-  merged to (T*B, ...).
+  current T times; otherwise the image is tiled to (B*T, ...) here. Sequences (T, B, ...) are
+  merged to (B*T, ...), sample-major (``layers.merge_time``).
   """
   x = x.astype(jnp.float32)
   T = options.T
   if x.ndim == 5:
     if x.shape[0] != T:
       raise ValueError(f"sequence input has {x.shape[0]} time steps but the model has T={T}")
-    return x.reshape((T * x.shape[1],) + x.shape[2:]), 1
+    return layers.merge_time(x), 1
   if x.ndim != 4:
     raise ValueError(f"expected images (B, H, W, C) or sequences (T, B, H, W, C), got {x.shape}")
   if options.static_input_once:
     return x, T
-  return layers._tile_time(x, T), 1
+  return layers.tile_time(x, T), 1
 
 
 def mean_over_time(logits: Array, T: int) -> Array:
-  """(T*B, classes) -> (B, classes): the model output is the mean over T (spec §6.1)."""
-  return jnp.mean(logits.reshape((T, logits.shape[0] // T) + logits.shape[1:]), axis=0)
+  """(B*T, classes) -> (B, classes): the model output is the mean over T (spec §6.1)."""
+  return layers.mean_over_time(logits, T)
 
 
 def avg_pool(x: Array) -> Array:

@@ -7,7 +7,7 @@ Hidden widths by depth (``num_layers`` counts the hidden layers plus the output 
 
 The input is flattened per sample (MNIST: 784 features). Per hidden layer the E-I model has
 EiLinear + EiNorm1d (``layers.EIDense``, E-I Init) -> LIF; the BN model Linear (with bias,
-PyTorch init) -> BatchNorm1d over the merged T*B axis -> LIF. The output layer is the E-I
+PyTorch init) -> BatchNorm1d over the merged B*T axis -> LIF. The output layer is the E-I
 output layer (I_bal) or a Linear with bias; the logits are the mean over T. Static images use
 direct encoding (spec §6.1); sequences (T, B, ...) are flattened per time step.
 """
@@ -43,14 +43,14 @@ def mlp_widths(num_layers: int, width_multiplier: float = 1.0) -> tuple[int, ...
 
 
 class BNDense(nn.Module):
-  """Linear (bias, PyTorch init) -> BatchNorm1d over the merged T*B axis (spec §6.4)."""
+  """Linear (bias, PyTorch init) -> BatchNorm1d over the merged B*T axis (spec §6.4)."""
   features: int
   time_repeats: int = 1
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     y = layers.TorchDense(self.features, name="dense")(x)
-    y = layers._tile_time(y.astype(jnp.float32), self.time_repeats)
+    y = layers.tile_time(y.astype(jnp.float32), self.time_repeats)
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                         name="bn")(y)
 
@@ -74,11 +74,11 @@ class SpikingMLP(nn.Module):
     if h.ndim == 3:
       if h.shape[0] != o.T:
         raise ValueError(f"sequence input has {h.shape[0]} time steps but the model has T={o.T}")
-      h, repeats = h.reshape((-1, h.shape[-1])), 1
+      h, repeats = layers.merge_time(h), 1
     elif o.static_input_once:
       repeats = o.T
     else:
-      h, repeats = layers._tile_time(h, o.T), 1
+      h, repeats = layers.tile_time(h, o.T), 1
     for k, width in enumerate(self.widths):
       if o.variant == "ei":
         h = layers.EIDense(width, options=o.ei, time_repeats=repeats, name=f"fc{k}")(h)
@@ -87,6 +87,6 @@ class SpikingMLP(nn.Module):
       h = common.spiking(o, name=f"lif{k}")(h)
       repeats = 1
     if repeats > 1:
-      h = layers._tile_time(h, repeats)
+      h = layers.tile_time(h, repeats)
     logits = common.Head(self.num_classes, o, name="head")(h)
     return common.mean_over_time(logits, o.T)

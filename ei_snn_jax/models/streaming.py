@@ -1,11 +1,12 @@
 """Run a whole spiking model one time step at a time (streaming), equal to the multi-step run.
 
-Every op of these models except the LIF acts on each (time step, sample) row of the merged T*B
+Every op of these models except the LIF acts on each (time step, sample) row of the merged B*T
 axis on its own (spec §1.4: convolutions, the E-I circuit with its per-row stabilisation §3.1,
 pooling, the head), and the logits are the mean over T of the head's output (spec §6.1). So a
 model built for T = 1 whose LIF layers carry their membrane potential from one call to the next
 (``layers.LIF`` with the ``neuron_state`` collection mutable) computes at step t exactly what the
-multi-step model computes for row t, and the mean of its T outputs is the multi-step output.
+multi-step model computes for the rows of time step t, and the mean of its T outputs is the
+multi-step output.
 
   one = streaming.one_step_model(model)            # the same model with T = 1
   state = streaming.initial_state(one, variables, x[0])
