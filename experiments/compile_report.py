@@ -294,6 +294,7 @@ def compile_steps(exp, state, mesh, platform: str,
   """Compile the train step (from the epoch table, as the loop runs it) and the eval step of
   ``exp`` for ``mesh`` (those of them in ``steps``); what each compiled step says (see
   ``step_report``). ``state`` may be abstract (shapes and dtypes only)."""
+  import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from ei_snn_jax import data as data_lib

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ei_snn_jax.training import config as config_lib, train
+from ei_snn_jax.training import config as config_lib, steps as steps_lib, train
 from experiments import compile_report
 
 SPEC = "configs/default.py:runlocal"
@@ -46,7 +46,7 @@ def _abstract_state(exp, batch_size: int):
     params = variables["params"]
     return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                             batch_stats=variables.get("batch_stats", {}),
-                            opt_state=exp.tx.init(params), sums=train._zero_sums())
+                            opt_state=exp.tx.init(params), sums=steps_lib.zero_sums())
   return jax.eval_shape(make)
 
 
