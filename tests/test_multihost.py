@@ -83,8 +83,11 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
   assert [p.returncode for p in procs] == [0, 0], logs(log_dir)
   assert f"resumed from step {killed_at}" in (log_dir / "rank0.log").read_text()
 
+  # The reference: one process over as many devices (4), so each device holds the same samples
+  # and the gradient is summed over the same shards (the step is data parallel: with another
+  # device count the partial sums, and with them the float rounding, would differ).
   reference = tmp_path / "reference"
-  train.train_and_evaluate(tiny_config(), reference)
+  train.train_and_evaluate(tiny_config("parallel.num_devices=4"), reference)
   got, want = restore(workdir)[0], restore(reference)[0]
   assert int(got.step) == TOTAL_STEPS
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5),
