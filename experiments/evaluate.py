@@ -37,16 +37,16 @@ def _stage(text: str, always: bool = False) -> None:
     print(f"[evaluate] {text}", file=sys.stderr, flush=True)
 
 
-def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
-                     overrides: dict | None = None, fallback: bool = False) -> dict:
-  """Restore ``which`` ("best" | "latest") checkpoint of ``workdir`` and evaluate it.
+def restore_run(workdir: str | pathlib.Path, which: str = "best", overrides: dict | None = None,
+                fallback: bool = False, check=None):
+  """The config, experiment and restored state of ``which`` ("best" | "latest") checkpoint of
+  the run in ``workdir``; returns (config, exp, state, which).
 
-  ``overrides``: {dotted field: value} set on the saved config. ``fallback``: when there is no
-  best checkpoint (a run stopped by ``train.max_steps`` before its first evaluation), evaluate
-  the latest one and say so on stderr. Returns {"step", "checkpoint", "test_loss",
-  "test_accuracy"}.
+  ``overrides``: {dotted field: value} set on the saved config; ``check(config)`` runs before
+  anything is built (to refuse early). ``fallback``: when there is no best checkpoint (a run
+  stopped by ``train.max_steps`` before its first evaluation), take the latest and say so on
+  stderr; without it, the error names ``--which=latest``.
   """
-  from ei_snn_jax.core import dale
   from ei_snn_jax.training import checkpointing, config as config_lib, train
   workdir = pathlib.Path(workdir).expanduser()
   cfg_file = workdir / "config.json"
@@ -55,6 +55,8 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
                                  "of a run made by experiments.train")
   config = config_lib.config_from_saved(json.loads(cfg_file.read_text())["config"])
   config_lib.apply_overrides(config, [f"{k}={v}" for k, v in (overrides or {}).items()])
+  if check is not None:
+    check(config)
   _stage(f"loading {config.data.name} and building {config.model.variant} "
          f"{config.model.arch} (T={config.model.T})")
   exp = train.build_experiment(config)
@@ -66,7 +68,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
     if restored is None and which == "best":
       latest = ckpt.restore_latest(template, exp.replicated)
       if latest is not None and fallback:
-        _stage(f"{workdir} has no best checkpoint (no evaluation has run yet): evaluating the "
+        _stage(f"{workdir} has no best checkpoint (no evaluation has run yet): taking the "
                f"latest, step {int(latest[0].step)}", always=True)
         restored, which = latest, "latest"
       elif latest is not None:
@@ -78,7 +80,16 @@ def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
   if restored is None:
     raise config_lib.ConfigError(f"{workdir} has no checkpoint yet: train it first "
                                  f"(python -m experiments.train --workdir={workdir} ...)")
-  state, _ = restored
+  return config, exp, restored[0], which
+
+
+def evaluate_workdir(workdir: str | pathlib.Path, which: str = "best",
+                     overrides: dict | None = None, fallback: bool = False) -> dict:
+  """Restore ``which`` ("best" | "latest") checkpoint of ``workdir`` (``restore_run``) and
+  evaluate it. Returns {"step", "checkpoint", "test_loss", "test_accuracy"}."""
+  from ei_snn_jax.core import dale
+  from ei_snn_jax.training import train
+  _, exp, state, which = restore_run(workdir, which, overrides, fallback)
   state = state.replace(params=dale.project_nonnegative(state.params))
   _stage(f"evaluating step {int(state.step)} ({which}) on the test set (the first batch "
          "waits for the compile)")

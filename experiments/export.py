@@ -42,33 +42,19 @@ def export_workdir(workdir: str | pathlib.Path, out: str | pathlib.Path, which: 
   ``data.name``). Returns {"exported", "step", "checkpoint", "dataset", "arch"}.
   """
   from ei_snn_jax.models import pretrained as pretrained_lib
-  from ei_snn_jax.training import checkpointing, config as config_lib, train
-  from ei_snn_jax.training import pretrained as released_lib
-  workdir, out = pathlib.Path(workdir).expanduser(), pathlib.Path(out).expanduser()
-  cfg_file = workdir / "config.json"
-  if not cfg_file.exists():
-    raise config_lib.ConfigError(f"{workdir} holds no run (no config.json): pass the --workdir "
-                                 "of a run made by experiments.train")
-  config = config_lib.config_from_saved(json.loads(cfg_file.read_text())["config"])
-  for key, value in (overrides or {}).items():
-    config_lib.set_field(config, key, str(value))
-  released_lib.reference_config(config, dataset)   # what the format cannot hold fails first
-  if config.train.num_replicas != 1:
-    raise config_lib.ConfigError(f"{workdir} trains {config.train.num_replicas} replicas: the "
-                                 "released format holds one network; export a run with "
-                                 "train.num_replicas=1")
-  exp = train.build_experiment(config)
-  template = train.init_state(exp)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  restored = ckpt.restore_best(template, exp.replicated) if which == "best" else None
-  if restored is None:
-    which = "latest"
-    restored = ckpt.restore_latest(template, exp.replicated)
-  ckpt.close()
-  if restored is None:
-    raise config_lib.ConfigError(f"{workdir} has no checkpoint yet: train it first (checkpoints "
-                                 "are written every train.checkpoint_every_steps)")
-  state, _ = restored
+  from ei_snn_jax.training import config as config_lib, pretrained as released_lib
+  from experiments import evaluate
+  out = pathlib.Path(out).expanduser()
+
+  def check(config):
+    released_lib.reference_config(config, dataset)   # what the format cannot hold fails first
+    if config.train.num_replicas != 1:
+      raise config_lib.ConfigError(f"{workdir} trains {config.train.num_replicas} replicas: the "
+                                   "released format holds one network; export a run with "
+                                   "train.num_replicas=1")
+
+  config, _, state, which = evaluate.restore_run(workdir, which, overrides, fallback=True,
+                                                 check=check)
   run = released_lib.pretrained_from_run(
       config, {"params": state.params, "batch_stats": state.batch_stats}, name=out.name,
       dataset=dataset, num_batches_tracked=int(state.step))

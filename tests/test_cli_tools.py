@@ -58,7 +58,7 @@ def test_evaluate_falls_back_to_latest_when_no_evaluation_ran(tiny_workdir, tmp_
   assert evaluate.main([f"--workdir={run}"]) == 0
   captured = capsys.readouterr()
   assert json.loads(captured.out.strip().splitlines()[-1])["checkpoint"] == "latest"
-  assert "no best checkpoint" in captured.err and "evaluating the latest, step 2" in captured.err
+  assert "no best checkpoint" in captured.err and "taking the latest, step 2" in captured.err
   assert evaluate.main([f"--workdir={run}", "--which=best"]) == 2   # asked for explicitly
   assert capsys.readouterr().err.strip().endswith("its latest is step 2: pass --which=latest")
 

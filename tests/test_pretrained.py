@@ -542,7 +542,8 @@ def test_export_cli_writes_a_run_that_loads_back(tmp_path, capsys):
   ckpt.save(3, state, {"step": 3})
   ckpt.close()
   out = tmp_path / "shared" / "my-run"
-  assert export.main([f"--workdir={run}", f"--out={out}", "--dataset=CIFAR10"]) == 0
+  assert export.main([f"--workdir={run}", f"--out={out}", "--dataset=CIFAR10",
+                      "--config.train.log_every_steps=5"]) == 0     # an override of the run's
   line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert line == {"exported": str(out), "step": 3, "checkpoint": "latest", "dataset": "CIFAR10",
                   "arch": "VGG8"}
