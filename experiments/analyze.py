@@ -91,9 +91,9 @@ def check_workdir(workdir: pathlib.Path) -> dict:
 
 def restore_config(saved: dict, data_path: str | None = None):
   """The run's ConfigDict for analysis: the saved values on the current schema, on one device."""
-  from ei_snn_jax.training import config as config_lib
+  from ei_snn_jax.training import run_config
 
-  cfg = config_lib.config_from_saved(saved)
+  cfg = run_config.config_from_saved(saved)
   cfg.parallel.num_devices = 1
   cfg.parallel.distributed = False
   cfg.train.progress_bar = False

@@ -24,9 +24,6 @@ from ei_snn_jax.training import config as config_lib
 DefineFn = Callable[[flags.FlagValues, list[str]], None]
 BodyFn = Callable[[flags.FlagValues, list[str]], None]
 
-CONFIG_HINT = "pass --config=configs/NAME.py[:ARG], e.g. --config=configs/default.py"
-
-
 def _define(define: DefineFn, argv: Sequence[str]) -> flags.FlagValues:
   """A fresh FlagValues with the tool's flags and ``--verbosity`` / ``-v``."""
   fv = flags.FlagValues()
@@ -36,13 +33,15 @@ def _define(define: DefineFn, argv: Sequence[str]) -> flags.FlagValues:
   return fv
 
 
+def _has_config_flag(fv: flags.FlagValues) -> bool:
+  return "config" in fv and config_flags.is_config_flag(fv["config"])
+
+
 def _value(argv: Sequence[str], name: str) -> str | None:
   """The value given to ``--NAME`` in ``argv`` (``--NAME=X`` or ``--NAME X``), else None."""
-  for i, arg in enumerate(argv):
-    if re.fullmatch(rf"--?{re.escape(name)}", arg):
-      return argv[i + 1] if i + 1 < len(argv) else ""
-    if re.match(rf"--?{re.escape(name)}=", arg):
-      return arg.split("=", 1)[1]
+  for i, (key, eq, value) in enumerate(arg.partition("=") for arg in argv):
+    if key in (f"-{name}", f"--{name}"):
+      return value if eq else argv[i + 1] if i + 1 < len(argv) else ""
   return None
 
 
@@ -52,23 +51,21 @@ def _explain(exc: Exception, fv: flags.FlagValues, args: Sequence[str],
   for name, fix in required.items():
     if _value(args, name) in (None, ""):
       return f"missing --{name}: {fix}"
-  for name, flag in fv._flags().items():  # pylint: disable=protected-access
-    if "." in name or not config_flags.is_config_flag(flag):
-      continue
+  if _has_config_flag(fv):    # apply the --config overrides one at a time: the first that fails
     overrides, valueless = [], set()
     for i, arg in enumerate(args):
-      if re.match(rf"^--?{name}\.", arg):
+      if re.match(r"^--?config\.", arg):
         key, eq, value = arg.split(".", 1)[1].partition("=")
         nxt = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else None
         valueless |= {key} if not eq and nxt is None else set()
-        overrides.append(f"{key}={value if eq else nxt or 'true'}")   # bare --NAME.flag: true
-    spec = _value(args, name) if isinstance(flag.parser, config_flags.ConfigFileFlagParser) else ""
+        overrides.append(f"{key}={value if eq else nxt or 'true'}")   # bare --config.flag: true
+    from_file = isinstance(fv["config"].parser, config_flags.ConfigFileFlagParser)
     try:
-      config_lib.load_config(spec, overrides) if spec else config_lib.apply_overrides(
-          config_lib.base_config(), overrides)
+      config_lib.load_config(_value(args, "config"), overrides) if from_file else (
+          config_lib.apply_overrides(config_lib.base_config(), overrides))
     except config_lib.ConfigError as e:
       key = next((k for k in valueless if str(e).startswith(f"{k} expects")), None)
-      return f"--{name}.{key} needs a value: write --{name}.{key}=VALUE" if key else str(e)
+      return f"--config.{key} needs a value: write --config.{key}=VALUE" if key else str(e)
   if isinstance(exc, flags.UnrecognizedFlagError):
     close = difflib.get_close_matches(exc.flagname, [n for n in fv if "." not in n], n=2)
     hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""
@@ -86,10 +83,8 @@ def parse(define: DefineFn, argv: Sequence[str],
     for name in required:
       if fv[name].value in (None, ""):
         raise flags.IllegalFlagValueError(f"--{name} is required")
-    for name, flag in fv._flags().items():  # pylint: disable=protected-access
-      if "." not in name and config_flags.is_config_flag(flag) and not isinstance(
-          flag.value, ml_collections.ConfigDict):   # a file that did not load, or no ConfigDict
-        raise flags.IllegalFlagValueError(f"--{name} did not load a ConfigDict")
+    if _has_config_flag(fv) and not isinstance(fv.config, ml_collections.ConfigDict):
+      raise flags.IllegalFlagValueError("--config did not load a ConfigDict")   # explained below
   except Exception as e:  # noqa: BLE001 - every parse failure becomes one line
     raise config_lib.ConfigError(_explain(e, _define(define, argv[:1]), argv[1:],
                                           required)) from e
@@ -104,8 +99,8 @@ def parse(define: DefineFn, argv: Sequence[str],
 
 def print_help(define: DefineFn, argv: Sequence[str], doc: str | None) -> None:
   """The tool's docstring and its flags (what ``--help`` prints)."""
-  fv = _define(define, argv[:1])
-  print((doc or "").strip() + "\n\nflags:\n" + fv.get_help(include_special_flags=False))
+  print((doc or "").strip() + "\n\nflags:\n" +
+        _define(define, argv[:1]).get_help(include_special_flags=False))
 
 
 def main(define: DefineFn, body: BodyFn, argv: Sequence[str] | None = None,

@@ -47,13 +47,13 @@ def restore_run(workdir: str | pathlib.Path, which: str = "best", overrides: dic
   stopped by ``train.max_steps`` before its first evaluation), take the latest and say so on
   stderr; without it, the error names ``--which=latest``.
   """
-  from ei_snn_jax.training import checkpointing, config as config_lib, train
+  from ei_snn_jax.training import checkpointing, config as config_lib, run_config, train
   workdir = pathlib.Path(workdir).expanduser()
   cfg_file = workdir / "config.json"
   if not cfg_file.exists():
     raise config_lib.ConfigError(f"{workdir} holds no run (no config.json): pass the --workdir "
                                  "of a run made by experiments.train")
-  config = config_lib.config_from_saved(json.loads(cfg_file.read_text())["config"])
+  config = run_config.config_from_saved(json.loads(cfg_file.read_text())["config"])
   config_lib.apply_overrides(config, [f"{k}={v}" for k, v in (overrides or {}).items()])
   if check is not None:
     check(config)

@@ -183,8 +183,8 @@ def load_run(path: pathlib.Path) -> Run:
 
 def group_key(run: Run) -> str:
   """Runs with equal keys differ only in the seed (and in bookkeeping such as log cadence)."""
-  from ei_snn_jax.training import config as config_lib
-  fields = config_lib.fingerprint_dict(run.config)
+  from ei_snn_jax.training import run_config
+  fields = run_config.fingerprint_dict(run.config)
   fields.pop("seed", None)
   fields["max_steps"] = run.get("train.max_steps", 0)
   return json.dumps(fields, sort_keys=True, default=str)

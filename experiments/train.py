@@ -17,10 +17,11 @@ from __future__ import annotations
 from absl import flags
 from ml_collections import config_flags
 
+from ei_snn_jax.training.config import CONFIG_HINT
 from experiments import cli
 
 REQUIRED = {
-    "config": cli.CONFIG_HINT,
+    "config": CONFIG_HINT,
     "workdir": "pass --workdir=DIR (the run's checkpoints, metrics and config.json go there; an "
                "existing one is resumed)",
 }

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from ei_snn_jax.training import config as config_lib, metrics
+from ei_snn_jax.training import config as config_lib, metrics, run_config
 from experiments import train as train_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -160,7 +160,7 @@ def argv_for(case: str, extra, tmp_path: pathlib.Path) -> list[str]:
       return base[:2] + base[4:]
     return base + raw
   if case.startswith("workdir"):    # the workdir already holds the valid run's config
-    logger = metrics.MetricsLogger(workdir, config_lib.config_fingerprint(
+    logger = metrics.MetricsLogger(workdir, run_config.config_fingerprint(
         config_lib.load_config(SPEC, TINY)), config_lib.load_config(SPEC, TINY))
     logger.close()
   return base + [f"--config.{o}" for o in extra]

@@ -12,7 +12,7 @@ import pathlib
 import ml_collections
 import pytest
 
-from ei_snn_jax.training import config as C
+from ei_snn_jax.training import config as C, run_config as R
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(
@@ -409,40 +409,40 @@ def test_load_config_relative_to_cwd(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# JSON and fingerprints.
+# JSON and fingerprints (ei_snn_jax/training/run_config.py).
 
 
 def test_config_json_round_trip():
-  """config_to_json is valid JSON holding every field; its dict fingerprints like the config."""
+  """The config as config.json holds it is JSON with every field; it fingerprints like the config."""
   cfg = _load("ei_cifar10_resnet18")
-  data = json.loads(C.config_to_json(cfg))
+  data = json.loads(json.dumps(cfg.to_dict(), default=str))
   assert data["model"]["arch"] == "resnet18" and data["data"]["path"] is None
   assert _flat(data) == _flat(cfg.to_dict())
-  assert C.config_fingerprint(data) == C.config_fingerprint(cfg)
+  assert R.config_fingerprint(data) == R.config_fingerprint(cfg)
 
 
 def test_fingerprint():
   """Stable under bookkeeping / hardware / location changes; different when the run differs."""
-  base = C.config_fingerprint(_load("ei_cifar10_vgg16"))
-  assert len(base) == 64 and base == C.config_fingerprint(_load("ei_cifar10_vgg16"))
+  base = R.config_fingerprint(_load("ei_cifar10_vgg16"))
+  assert len(base) == 64 and base == R.config_fingerprint(_load("ei_cifar10_vgg16"))
   same = ["train.progress_bar=false", "train.log_every_steps=7", "train.max_steps=10",
           "train.checkpoint_every_steps=5", "train.keep_checkpoints=9", "parallel.num_devices=2",
           "parallel.distributed=true", "data.path=/x.npz", "data.cache_dir=/tmp/c",
           "data.tfds_data_dir=/tmp/t", "data.placement=device", "train.transfer_guard=allow", "data.device_memory_fraction=0.9",
           "data.assumed_device_memory_gb=2", "data.host_prefetch=4"]
   for override in same:
-    assert C.config_fingerprint(_load("ei_cifar10_vgg16", override)) == base, override
+    assert R.config_fingerprint(_load("ei_cifar10_vgg16", override)) == base, override
   different = ["optim.lr=0.002", "seed=1", "model.T=8", "train.epochs=100", "data.train_subset=10",
                "model.ei_ste=false", "data.name=cifar100"]
-  prints = {C.config_fingerprint(_load("ei_cifar10_vgg16", o)) for o in different}
+  prints = {R.config_fingerprint(_load("ei_cifar10_vgg16", o)) for o in different}
   assert base not in prints and len(prints) == len(different)
   as_dict = _load("ei_cifar10_vgg16").to_dict()
   as_dict["optim"]["momentum"] = 0.9
   as_dict["optim"]["lr"] = 0.001
-  assert C.config_fingerprint(as_dict) == base
-  with_int = json.loads(C.config_to_json(_load("ei_cifar10_vgg16", "optim.lr=1")))
+  assert R.config_fingerprint(as_dict) == base
+  with_int = _load("ei_cifar10_vgg16", "optim.lr=1").to_dict()
   with_int["optim"]["lr"] = 1
-  assert C.config_fingerprint(with_int) == C.config_fingerprint(_load("ei_cifar10_vgg16",
+  assert R.config_fingerprint(with_int) == R.config_fingerprint(_load("ei_cifar10_vgg16",
                                                                       "optim.lr=1.0"))
 
 
@@ -478,8 +478,8 @@ def test_cli_then_validate():
                      "--config.model.T", "2")
   assert C.validate_config(cfg).model.T == 2
   loaded = C.load_config(str(REPO / "configs/default.py") + ":runlocal", ["model.T=2"])
-  assert C.config_to_json(cfg) == C.config_to_json(loaded)
-  assert C.config_fingerprint(cfg) == C.config_fingerprint(loaded)
+  assert cfg.to_dict() == loaded.to_dict()
+  assert R.config_fingerprint(cfg) == R.config_fingerprint(loaded)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -527,9 +527,9 @@ def test_transfer_guard_is_validated():
 
 def test_fingerprint_of_unchanged_configs_is_pinned():
   """Run folders made before the options moved into their modules still resume (issue 22)."""
-  assert C.config_fingerprint(_load("ei_cifar10_vgg16")) == (
+  assert R.config_fingerprint(_load("ei_cifar10_vgg16")) == (
       "b95b37b96be5cd02ec3a3811a04137b9d4451f0a3084fb99d86b3db402c20bfd")
-  assert C.config_fingerprint(_load("default")) == (
+  assert R.config_fingerprint(_load("default")) == (
       "6488ac78aad191c0a23b9b3519d1936811b9217f01818075af2429db33e72c73")
 
 
@@ -540,4 +540,7 @@ def test_every_option_is_declared_once_by_its_owner():
   from ei_snn_jax.data import registry
   declared += [f"data.{key}" for key in registry.options()]          # the data registry's
   assert len(declared) == len(set(declared))
-  assert sorted(declared) == sorted(C.leaf_paths(C.base_config()))
+  def leaves(c, prefix=""):
+    return [p for k, v in c.items() for p in (leaves(v, f"{prefix}{k}.") if isinstance(
+        v, ml_collections.ConfigDict) else [prefix + k])]
+  assert sorted(declared) == sorted(leaves(C.base_config()))

@@ -103,8 +103,8 @@ def test_options_are_the_base_config_data_group():
     if opt.default is not None:
       assert type(base[key]) is opt.type, key
     assert opt.help, key
-  assert opts["name"].choices == registry.dataset_names()
-  assert opts["source"].choices == registry.SOURCES
+  assert opts["name"].rule == registry.dataset_names()
+  assert opts["source"].rule == registry.SOURCES
 
 
 def test_every_dataset_is_registered_once_in_order():

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from ei_snn_jax.training import config as config_lib, metrics, train
+from ei_snn_jax.training import config as config_lib, metrics, run_config, train
 from experiments import evaluate as evaluate_cli
 
 TINY = ["data.source=synthetic", "data.name=synthetic", "data.synthetic_train_size=96",
@@ -93,13 +93,13 @@ REAL_DATA_BAR = 0.30
 
 def test_metrics_truncation_drops_later_and_torn_records(tmp_path):
   cfg = tiny_config()
-  logger = metrics.MetricsLogger(tmp_path, config_lib.config_fingerprint(cfg), cfg)
+  logger = metrics.MetricsLogger(tmp_path, run_config.config_fingerprint(cfg), cfg)
   for step in (1, 2, 3):
     logger.write("train", {"step": step, "loss": 1.0})
   logger.close()
   with open(tmp_path / "metrics.jsonl", "a") as f:
     f.write('{"kind": "train", "step": 4, "lo')  # a write torn by SIGKILL
-  logger = metrics.MetricsLogger(tmp_path, config_lib.config_fingerprint(cfg), cfg)
+  logger = metrics.MetricsLogger(tmp_path, run_config.config_fingerprint(cfg), cfg)
   logger.truncate_after(2)
   logger.close()
   assert [r["step"] for r in metrics.read_metrics(tmp_path)] == [1, 2]

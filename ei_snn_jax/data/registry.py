@@ -12,12 +12,11 @@ here once. It imports no dataset module and no JAX (the config module calls it).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import numbers
 from typing import Any, Callable
 
 import numpy as np
 
+from ei_snn_jax import rules
 from ei_snn_jax.data.base import DataError, Dataset, first_subset, fixed_subset, option
 
 # data.source: where the arrays come from (the dataset's loader documents what each means).
@@ -91,42 +90,16 @@ def num_classes() -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-  """One ``config.data`` field: its default, type, allowed values or range, and meaning.
+  """One ``config.data`` field: its default, type, meaning, and rule (``ei_snn_jax.rules``:
+  None, allowed values, or a range) with the ``noun`` its message names a value by.
 
-  ``default`` None means an optional value of ``type`` (a placeholder). A number must be
-  >= ``low`` (> with ``low_open``) and <= ``high`` where they are set.
+  ``default`` None means an optional value of ``type`` (a placeholder).
   """
   default: Any
   type: type
   help: str
-  choices: tuple[str, ...] | None = None
+  rule: Any = None
   noun: str = ""                       # what a value is, in "is not a known <noun>"
-  low: float | None = None
-  low_open: bool = False
-  high: float | None = None
-
-  def problem(self, path: str, value: Any) -> str | None:
-    """The one-line problem of ``value`` at ``path`` (e.g. "data.name"), or None."""
-    if self.choices is not None:
-      if value in self.choices:
-        return None
-      close = difflib.get_close_matches(str(value), self.choices, n=1, cutoff=0.5)
-      hint = f" (did you mean {close[0]}?)" if close else ""
-      return (f"{path}={value!r} is not a known {self.noun}{hint}: use one of "
-              f"{', '.join(self.choices)}")
-    if self.low is None or value is None:
-      return None
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-      return f"{path}={value!r} is not a number: it must be a {self.type.__name__}"
-    below = value < self.low or (self.low_open and value == self.low)
-    if self.high is not None:
-      if below or value > self.high:
-        return (f"{path}={value!r} is out of range: it must be in "
-                f"{'(' if self.low_open else '['}{self.low}, {self.high}]")
-    elif below:
-      rel = ">" if self.low_open else ">="
-      return f"{path}={value!r} is out of range: it must be {rel} {self.low}"
-    return None
 
 
 def options() -> dict[str, Option]:
@@ -144,21 +117,21 @@ def options() -> dict[str, Option]:
       "tfds_name": Option(None, str, "a registered TFDS builder for Tiny-ImageNet"),
       "cache_dir": Option("~/.cache/ei_snn_jax", str,
                           "where downloads and converted arrays are cached"),
-      "train_subset": Option(0, int, "use only N training examples (0 = all)", low=0),
-      "test_subset": Option(0, int, "use only N test examples (0 = all)", low=0),
+      "train_subset": Option(0, int, "use only N training examples (0 = all)", ">= 0"),
+      "test_subset": Option(0, int, "use only N test examples (0 = all)", ">= 0"),
       "augment": Option(True, bool, "the dataset's training augmentation (data.transforms)"),
       "cutout_fill": Option("red", str, "Cutout's fill colour", CUTOUT_FILLS, "cutout fill"),
       "synthetic_train_size": Option(512, int, "training examples of the synthetic stand-in",
-                                     low=1),
-      "synthetic_test_size": Option(256, int, "test examples of the synthetic stand-in", low=1),
+                                     ">= 1"),
+      "synthetic_test_size": Option(256, int, "test examples of the synthetic stand-in", ">= 1"),
       "placement": Option("auto", str, "the arrays on every device, on the host and streamed, "
                           "or auto (on the devices when they fit data.device_memory_fraction)",
                           PLACEMENTS, "data placement"),
       "device_memory_fraction": Option(0.25, float, "the part of a device's memory the dataset "
-                                       "may take", low=0, low_open=True, high=1),
+                                       "may take", "in (0, 1]"),
       "assumed_device_memory_gb": Option(16.0, float, "device memory where the backend reports "
-                                         "none (XLA:CPU)", low=0, low_open=True),
-      "host_prefetch": Option(2, int, "batches the host path reads and uploads ahead", low=1),
+                                         "none (XLA:CPU)", "> 0"),
+      "host_prefetch": Option(2, int, "batches the host path reads and uploads ahead", ">= 1"),
   }
 
 
@@ -189,9 +162,19 @@ def check(data_cfg: Any, problems: list[str]) -> None:
   schema's types): unknown names (with the closest match), values out of range, and a source
   the dataset cannot come from or that needs data.path."""
   for key, opt in options().items():
-    message = opt.problem(f"data.{key}", option(data_cfg, key, opt.default))
+    message = rules.problem(f"data.{key}", option(data_cfg, key, opt.default), opt.rule, opt.noun)
     if message:
       problems.append(message)
+  _check_source(data_cfg, problems)
+
+
+def check_config(cfg: Any, problems: list[str]) -> None:
+  """The rules across ``cfg.data``'s fields (``training.config`` checks each field's own rule)."""
+  _check_source(cfg.data, problems)
+
+
+def _check_source(data_cfg: Any, problems: list[str]) -> None:
+  """Where the data comes from: data.path where the source needs it; a source the dataset has."""
   name, source, path = (setting(data_cfg, key) for key in ("name", "source", "path"))
   if source == "arrays" and not path:
     problems.append("data.source='arrays' needs data.path: set data.path to the .npz file (or "

@@ -1,7 +1,7 @@
 """The CIFAR training system: configs, optimizer, the jitted steps and loop, checkpoints, metrics.
 
-* ``config``: the config schema (``base_config``), the ``:arg`` of config files, validation,
-  the saved ``config.json`` and the run fingerprint.
+* ``config``: the config schema (``base_config``), the ``:arg`` of config files, validation.
+* ``run_config``: the run fingerprint and the config a workdir keeps in ``config.json``.
 * ``optim``: SGD with warmup + cosine and the weight-decay / unused-parameter masks (spec §7.2–7.3).
 * ``train``: ``train_and_evaluate(config, workdir)``: open the run, the loop, the summary.
 * ``experiment``: config, model, optimizer, dataset placement and device mesh of a run.

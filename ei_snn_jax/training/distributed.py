@@ -45,6 +45,23 @@ def check_config(cfg, problems: list[str]) -> None:
                     "parallel.distributed=True")
 
 
+def check_devices(cfg, num_devices: int | None, problems: list[str]) -> None:
+  """Append to ``problems`` where ``parallel.num_devices`` exceeds the ``num_devices`` there are
+  (None: unknown), or a batch size does not divide over the devices used (training.config)."""
+  par = cfg.parallel
+  if num_devices is not None and par.num_devices > num_devices:
+    problems.append(f"parallel.num_devices={par.num_devices} exceeds the {num_devices} available "
+                    f"devices: set parallel.num_devices to at most {num_devices} (0 = all)")
+  n = par.num_devices if par.num_devices > 0 else num_devices
+  for path in ("train.batch_size", "train.eval_batch_size") if n and n > 1 else ():
+    size = cfg.train[path[6:]]
+    if size >= 1 and size % n:
+      below, above = (size // n) * n, (size // n + 1) * n
+      problems.append(f"{path}={size} is not divisible by the {n} devices: use a multiple of "
+                      f"{n} (e.g. {f'{below} or {above}' if below else above}) or set "
+                      f"parallel.num_devices")
+
+
 @contextlib.contextmanager
 def exit_after(seconds: float, message: str):
   """Within the block, a watchdog thread ends the process after ``seconds`` with one

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ei_snn_jax.training import config as config_lib, metrics as metrics_lib
+from ei_snn_jax.training import metrics as metrics_lib, run_config
 from ei_snn_jax import data as data_lib
 
 
@@ -71,7 +71,7 @@ def loggers(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
   for r in range(num_replicas(config)):
     rc = replica_config(config, r)
     out.append(metrics_lib.MetricsLogger(replica_dir(workdir, r),
-                                         config_lib.config_fingerprint(rc), rc))
+                                         run_config.config_fingerprint(rc), rc))
   return out
 
 

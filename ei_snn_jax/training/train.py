@@ -33,7 +33,7 @@ import ml_collections
 from ei_snn_jax.core import dale
 from ei_snn_jax.training import actions as actions_lib, batches, checkpointing
 from ei_snn_jax.training import config as config_lib, metrics as metrics_lib, replicas
-from ei_snn_jax.training import runfolder, steps
+from ei_snn_jax.training import run_config, runfolder, steps
 # The names other modules and scripts use from here.
 from ei_snn_jax.training.evaluation import evaluate  # noqa: F401
 from ei_snn_jax.training.experiment import (Experiment, build_experiment,  # noqa: F401
@@ -94,7 +94,7 @@ def open_run(exp: Experiment, workdir: pathlib.Path, primary: bool,
   the newest readable checkpoint (then projected onto Dale's constraints, spec §4), with the
   records and best checkpoint made to agree with it."""
   c = exp.config
-  fingerprint = config_lib.config_fingerprint(c)
+  fingerprint = run_config.config_fingerprint(c)
   logger = metrics_lib.MetricsLogger(workdir, fingerprint, c, enabled=primary)
   ckpt = checkpointing.Checkpointer(workdir, keep=c.train.keep_checkpoints,
                                     cleanup_unfinished=True)
