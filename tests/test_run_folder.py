@@ -23,7 +23,7 @@ import pytest
 
 from ei_snn_jax import data, errors
 from ei_snn_jax.data import cifar
-from ei_snn_jax.training import checkpointing, metrics, runfolder, train
+from ei_snn_jax.training import checkpointing, metrics, run_config, runfolder, train
 from experiments import evaluate as evaluate_cli
 from test_reliability import (REPO, TOTAL_STEPS, assert_bitwise_equal, cli_argv,
                               complete_steps, restore, subprocess_env, tiny_config,
@@ -298,6 +298,28 @@ def test_checkpoints_of_another_config_are_refused_without_config_json(tmp_path)
   with pytest.raises(train.config_lib.ConfigError,
                      match="written by another config .*rerun with the original config"):
     train.train_and_evaluate(tiny_config("optim.lr=0.05"), run)
+
+
+def test_a_run_saved_before_a_new_option_resumes_while_the_option_keeps_its_default(
+    tmp_path, monkeypatch, capsys):
+  """Adding an option changes every fingerprint; the runs made before it still resume (the new
+  field at its default), and refuse when it is set otherwise or a saved field is unknown."""
+  from ei_snn_jax import models
+  run = tmp_path / "run"
+  train.train_and_evaluate(tiny_config("train.max_steps=3"), run)
+  monkeypatch.setitem(models.CONFIG_OPTIONS, "model.new_knob", (1, None, "an option added later"))
+  with pytest.raises(train.config_lib.ConfigError, match=r"another config \(.*new_knob"):
+    train.train_and_evaluate(tiny_config("train.max_steps=4", "model.new_knob=2"), run)
+  capsys.readouterr()
+  summary = train.train_and_evaluate(tiny_config("train.max_steps=4"), run)
+  assert "resumed from step 3" in capsys.readouterr().out and summary["step"] == 4
+  saved = json.loads((run / "config.json").read_text())
+  monkeypatch.delitem(models.CONFIG_OPTIONS, "model.new_knob")
+  saved["config"]["model"]["old_knob"] = 0           # a field the schema no longer knows
+  saved["fingerprint"] = run_config.config_fingerprint(saved["config"])
+  (run / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(train.config_lib.ConfigError, match="another config"):
+    train.train_and_evaluate(tiny_config("train.max_steps=5"), run)
 
 
 def test_a_continued_max_steps_run_reports_its_final_accuracy(tmp_path):

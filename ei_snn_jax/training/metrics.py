@@ -16,7 +16,7 @@ import weakref
 
 import numpy as np
 
-from ei_snn_jax.training import config as config_lib, runfolder
+from ei_snn_jax.training import config as config_lib, run_config, runfolder
 
 
 def mean_metrics(window: list[dict]) -> dict[str, float]:
@@ -79,8 +79,11 @@ class MetricsLogger:
           raise config_lib.ConfigError(
               f"{cfg_path} is unreadable (not written completely) but the run has checkpoints: "
               f"delete config.json and rerun with the run's original config to continue") from None
+    # The run's own fingerprint (its checkpoints carry it), kept when new options keep defaults.
+    self.run_fingerprint = saved.get("fingerprint") if saved is not None else fingerprint
     if saved is not None:
-      if saved.get("fingerprint") != fingerprint:
+      if saved.get("fingerprint") != fingerprint and not run_config.same_run(
+          saved.get("config", {}), fingerprint):
         changed = describe_difference(saved.get("config", {}), config.to_dict())
         raise config_lib.ConfigError(
             f"workdir {self.workdir} holds a run of another config ({changed}): use a new "

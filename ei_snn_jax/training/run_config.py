@@ -3,7 +3,9 @@
 ``workdir/config.json`` holds ``{"fingerprint": config_fingerprint(c), "config": c.to_dict()}``
 (``metrics.MetricsLogger`` writes and checks it). Two configs that train the same run have the
 same fingerprint: fields that do not change what is trained (``FINGERPRINT_EXCLUDE``) are left
-out, and a float field given as an int (``optim.lr=1``) counts as the float.
+out, and a float field given as an int (``optim.lr=1``) counts as the float. A run saved before
+an option was added is still the same run when the new option keeps its default (``same_run``),
+so adding an option never strands the run folders made before it.
 """
 
 from __future__ import annotations
@@ -72,3 +74,20 @@ def config_from_saved(saved: Mapping[str, Any]) -> ml_collections.ConfigDict:
 
   assign(cfg, {k: v for k, v in saved.items() if k != "parallel"})
   return cfg
+
+
+def _fields(tree: Mapping[str, Any], prefix: str = "") -> set[str]:
+  return {p for k, v in tree.items() for p in (
+      _fields(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {prefix + k})}
+
+
+def same_run(saved: Mapping[str, Any], fingerprint: str) -> bool:
+  """Whether the saved ``config.json`` "config" dict ``saved`` and the config of ``fingerprint``
+  train the same run: equal fingerprints, or ``saved`` lacks only fields added to the schema
+  since, and the config keeps those at their defaults (a field ``saved`` has that the schema no
+  longer knows never matches)."""
+  known = _fields(config_lib.base_config().to_dict())
+  if not _fields({k: v for k, v in saved.items() if k != "parallel"}) <= known:
+    return False
+  return config_fingerprint(saved) == fingerprint or (
+      config_fingerprint(config_from_saved(saved)) == fingerprint)

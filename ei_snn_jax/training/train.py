@@ -105,7 +105,7 @@ def open_run(exp: Experiment, workdir: pathlib.Path, primary: bool,
   restored = ckpt.resume(state, exp.replicated)
   if restored is not None:
     state, meta = restored
-    if meta.setdefault("fingerprint", fingerprint) != fingerprint:
+    if meta.setdefault("fingerprint", fingerprint) not in (fingerprint, logger.run_fingerprint):
       raise config_lib.ConfigError(
           f"the checkpoints in {workdir} were written by another config (its config.json is "
           f"gone): rerun with the original config, or use a new --workdir")
