@@ -15,7 +15,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "ei_snn_jax"
 
 # Rank of each part of the library: a module may import only parts of lower or equal rank.
-RANKS = {"errors": 0, "tree": 0, "core": 1, "roles": 2, "layers": 2, "optim": 3, "models": 3, "data": 3,
+RANKS = {"errors": 0, "tree": 0, "rules": 0, "core": 1, "roles": 2, "layers": 2, "optim": 3, "models": 3, "data": 3,
          "analysis": 4, "training": 5}
 
 
