@@ -316,11 +316,14 @@ class _CircuitLayer(nn.Module):
     leading axes of x)."""
     return math.prod(x.shape[:-1])
 
-  def _feedforward(self, x: Array, kernel: Array, dtype=None) -> Array:
+  def _feedforward(self, x: Array, kernel: Array, dtype=None,
+                   low_precision_result: bool = False) -> Array:
     """W * x with this layer's geometry (``circuit.feedforward``), computed in ``self.dtype``
-    (else ``dtype``, else promoted from x and kernel), returned in at least float32."""
+    (else ``dtype``, else promoted from x and kernel), accumulated in at least float32 and
+    returned in at least float32 unless ``low_precision_result`` (``circuit.result_dtype``)."""
     dtype = self.dtype if self.dtype is not None else dtype
-    return _at_init(self, circuit.feedforward, x, kernel, dtype=dtype, **self._conv_kwargs(x))
+    return _at_init(self, circuit.feedforward, x, kernel, dtype=dtype,
+                    low_precision_result=low_precision_result, **self._conv_kwargs(x))
 
   def _weights(self, names: tuple[str, str], scale, c_in: int, n_e: int,
                n_i: int) -> tuple[Array, Array, Array]:
@@ -478,7 +481,9 @@ class _EILayer(_CircuitLayer):
       # this path's currents: they measure what trains.
       if self._output_positions(x) > fan_in:
         kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
-        i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
+        # Its result is I_bal itself (no subtraction after it): stored in the computation
+        # dtype (bfloat16 convolutions stay bfloat16 on a GPU), divided in >= float32.
+        i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype, low_precision_result=True)
       else:   # two products: no copy of the concatenated kernel, which outweighs the currents
         i_ee = self._feedforward(x, w_ee, dtype=opts.conv_dtype)
         i_ie = self._feedforward(x, w_ie, dtype=opts.conv_dtype)

@@ -52,14 +52,29 @@ def _operands(x: Array, kernel: Array, dtype) -> tuple[Array, Array]:
   return x.astype(dtype), kernel.astype(dtype)
 
 
+def result_dtype(compute_dtype, low_precision_result: bool = False) -> jnp.dtype:
+  """The dtype a convolution/matmul computed in ``compute_dtype`` returns: ``accumulation_dtype``
+  (at least float32), or with ``low_precision_result`` the computation dtype itself (bfloat16
+  products stored in bfloat16). Either way the products are summed in float32: a bfloat16
+  convolution or matmul compiled for a GPU runs in cuDNN/cuBLAS with a float32 compute type,
+  and XLA:CPU computes it in float32 and rounds the result. Requesting a float32 result from
+  bfloat16 operands instead makes XLA:GPU convert the operands and run a float32 convolution
+  (no bytes saved), so the E-I layer's folded convolution, whose result is I_bal itself (no
+  subtraction after it, spec §11.9), asks for the bfloat16 result."""
+  dtype = jax.dtypes.canonicalize_dtype(compute_dtype)
+  return dtype if low_precision_result else accumulation_dtype(dtype)
+
+
 def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
-         dtype=None) -> Array:
+         dtype=None, low_precision_result: bool = False) -> Array:
   """NHWC x HWIO convolution with symmetric zero padding (default k//2, as PyTorch's pad=k//2).
 
-  Computed in ``dtype`` (default: the promoted dtype of x and kernel), accumulated and returned
-  in ``accumulation_dtype`` (float32 for bfloat16 operands).
+  Computed in ``dtype`` (default: the promoted dtype of x and kernel), accumulated in at least
+  float32 and returned in ``result_dtype(dtype, low_precision_result)``: ``accumulation_dtype``
+  (float32 for bfloat16 operands) unless ``low_precision_result``.
   """
   x, kernel = _operands(x, kernel, dtype)
+  out = result_dtype(x.dtype, low_precision_result)
   if padding is None:
     padding = kernel.shape[0] // 2
   if isinstance(padding, int):
@@ -67,14 +82,13 @@ def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
   def convolution(x, kernel):
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=tuple(strides), padding=padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        preferred_element_type=accumulation_dtype(x.dtype))
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=out)
 
   if _small_map(x, kernel, strides, padding):
     # Chosen for the platform being lowered for, not the host's default backend: compiling on a
     # CPU host for a GPU or TPU (AOT, jax.export) keeps the convolution.
     return jax.lax.platform_dependent(
-        x, kernel, cpu=lambda x, kernel: _conv_as_matmul(x, kernel, padding[0][0]),
+        x, kernel, cpu=lambda x, kernel: _conv_as_matmul(x, kernel, padding[0][0], out),
         default=convolution)
   return convolution(x, kernel)
 
@@ -105,27 +119,28 @@ def _small_map_on_cpu(x: Array, kernel: Array, strides, padding) -> bool:
   return jax.default_backend() == "cpu" and _small_map(x, kernel, strides, padding)
 
 
-def _conv_as_matmul(x: Array, kernel: Array, pad: int) -> Array:
+def _conv_as_matmul(x: Array, kernel: Array, pad: int, out_dtype) -> Array:
   """The same convolution as patches (N, H, W, k*k*C_in) @ kernel (k*k*C_in, C_out), in the
-  kernel's HWIO order; accumulated in ``accumulation_dtype``. Equal to the convolution up to
-  float rounding (summation order)."""
+  kernel's HWIO order; returned in ``out_dtype`` (accumulated in at least float32). Equal to the
+  convolution up to float rounding (summation order)."""
   k, _, c_in, c_out = kernel.shape
   h, w = x.shape[1], x.shape[2]
   padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   patches = jnp.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
                             axis=-1)
-  return jnp.dot(patches, kernel.reshape(k * k * c_in, c_out),
-                 preferred_element_type=accumulation_dtype(x.dtype))
+  return jnp.dot(patches, kernel.reshape(k * k * c_in, c_out), preferred_element_type=out_dtype)
 
 
 def feedforward(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
-                dtype=None) -> Array:
+                dtype=None, low_precision_result: bool = False) -> Array:
   """W * x: a matmul for a 2-D kernel (d, n), a convolution for a 4-D kernel (k, k, C_in, n);
-  dtypes as ``conv`` (computed in ``dtype``, accumulated in at least float32)."""
+  dtypes as ``conv`` (computed in ``dtype``, accumulated in at least float32, returned in
+  ``result_dtype(dtype, low_precision_result)``)."""
   if kernel.ndim == 2:
     x, kernel = _operands(x, kernel, dtype)
-    return jnp.matmul(x, kernel, preferred_element_type=accumulation_dtype(x.dtype))
-  return conv(x, kernel, strides, padding, dtype)
+    return jnp.matmul(x, kernel, preferred_element_type=result_dtype(x.dtype,
+                                                                     low_precision_result))
+  return conv(x, kernel, strides, padding, dtype, low_precision_result)
 
 
 def excitatory_current(x: Array, w_ee: Array, **conv_kw) -> Array:
@@ -230,10 +245,10 @@ def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Arra
       dL/dI_IE = g_I . (dL/dI_shunt W_EI),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
       dL/dW_EI = sum dL/dI_shunt^T (g_I . I_IE),   dL/db_E = sum dL/dI_int.
 
-  Computed in ``accumulation_dtype`` (at least float32).
+  Computed in ``accumulation_dtype`` (at least float32); a bfloat16 [I_bal | I_IE] is stored
+  as it is (the cast is inside, so the saved input stays bfloat16) and gets a bfloat16 gradient.
   """
-  return _fused_integrated_current(i_bal_ie.astype(accumulation_dtype(i_bal_ie.dtype)), w_ei,
-                                   g_i, g_e, b_e)
+  return _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
 
 
 @jax.custom_vjp
@@ -241,19 +256,21 @@ def _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e):
   return _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e)[0]
 
 
-def _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e):
+def _fused_forward(stored, w_ei, g_i, g_e, b_e):
+  i_bal_ie = stored.astype(accumulation_dtype(stored.dtype))
   n_e = w_ei.shape[0]
   i_shunt = shunting_current(i_bal_ie[..., n_e:], w_ei, g_i)
   smallest = _row_minimum_positive(i_shunt)
   denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
   return (g_e * i_bal_ie[..., :n_e] / denominator + b_e,
-          (i_bal_ie, i_shunt, smallest, w_ei, g_i, g_e))
+          (stored, i_shunt, smallest, w_ei, g_i, g_e))
 
 
 def _fused_bwd(residuals, g):
   # The barrier keeps XLA from sharing the recomputed denominator with the forward pass (which
   # would then be stored after all).
-  i_bal_ie, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
+  stored, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
+  i_bal_ie = stored.astype(i_shunt.dtype)
   n_e = w_ei.shape[0]
   i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
   denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
@@ -270,7 +287,7 @@ def _fused_bwd(residuals, g):
   g_g_e, g_b_e = jax.lax.reduce((g * (i_bal / denominator), g), (zero, zero),   # one pass
                                 lambda a, b: (a[0] + b[0], a[1] + b[1]), sum_axes)
   g_bal_ie = jnp.concatenate([g * g_e / denominator, g_i * g_shunt_i], axis=-1)
-  return (g_bal_ie.astype(i_bal_ie.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
+  return (g_bal_ie.astype(stored.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
           g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype))
 
 
