@@ -164,8 +164,12 @@ def balanced_current(i_ee: Array, i_ie: Array, w_ei: Array) -> Array:
 
 
 def shunting_current(i_ie: Array, w_ei: Array, g_i: Array) -> Array:
-  """Divisive inhibition: I_shunt = W_EI (g_I . I_IE) (spec §1.2); >= 0 for non-negative inputs."""
-  return lateral_inhibition(i_ie * g_i, w_ei)
+  """Divisive inhibition: I_shunt = W_EI (g_I . I_IE) (spec §1.2); >= 0 for non-negative inputs.
+
+  Computed as (W_EI diag(g_I)) I_IE: the gain scales the (n_E, n_I) weights, not the
+  (N, ..., n_I) current, so the product reads I_IE once and no scaled copy is stored (the same
+  sum of non-negative terms, so the same exact zeros)."""
+  return lateral_inhibition(i_ie, w_ei * g_i)
 
 
 def integrated_current(i_bal: Array, i_shunt: Array, g_e: Array, b_e: Array, *,
@@ -242,7 +246,7 @@ def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Arra
   smallest positive I_shunt. With d = stabilize(I_shunt) and a = dL/dI_int . g_E / d:
 
       dL/dI_bal = a,   dL/dI_shunt = -a I_bal / d,   dL/dg_E = sum dL/dI_int . I_bal / d,
-      dL/dI_IE = g_I . (dL/dI_shunt W_EI),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
+      dL/dI_IE = dL/dI_shunt (W_EI diag(g_I)),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
       dL/dW_EI = sum dL/dI_shunt^T (g_I . I_IE),   dL/db_E = sum dL/dI_int.
 
   Computed in ``accumulation_dtype`` (at least float32); a bfloat16 [I_bal | I_IE] is stored
@@ -278,15 +282,17 @@ def _fused_bwd(residuals, g):
   # Each full-size result is one expression of the residuals, with no intermediate shared
   # between them, so XLA computes each in one pass over its inputs instead of storing I_bal / d
   # and dL/dI_bal for the others to re-read (issue 11).
-  g_shunt = -(g * g_e * i_bal) / denominator / denominator       # -a I_bal / d
-  g_shunt_i = jnp.einsum("...e,ei->...i", g_shunt, w_ei)
+  # dL/dI_shunt = -a I_bal / d, stored for the two products below in the dtype the currents
+  # are stored in (bfloat16 under the bfloat16 policy; the products accumulate in float32).
+  g_shunt = (-(g * g_e * i_bal) / denominator / denominator).astype(stored.dtype)
+  g_i_ie = jnp.einsum("...e,ei->...i", g_shunt, w_ei * g_i)      # dL/dI_IE
   mix = jnp.einsum("...i,...e->ie", i_ie, g_shunt)                # sum_n I_IE^T dL/dI_shunt
   g_w_ei = (g_i[:, None] * mix).T
   g_g_i = jnp.sum(mix * w_ei.T, axis=1)               # = sum_n I_IE . (dL/dI_shunt W_EI)
   zero = jnp.zeros((), g.dtype)
   g_g_e, g_b_e = jax.lax.reduce((g * (i_bal / denominator), g), (zero, zero),   # one pass
                                 lambda a, b: (a[0] + b[0], a[1] + b[1]), sum_axes)
-  g_bal_ie = jnp.concatenate([g * g_e / denominator, g_i * g_shunt_i], axis=-1)
+  g_bal_ie = jnp.concatenate([g * g_e / denominator, g_i_ie], axis=-1)
   return (g_bal_ie.astype(stored.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
           g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype))
 
