@@ -31,7 +31,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Array = jax.Array
 
@@ -210,12 +209,14 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
       dL/dx_t = sum_{k >= t} lambda^(k - t) g_k,    g_k = dS_k sigma'(H_k - theta).
 
   Written as a ``custom_jvp`` whose tangent is linear in dx: dS_t = sigma'(H_t - theta)
-  sum_{j <= t} lambda^(t - j) dx_j, the discounted sums for every t as one T x T matmul over the
-  time axis. Forward mode uses it as it is; reverse mode transposes it into the sums above (the
-  residual is sigma'(H - theta), one array shaped like x, formed in the same elementwise pass as
-  the spikes). Autodiff of the scan instead emits one kernel per time step, each re-reading the
-  whole T*B operand: in E-I VGG-16's training step that recurrence cost ~13 operand-sized passes
-  per LIF layer against ~7 here (issue 11).
+  sum_{j <= t} lambda^(t - j) dx_j, each time step's discounted sum written out over the time
+  slices (T(T+1)/2 multiply-adds per element). Forward mode uses it as it is; reverse mode
+  transposes it into the sums above, one independent sum per time step, which XLA computes in
+  the same elementwise pass as the g_k (the charges are recomputed there from x). Autodiff of
+  the scan instead emits one kernel per time step, each re-reading the whole T*B operand: in
+  E-I VGG-16's training step that recurrence cost ~13 operand-sized passes per LIF layer against
+  ~7 with the sums as one T x T matmul over the time axis (issue 11), and that matmul, a pass of
+  its own over g and dL/dx, ~1 GB per step more than the written-out sums (issue 21, H200).
 
   Args:
     tau, threshold: the LIF constants (Python numbers; a learnable tau or threshold goes
@@ -232,8 +233,6 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
   ax = time_axis
   if ax not in (0, 1):
     raise ValueError(f"time_axis must be 0 (T, ...) or 1 (B, T, ...), got {time_axis}")
-  # dH = D dx over the time axis (D the T x T discount matrix below), as an einsum.
-  mix = "tj,j...->t..." if ax == 0 else "tj,bj...->bt..."
 
   @jax.custom_jvp
   def lif(x):
@@ -247,13 +246,10 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
     spikes = jnp.stack([((h - threshold) >= 0).astype(x.dtype) for h in charges], axis=ax)
     slope = jnp.stack([derivative(h - threshold, alpha).astype(dx.dtype) for h in charges],
                       axis=ax)
-    steps = x.shape[ax]
-    if steps == 1:
-      return spikes, slope * dx
-    # discount[t, j] = lambda^(t - j) for t >= j: dH_t = sum_j discount[t, j] dx_j.
-    t, j = np.indices((steps, steps))
-    discount = jnp.asarray(np.where(t >= j, decay ** np.maximum(t - j, 0), 0.0), dx.dtype)
-    d_charges = jnp.einsum(mix, discount, dx, precision=jax.lax.Precision.HIGHEST)
+    # dS_t = sigma'(H_t - theta) dH_t with dH_t = sum_{j <= t} lambda^(t - j) dx_j.
+    dxs = [jax.lax.index_in_dim(dx, t, ax, keepdims=False) for t in range(len(charges))]
+    d_charges = jnp.stack([sum(decay ** (t - j) * dxs[j] for j in range(t + 1))
+                           for t in range(len(charges))], axis=ax)
     return spikes, (slope * d_charges).astype(x.dtype)
 
   return lif
