@@ -261,20 +261,23 @@ def _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e):
 
 
 def _fused_forward(stored, w_ei, g_i, g_e, b_e):
-  i_bal_ie = stored.astype(accumulation_dtype(stored.dtype))
+  acc = accumulation_dtype(stored.dtype)
+  i_bal_ie = stored.astype(acc)
   n_e = w_ei.shape[0]
-  i_shunt = shunting_current(i_bal_ie[..., n_e:], w_ei, g_i)
-  smallest = _row_minimum_positive(i_shunt)
+  i_shunt = shunting_current(i_bal_ie[..., n_e:], w_ei, g_i).astype(stored.dtype)
+  smallest = _row_minimum_positive(i_shunt).astype(acc)
+  i_shunt = i_shunt.astype(acc)
   denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
   return (g_e * i_bal_ie[..., :n_e] / denominator + b_e,
-          (stored, i_shunt, smallest, w_ei, g_i, g_e))
+          (stored, i_shunt.astype(stored.dtype), smallest, w_ei, g_i, g_e))
 
 
 def _fused_bwd(residuals, g):
   # The barrier keeps XLA from sharing the recomputed denominator with the forward pass (which
   # would then be stored after all).
   stored, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
-  i_bal_ie = stored.astype(i_shunt.dtype)
+  i_shunt = i_shunt.astype(smallest.dtype)
+  i_bal_ie = stored.astype(smallest.dtype)
   n_e = w_ei.shape[0]
   i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
   denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
