@@ -16,15 +16,21 @@ One name per quantity everywhere (``ei_currents``' keys, the layers' probe stati
 analysis figures): ``inhibitory`` is I_IE, the inhibitory population's own current, and
 ``lateral_inhibition`` is I_EI = W_EI I_IE, what it subtracts from the excitatory units.
 
-The training step uses a lean form of the same circuit (the probe step and the ablations keep
-the plain one): W_EI commutes with the convolution, so one convolution with the kernel
-[``balanced_kernel`` | W_IE] = [W_EE - W_IE W_EI^T | W_IE] gives [I_bal | I_IE], and
-``fused_integrated_current`` turns it into I_int as one ``custom_vjp`` that stores few arrays.
+The E-I layers compute the same circuit in a lean form, one path for training, the probes and
+every ablation: W_EI commutes with the convolution, so one convolution with the kernel
+[``balanced_kernel`` | W_IE] = [W_EE - W_IE W_EI^T | W_IE] gives [I_bal | I_IE] (small maps mix
+I_EE - W_EI I_IE instead), and ``fused_integrated_current`` turns it into I_int (for the paper's
+E-I Prop as one ``custom_vjp`` that stores few arrays). The functions above are the plain
+circuit, one function per quantity, the reference the layers are tested against.
 
 Dtypes (spec §11.7, §11.9): convolutions and matmuls may run in a low precision (``dtype``, e.g.
-bfloat16) but always accumulate in at least float32 (``preferred_element_type``), and the
-circuit after them (lateral inhibition, the division) runs in ``accumulation_dtype``: float32
-for bfloat16/float16/float32 currents, float64 for float64 ones (under ``jax_enable_x64``).
+bfloat16) but always accumulate in at least float32, and the circuit after them (lateral
+inhibition, the division) runs in ``accumulation_dtype``: float32 for bfloat16/float16/float32
+currents, float64 for float64 ones (under ``jax_enable_x64``). Products return at least float32
+(``preferred_element_type``), except where nothing is subtracted after them: the E-I layers'
+folded convolution stores I_bal and I_IE, and I_shunt after it, in the computation dtype
+(``result_dtype``; bfloat16 under the bfloat16 policy, each a float32 sum rounded once), which
+is what lets a GPU run bfloat16 convolutions at all.
 """
 
 from __future__ import annotations
@@ -225,34 +231,47 @@ def balanced_kernel(w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
   return w_ee - jnp.einsum("...i,ei->...e", w_ie, w_ei)
 
 
-def _row_minimum_positive(i_shunt: Array) -> Array:
-  """Per sample (row of the merged B*T axis), the smallest strictly positive entry (+inf if none),
-  shaped (N, 1, ..., 1): the value E-I Prop's adaptive stabilisation puts in place of zeros."""
-  def min_positive(a, b):      # a monoid on [0, inf) with identity 0 ("no positive value yet")
-    return jnp.where(a == 0, b, jnp.where(b == 0, a, jnp.minimum(a, b)))
-
-  axes = tuple(range(1, i_shunt.ndim))
-  smallest = jax.lax.reduce(i_shunt, jnp.zeros((), i_shunt.dtype), min_positive, axes)
-  smallest = jnp.where(smallest == 0, jnp.inf, smallest)
-  return smallest.reshape(smallest.shape + (1,) * len(axes))
+def stored_shunting_current(i_bal_ie: Array, w_ei: Array, g_i: Array) -> Array:
+  """I_shunt = (W_EI diag g_I) I_IE from [I_bal | I_IE] as stored (last axis n_E then n_I),
+  summed in ``accumulation_dtype`` and stored in the dtype of [I_bal | I_IE] (rounded once to
+  bfloat16 under the bfloat16 policy; the same exact zeros, a sum of non-negative terms)."""
+  n_e = w_ei.shape[0]
+  i_ie = i_bal_ie[..., n_e:].astype(accumulation_dtype(i_bal_ie.dtype))
+  return shunting_current(i_ie, w_ei, g_i).astype(i_bal_ie.dtype)
 
 
-def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
-                             b_e: Array) -> Array:
-  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E from [I_bal | I_IE] (last axis, n_E then
-  n_I; e.g. one convolution with the kernel [``balanced_kernel`` | W_IE]), with I_shunt =
-  W_EI (g_I . I_IE), adaptive stabilisation and its straight-through gradient (spec §1.2,
-  §3.1-3.2), as one ``custom_vjp`` that stores only its inputs, I_shunt and each sample's
-  smallest positive I_shunt. With d = stabilize(I_shunt) and a = dL/dI_int . g_E / d:
+def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Array, b_e: Array,
+                             *, stabilization: str = "adaptive", ste: bool = True,
+                             written_out_backward: bool = True) -> Array:
+  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E from [I_bal | I_IE] (spec §1.2, §3.1-3.2):
+  the E-I layer's one numerical path, for every E-I Prop variant.
+
+  [I_bal | I_IE] is the last axis, n_E then n_I (one convolution with the kernel
+  [``balanced_kernel`` | W_IE], or I_EE - W_EI I_IE next to I_IE); I_shunt =
+  ``stored_shunting_current`` and d = ``ei_prop.stabilize_shunting(I_shunt, stabilization,
+  ste)``, with adaptive stabilisation's zeros replaced by ``ei_prop.smallest_positive``.
+  Computed in ``accumulation_dtype`` (at least float32); a bfloat16 [I_bal | I_IE] is stored
+  as it is and gets a bfloat16 gradient.
+
+  With adaptive stabilisation and its straight-through gradient (the paper) and
+  ``written_out_backward``, the gradient is written out as one ``custom_vjp`` that stores only
+  its input, I_shunt and each sample's smallest positive I_shunt (reverse mode only). With
+  a = dL/dI_int . g_E / d:
 
       dL/dI_bal = a,   dL/dI_shunt = -a I_bal / d,   dL/dg_E = sum dL/dI_int . I_bal / d,
       dL/dI_IE = dL/dI_shunt (W_EI diag(g_I)),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
       dL/dW_EI = sum dL/dI_shunt^T (g_I . I_IE),   dL/db_E = sum dL/dI_int.
 
-  Computed in ``accumulation_dtype`` (at least float32); a bfloat16 [I_bal | I_IE] is stored
-  as it is (the cast is inside, so the saved input stays bfloat16) and gets a bfloat16 gradient.
+  Otherwise (the ablations: no STE, epsilon, no stabilisation; or ``written_out_backward=False``
+  for forward-mode autodiff) the same forward computation is differentiated by JAX with the
+  rules of ``ei_prop``. The forward values are the same in both.
   """
-  return _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
+  if stabilization == "adaptive" and ste and written_out_backward:
+    return _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
+  i_shunt = stored_shunting_current(i_bal_ie, w_ei, g_i)
+  acc = accumulation_dtype(i_bal_ie.dtype)
+  denominator = ei_prop.stabilize_shunting(i_shunt.astype(acc), stabilization, ste)
+  return g_e * i_bal_ie[..., :w_ei.shape[0]].astype(acc) / denominator + b_e
 
 
 @jax.custom_vjp
@@ -262,25 +281,21 @@ def _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e):
 
 def _fused_forward(stored, w_ei, g_i, g_e, b_e):
   acc = accumulation_dtype(stored.dtype)
-  i_bal_ie = stored.astype(acc)
-  n_e = w_ei.shape[0]
-  i_shunt = shunting_current(i_bal_ie[..., n_e:], w_ei, g_i).astype(stored.dtype)
-  smallest = _row_minimum_positive(i_shunt).astype(acc)
-  i_shunt = i_shunt.astype(acc)
-  denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
-  return (g_e * i_bal_ie[..., :n_e] / denominator + b_e,
-          (stored, i_shunt.astype(stored.dtype), smallest, w_ei, g_i, g_e))
+  i_shunt = stored_shunting_current(stored, w_ei, g_i)
+  smallest = ei_prop.smallest_positive(i_shunt).astype(acc)
+  denominator = ei_prop.replace_zeros(i_shunt.astype(acc), smallest)
+  return (g_e * stored[..., :w_ei.shape[0]].astype(acc) / denominator + b_e,
+          (stored, i_shunt, smallest, w_ei, g_i, g_e))
 
 
 def _fused_bwd(residuals, g):
   # The barrier keeps XLA from sharing the recomputed denominator with the forward pass (which
   # would then be stored after all).
   stored, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
-  i_shunt = i_shunt.astype(smallest.dtype)
   i_bal_ie = stored.astype(smallest.dtype)
   n_e = w_ei.shape[0]
   i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
-  denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
+  denominator = ei_prop.replace_zeros(i_shunt.astype(smallest.dtype), smallest)
   sum_axes = tuple(range(g.ndim - 1))
   # Each full-size result is one expression of the residuals, with no intermediate shared
   # between them, so XLA computes each in one pass over its inputs instead of storing I_bal / d
