@@ -109,7 +109,7 @@ def make_spike_fn(surrogate: str | Callable[[Array, float], Array] = "sigmoid",
 
   @jax.custom_jvp
   def spike(u):
-    return (u >= 0).astype(u.dtype)
+    return heaviside(u)
 
   @spike.defjvp
   def spike_jvp(primals, tangents):
@@ -119,16 +119,27 @@ def make_spike_fn(surrogate: str | Callable[[Array, float], Array] = "sigmoid",
   return spike
 
 
+def heaviside(u: Array) -> Array:
+  """Theta(u): 1 where u >= 0, else 0, in the dtype of u (the spike's forward value)."""
+  return (u >= 0).astype(u.dtype)
+
+
+def _charge_fire_reset(v, x, decay, threshold, spike_fn) -> tuple[Array, Array, Array]:
+  """The LIF's one update (spec §5), the only place it is written: (H_t, S_t, V_t) with
+  H_t = decay V_{t-1} + x_t, S_t = spike_fn(H_t - theta), V_t = H_t - theta sg(S_t)."""
+  h = decay * v + x
+  s = spike_fn(h - threshold)
+  return h, s, h - threshold * jax.lax.stop_gradient(s)
+
+
 def lif_step(v: Array, x: Array, *, tau: float | Array = 2.0, threshold: float | Array = 1.0,
              spike_fn: Callable[[Array], Array] | None = None) -> tuple[Array, Array]:
   """One LIF step (spec §5): returns (V_t, S_t) from V_{t-1} and the input x_t.
 
   H_t = (1 - 1/tau) V_{t-1} + x_t; S_t = Theta(H_t - theta); V_t = H_t - theta * sg(S_t).
   """
-  spike_fn = spike_fn or make_spike_fn()
-  h = (1.0 - 1.0 / tau) * v + x
-  s = spike_fn(h - threshold)
-  v_next = h - threshold * jax.lax.stop_gradient(s)
+  _, s, v_next = _charge_fire_reset(v, x, 1.0 - 1.0 / tau, threshold,
+                                    spike_fn or make_spike_fn())
   return v_next, s
 
 
@@ -180,17 +191,18 @@ def lif_multistep(x: Array, *, tau: float | Array = 2.0, threshold: float | Arra
 WRITTEN_OUT_BACKWARD_MAX_T = 4
 
 
-def _charges(x: Array, decay: float, threshold: float, time_axis: int = 0) -> list[Array]:
-  """The charges H_t of the LIF from V_0 = 0 over the time axis of x (``lif_step``'s arithmetic,
-  op for op, so the spikes Theta(H_t - theta) are identical)."""
+def _charges(x: Array, decay: float, threshold: float,
+             time_axis: int = 0) -> tuple[list[Array], list[Array]]:
+  """The charges H_t and spikes S_t of the LIF from V_0 = 0 over the time axis of x
+  (``lif_step``'s update, ``_charge_fire_reset``, so the spikes are identical)."""
   steps = [jax.lax.index_in_dim(x, t, time_axis, keepdims=False) for t in range(x.shape[time_axis])]
   v = jnp.zeros_like(steps[0])
-  charges = []
+  charges, spikes = [], []
   for x_t in steps:
-    h = decay * v + x_t
-    v = h - threshold * ((h - threshold) >= 0).astype(x.dtype)
+    h, s, v = _charge_fire_reset(v, x_t, decay, threshold, heaviside)
     charges.append(h)
-  return charges
+    spikes.append(s)
+  return charges, spikes
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,14 +248,13 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
 
   @jax.custom_jvp
   def lif(x):
-    return jnp.stack([((h - threshold) >= 0).astype(x.dtype)
-                      for h in _charges(x, decay, threshold, ax)], axis=ax)
+    return jnp.stack(_charges(x, decay, threshold, ax)[1], axis=ax)
 
   @lif.defjvp
   def lif_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    charges = _charges(x, decay, threshold, ax)
-    spikes = jnp.stack([((h - threshold) >= 0).astype(x.dtype) for h in charges], axis=ax)
+    charges, spikes = _charges(x, decay, threshold, ax)
+    spikes = jnp.stack(spikes, axis=ax)
     slope = jnp.stack([derivative(h - threshold, alpha).astype(dx.dtype) for h in charges],
                       axis=ax)
     # dS_t = sigma'(H_t - theta) dH_t with dH_t = sum_{j <= t} lambda^(t - j) dx_j.
