@@ -31,6 +31,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -205,6 +206,36 @@ def _charges(x: Array, decay: float, threshold: float,
   return charges, spikes
 
 
+def _discounted_sums_written_out(dx: Array, decay: float, time_axis: int) -> Array:
+  steps = dx.shape[time_axis]
+  dxs = [jax.lax.index_in_dim(dx, t, time_axis, keepdims=False) for t in range(steps)]
+  return jnp.stack([sum(decay ** (t - j) * dxs[j] for j in range(t + 1)) for t in range(steps)],
+                   axis=time_axis)
+
+
+def _discounted_sums_matmul(dx: Array, decay: float, time_axis: int) -> Array:
+  steps = dx.shape[time_axis]
+  t, j = np.indices((steps, steps))
+  discount = jnp.asarray(np.where(t >= j, decay ** np.maximum(t - j, 0), 0.0), dx.dtype)
+  return jnp.einsum("tj,j...->t..." if time_axis == 0 else "tj,bj...->bt...", discount, dx,
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def discounted_sums(dx: Array, decay: float, time_axis: int = 0) -> Array:
+  """sum_{j <= t} decay^(t - j) dx_j for every t over the time axis of dx (linear in dx).
+
+  Compiled for a GPU or TPU: written out over the time slices (T(T+1)/2 multiply-adds per
+  element); its transpose, the reverse sums of the LIF's backward pass, is one independent sum
+  per time step that XLA computes in the elementwise pass that forms them. Compiled for the
+  CPU: one T x T matmul over the time axis, which XLA:CPU runs faster (E-I VGG-8, batch 64:
+  ~300 against ~335 ms of CPU time per train step) but which on a GPU is a pass of its own
+  (~1 GB per E-I VGG-16 train step on an H200, issue 21). ``jax.lax.platform_dependent``: the
+  platform being lowered for chooses; the two are equal up to float rounding."""
+  return jax.lax.platform_dependent(
+      dx, cpu=lambda d: _discounted_sums_matmul(d, decay, time_axis),
+      default=lambda d: _discounted_sums_written_out(d, decay, time_axis))
+
+
 @functools.lru_cache(maxsize=None)
 def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
                        surrogate: str | Callable[[Array, float], Array] = "sigmoid",
@@ -221,14 +252,12 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
       dL/dx_t = sum_{k >= t} lambda^(k - t) g_k,    g_k = dS_k sigma'(H_k - theta).
 
   Written as a ``custom_jvp`` whose tangent is linear in dx: dS_t = sigma'(H_t - theta)
-  sum_{j <= t} lambda^(t - j) dx_j, each time step's discounted sum written out over the time
-  slices (T(T+1)/2 multiply-adds per element). Forward mode uses it as it is; reverse mode
-  transposes it into the sums above, one independent sum per time step, which XLA computes in
-  the same elementwise pass as the g_k (the charges are recomputed there from x). Autodiff of
-  the scan instead emits one kernel per time step, each re-reading the whole T*B operand: in
-  E-I VGG-16's training step that recurrence cost ~13 operand-sized passes per LIF layer against
-  ~7 with the sums as one T x T matmul over the time axis (issue 11), and that matmul, a pass of
-  its own over g and dL/dx, ~1 GB per step more than the written-out sums (issue 21, H200).
+  sum_{j <= t} lambda^(t - j) dx_j. Forward mode uses it as it is; reverse mode transposes it
+  into the sums above (``discounted_sums``: written out for a GPU or TPU, where XLA computes
+  them in the elementwise pass that forms the g_k, the charges recomputed there from x; one
+  T x T matmul for the CPU). Autodiff of the scan instead emits one kernel per time step, each
+  re-reading the whole T*B operand: in E-I VGG-16's training step that recurrence cost ~13
+  operand-sized passes per LIF layer against ~7 with the matmul (issue 11).
 
   Args:
     tau, threshold: the LIF constants (Python numbers; a learnable tau or threshold goes
@@ -257,10 +286,8 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
     spikes = jnp.stack(spikes, axis=ax)
     slope = jnp.stack([derivative(h - threshold, alpha).astype(dx.dtype) for h in charges],
                       axis=ax)
-    # dS_t = sigma'(H_t - theta) dH_t with dH_t = sum_{j <= t} lambda^(t - j) dx_j.
-    dxs = [jax.lax.index_in_dim(dx, t, ax, keepdims=False) for t in range(len(charges))]
-    d_charges = jnp.stack([sum(decay ** (t - j) * dxs[j] for j in range(t + 1))
-                           for t in range(len(charges))], axis=ax)
+    # dS_t = sigma'(H_t - theta) dH_t, dH_t = sum_{j <= t} lambda^(t - j) dx_j.
+    d_charges = discounted_sums(dx, decay, ax)
     return spikes, (slope * d_charges).astype(x.dtype)
 
   return lif
