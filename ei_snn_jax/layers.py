@@ -31,7 +31,9 @@ convolutions/matmuls (None: the promoted dtype of its input and parameters, so a
 meets float32 weights in float32 and float64 stays float64 under ``jax_enable_x64``), and
 ``param_dtype`` the dtype its parameters are created in (float32). Low-precision convolutions
 accumulate in float32 and the E-I circuit after them (lateral inhibition, the division) runs in
-at least float32 (``circuit.accumulation_dtype``). ``EIOptions.conv_dtype`` is the model-wide
+at least float32 (``circuit.accumulation_dtype``); the E-I layers' folded convolution, whose
+result is I_bal itself, stores its result (and I_shunt) in the computation dtype
+(``circuit.result_dtype``). ``EIOptions.conv_dtype`` is the model-wide
 spelling of the E-I layers' ``dtype`` (the configs' ``model.conv_dtype``); ``dtype`` wins.
 
 Roles: every layer declares which of its parameters Dale's law constrains, which are
