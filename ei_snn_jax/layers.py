@@ -31,7 +31,9 @@ convolutions/matmuls (None: the promoted dtype of its input and parameters, so a
 meets float32 weights in float32 and float64 stays float64 under ``jax_enable_x64``), and
 ``param_dtype`` the dtype its parameters are created in (float32). Low-precision convolutions
 accumulate in float32 and the E-I circuit after them (lateral inhibition, the division) runs in
-at least float32 (``circuit.accumulation_dtype``). ``EIOptions.conv_dtype`` is the model-wide
+at least float32 (``circuit.accumulation_dtype``); the E-I layers' folded convolution, whose
+result is I_bal itself, stores its result (and I_shunt) in the computation dtype
+(``circuit.result_dtype``). ``EIOptions.conv_dtype`` is the model-wide
 spelling of the E-I layers' ``dtype`` (the configs' ``model.conv_dtype``); ``dtype`` wins.
 
 Roles: every layer declares which of its parameters Dale's law constrains, which are
@@ -92,10 +94,11 @@ class EIOptions:
       input and parameters, float32 by default; e.g. "bfloat16" for speed, accumulated in
       float32); a layer's own ``dtype`` takes precedence. The E-I division runs in at least
       float32.
-    fused: with adaptive stabilisation and the STE, compute I_int in the training step's lean
-      form (``circuit.fused_integrated_current``, a memory-saving ``custom_vjp``: reverse-mode
-      autodiff only). False: the plain circuit, the same values, differentiable in forward mode
-      too (``jax.jvp``, ``jax.jacfwd``).
+    fused: with adaptive stabilisation and the STE, differentiate I_int by its written-out
+      backward pass (``circuit.fused_integrated_current``, a memory-saving ``custom_vjp``:
+      reverse-mode autodiff only). False: the same forward computation differentiated by JAX
+      with E-I Prop's rules (the same values and gradients up to float rounding),
+      differentiable in forward mode too (``jax.jvp``, ``jax.jacfwd``).
   """
   ei_ratio: int = 4
   ei_init: bool = True
@@ -230,16 +233,18 @@ def _hidden_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e:
   return _tile_time(currents["integrated"], time_repeats), stats
 
 
-def _fused_path_statistics(i_bal_ie: Array, i_int: Array, w_ei: Array, g_i: Array, *,
-                           values: bool) -> dict[str, Array]:
-  """The probe statistics of the training path (``circuit.fused_integrated_current``) from its
-  own arrays: I_bal and I_IE as it computed them ([I_bal | I_IE]), its I_int, and I_EI, I_EE =
-  I_bal + I_EI and I_shunt derived from them (spec §1.2; outside the gradient)."""
+def _ei_path_statistics(i_bal_ie: Array, i_int: Array, w_ei: Array, g_i: Array, *,
+                        values: bool) -> dict[str, Array]:
+  """The probe statistics of an E-I layer from the arrays its one path computes
+  ([I_bal | I_IE] and I_int, ``circuit.fused_integrated_current``), with I_shunt as it computes
+  it (``circuit.stored_shunting_current``) and I_EI, I_EE = I_bal + I_EI derived from them
+  (spec §1.2; outside the gradient)."""
   i_bal_ie, i_int = jax.lax.stop_gradient(i_bal_ie), jax.lax.stop_gradient(i_int)
   n_e = w_ei.shape[0]
+  i_shunt = circuit.stored_shunting_current(i_bal_ie, w_ei, g_i)
+  i_bal_ie = i_bal_ie.astype(circuit.accumulation_dtype(i_bal_ie.dtype))
   i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
   i_ei = circuit.lateral_inhibition(i_ie, w_ei)
-  i_shunt = circuit.shunting_current(i_ie, w_ei, g_i)
   currents = dict(excitatory=i_bal + i_ei, lateral_inhibition=i_ei, balanced=i_bal,
                   shunting=i_shunt, integrated=i_int)
   return {**_current_statistics(currents, values), **_health_statistics(i_shunt, g_i, w_ei)}
@@ -316,11 +321,14 @@ class _CircuitLayer(nn.Module):
     leading axes of x)."""
     return math.prod(x.shape[:-1])
 
-  def _feedforward(self, x: Array, kernel: Array, dtype=None) -> Array:
+  def _feedforward(self, x: Array, kernel: Array, dtype=None,
+                   low_precision_result: bool = False) -> Array:
     """W * x with this layer's geometry (``circuit.feedforward``), computed in ``self.dtype``
-    (else ``dtype``, else promoted from x and kernel), returned in at least float32."""
+    (else ``dtype``, else promoted from x and kernel), accumulated in at least float32 and
+    returned in at least float32 unless ``low_precision_result`` (``circuit.result_dtype``)."""
     dtype = self.dtype if self.dtype is not None else dtype
-    return _at_init(self, circuit.feedforward, x, kernel, dtype=dtype, **self._conv_kwargs(x))
+    return _at_init(self, circuit.feedforward, x, kernel, dtype=dtype,
+                    low_precision_result=low_precision_result, **self._conv_kwargs(x))
 
   def _weights(self, names: tuple[str, str], scale, c_in: int, n_e: int,
                n_i: int) -> tuple[Array, Array, Array]:
@@ -469,31 +477,32 @@ class _EILayer(_CircuitLayer):
     if opts.scale_wei_grad:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
 
-    if opts.fused and opts.stabilization == "adaptive" and opts.ste and not self.output_layer:
-      # The training step's path: [I_bal | I_IE], then I_int in one custom_vjp (equal up to
-      # float rounding, fewer arrays stored). W_EI commutes with the convolution, so it is
-      # folded into the kernel (one convolution gives [I_bal | I_IE]) where that costs fewer
-      # FLOPs than mixing the currents: fan-in x n_I x n_E against M x n_I x n_E, M the output
-      # positions (small maps at small batches mix the currents instead). The probes record
-      # this path's currents: they measure what trains.
-      if self._output_positions(x) > fan_in:
-        kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
-        i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
-      else:   # two products: no copy of the concatenated kernel, which outweighs the currents
-        i_ee = self._feedforward(x, w_ee, dtype=opts.conv_dtype)
-        i_ie = self._feedforward(x, w_ie, dtype=opts.conv_dtype)
-        i_bal_ie = jnp.concatenate([circuit.balanced_current(i_ee, i_ie, w_ei), i_ie], axis=-1)
-      i_int = circuit.fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
-      if self.is_mutable_collection("probes"):
-        self._record(_at_init(self, _fused_path_statistics, i_bal_ie, i_int, w_ei, g_i,
-                              values=self.is_mutable_collection("probe_values")))
-      return _tile_time(i_int, self.time_repeats)
-    # E and I feed-forward currents from one fused convolution/matmul (same values as two).
-    kernel = jnp.concatenate([w_ee, w_ie], axis=-1)
-    i_both = self._feedforward(x, kernel, dtype=opts.conv_dtype)   # >= float32
-    i_ee, i_ie = i_both[..., :n_e], i_both[..., n_e:]
-    return self._inhibit(i_ee, i_ie, w_ei, g_i, g_e, b_e, stabilization=opts.stabilization,
-                         ste=opts.ste)
+    # One numerical path for training, the probes and every ablation: [I_bal | I_IE], then
+    # I_bal (an output layer) or I_int (``circuit.fused_integrated_current``). W_EI commutes
+    # with the convolution, so it is folded into the kernel (one convolution gives
+    # [I_bal | I_IE]) where that costs fewer FLOPs than mixing the currents: fan-in x n_I x n_E
+    # against M x n_I x n_E, M the output positions (small maps at small batches mix the
+    # currents instead).
+    if self._output_positions(x) > fan_in:
+      kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
+      # Its result is I_bal itself (nothing subtracted after it): a hidden layer stores it in
+      # the computation dtype (bfloat16 convolutions stay bfloat16 on a GPU), divided in
+      # >= float32; an output layer returns its logits in >= float32.
+      i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype,
+                                   low_precision_result=not self.output_layer)
+    else:   # two products: no copy of the concatenated kernel, which outweighs the currents
+      i_ee = self._feedforward(x, w_ee, dtype=opts.conv_dtype)   # >= float32: I_EE - W_EI I_IE
+      i_ie = self._feedforward(x, w_ie, dtype=opts.conv_dtype)
+      i_bal_ie = jnp.concatenate([circuit.balanced_current(i_ee, i_ie, w_ei), i_ie], axis=-1)
+    if self.output_layer:   # I_bal (spec §1.3)
+      return _tile_time(i_bal_ie[..., :n_e], self.time_repeats)
+    i_int = circuit.fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e,
+                                             stabilization=opts.stabilization, ste=opts.ste,
+                                             written_out_backward=opts.fused)
+    if self.is_mutable_collection("probes"):   # the probes measure what trains
+      self._record(_at_init(self, _ei_path_statistics, i_bal_ie, i_int, w_ei, g_i,
+                            values=self.is_mutable_collection("probe_values")))
+    return _tile_time(i_int, self.time_repeats)
 
 
 class EIConv(_ConvGeometry, _EILayer):

@@ -292,8 +292,8 @@ def test_training_path_equals_probe_path_float32(path):
   """A layer applied as the training step applies it (no probes: the fused path) and as the
   probe step does (``probes`` mutable) takes one numerical path: the same I_int and gradients,
   bit for bit, and the probes' I_int statistics are those of that output (issue 21: the probes
-  measure what trains). The plain circuit (``fused=False``) gives them to float32 rounding; the
-  W_EI gradient keeps its 1/fan_in scaling on all. With 4 samples of 6x6 positions (M = 144 >
+  measure what trains). Autodiff of the same path (``fused=False``) gives them to float32
+  rounding; the W_EI gradient keeps its 1/fan_in scaling on all. With 4 samples of 6x6 positions (M = 144 >
   fan-in 45) the fused path folds W_EI into the kernel; with one sample (M = 36) it mixes the
   currents."""
   x, p, k, stride = make_case("conv_partial_zero")
@@ -358,3 +358,73 @@ def test_small_maps_on_cpu_convolve_as_patches_matmul(size):
   low = circuit.conv(x, w, dtype=jnp.bfloat16)
   assert low.dtype == jnp.float32
   np.testing.assert_allclose(low, reference(x, w), rtol=2e-2, atol=2e-2)
+
+
+# ----------------------- one E-I path for every E-I Prop variant (issue 21) -------------------
+
+VARIANTS = [("adaptive", True), ("adaptive", False), ("epsilon", True), ("none", True)]
+
+
+@pytest.mark.parametrize("path", ["folded_kernel", "mixed_currents"])
+@pytest.mark.parametrize("stabilization,ste", VARIANTS)
+def test_every_e_i_prop_variant_takes_the_one_path_float64(stabilization, ste, path):
+  """Each ablation switch (spec §3: no STE, a fixed epsilon, no stabilisation) changes only its
+  rule, not the layer's path: the layer ([I_bal | I_IE], then ``fused_integrated_current``)
+  gives the plain circuit's I_int and gradients (input and every parameter) to float64
+  rounding, with the folded kernel (4 samples: M = 144 > fan-in 45) and with mixed currents
+  (one sample, M = 36); exact-zero shunting currents included where the variant is finite
+  there. For the paper's rule the written-out backward pass (``fused``) and autodiff of the
+  same forward computation (``fused=False``) give the same values and gradients."""
+  x, p, k, _ = make_case("conv" if stabilization == "none" else "conv_partial_zero")
+  if path == "mixed_currents":
+    x = x[:1]
+  g_out = np.random.default_rng(7).normal(size=x.shape[:3] + (8,))
+  opts = dict(stabilization=stabilization, ste=ste, scale_wei_grad=False)
+
+  def plain(q, xj):
+    out = circuit.ei_currents(xj, q["w_ee"], q["w_ie"], q["w_ei"], q["g_i"], q["g_e"],
+                              q["bias"], stabilization=stabilization, ste=ste)["integrated"]
+    return jnp.sum(out * g_out), out
+
+  def layer(q, xj, fused=True):
+    out = layers.EIConv(8, options=layers.EIOptions(fused=fused, **opts)).apply({"params": q},
+                                                                               xj)
+    return jnp.sum(out * g_out), out
+
+  with jax.enable_x64(True):
+    params = jax.tree.map(jnp.asarray, p)
+    xj = jnp.asarray(x)
+    assert (layers.EIConv(8)._output_positions(xj) > 45) == (path == "folded_kernel")
+    (_, want), want_grads = jax.value_and_grad(plain, argnums=(0, 1), has_aux=True)(params, xj)
+    (_, got), got_grads = jax.value_and_grad(layer, argnums=(0, 1), has_aux=True)(params, xj)
+    (_, auto), auto_grads = jax.value_and_grad(layer, argnums=(0, 1), has_aux=True)(
+        params, xj, False)
+    if stabilization == "adaptive":   # the case exercises exact-zero denominators
+      assert np.any(circuit.shunting_current(circuit.feedforward(xj, params["w_ie"]),
+                                             params["w_ei"], params["g_i"]) == 0)
+  assert np.all(np.isfinite(got))
+  np.testing.assert_array_equal(auto, got)       # the same forward computation
+  np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+  for g_set in (got_grads, auto_grads):
+    for (where, g), w in zip(jax.tree_util.tree_leaves_with_path(g_set),
+                             jax.tree.leaves(want_grads)):
+      np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-10 * float(np.max(np.abs(w))),
+                                 err_msg=str(where))
+
+
+def test_smallest_positive_is_one_reduction_with_the_derivative_of_min():
+  """``ei_prop.smallest_positive`` (one min-positive reduction, shared by the written-out
+  backward pass and ``stabilize``) equals min(where(I == 0, inf, I)) per sample, +inf for an
+  all-zero sample, and so does its derivative (what the "no STE" ablation differentiates): the
+  tangent at the minimum, averaged over ties, 0 for an all-zero sample."""
+  sh = jnp.array([[0.0, 2.0, 0.5, 0.0], [3.0, 1.0, 1.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
+  ref = lambda s: jnp.min(jnp.where(s == 0, jnp.inf, s), axis=1, keepdims=True)
+  np.testing.assert_array_equal(ei_prop.smallest_positive(sh), ref(sh))
+  tangent = jnp.arange(1.0, 13.0).reshape(3, 4)
+  _, got = jax.jvp(ei_prop.smallest_positive, (sh,), (tangent,))
+  _, want = jax.jvp(ref, (sh,), (tangent,))
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got[:, 0], [3.0, 6.5, 0.0])
+  w = jnp.arange(1.0, 4.0)[:, None]
+  np.testing.assert_array_equal(jax.grad(lambda s: jnp.sum(ei_prop.smallest_positive(s) * w))(sh),
+                                jax.grad(lambda s: jnp.sum(ref(s) * w))(sh))

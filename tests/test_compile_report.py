@@ -155,3 +155,59 @@ def test_tpu_compile_report(tmp_path):
   s = r["snn"]["train"]
   assert r["chips"] == 4 and r["global_batch"] == 8
   assert "all-reduce" in s["collectives"] and s["flops"] > 0
+
+
+_EI_LIF_H200 = r'''
+import json, re, sys
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ei_snn_jax import layers
+from experiments import compile_report
+
+dtype = sys.argv[1]
+mesh, platform = compile_report.target_mesh("h200")
+T, n_e = 4, 64
+conv = layers.EIConv(n_e, options=layers.EIOptions(conv_dtype=dtype))
+lif = layers.LIF(T)
+x = jnp.zeros((8 * T, 8, 8, 64), jnp.float32)
+params = conv.init(jax.random.key(0), x.at[:, 0, 0, 0].set(1.0))["params"]
+
+def loss(p, x):
+  return jnp.sum(lif.apply({}, conv.apply({"params": p}, x)) ** 2)
+
+rep = NamedSharding(mesh, P())
+sds = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), t)
+text = jax.jit(jax.grad(loss, (0, 1))).trace(sds(params), sds(x)).lower(
+    lowering_platforms=(platform,)).compile().as_text()
+comps, entry = compile_report.parse_hlo(text)
+op_name = lambda i: (re.search(r'op_name="([^"]+)"', i["attrs"]) or [None, ""])[1]
+kernels = [dict(kind=compile_report.kernel_kind(comps, i), type=i["type"], op_name=op_name(i))
+           for i in comps[entry] if i["opcode"] not in compile_report.FREE]
+print(json.dumps(kernels))
+'''
+
+
+@pytest.mark.skipif(not HAS_GPU_AOT, reason="needs the gpu-aot extra (pip install -e "
+                    "'.[gpu-aot]' in its own venv): compiles for a CUDA target without a GPU")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_h200_ei_layer_and_lif_kernels(dtype):
+  """An E-I convolution and its LIF (T = 4), differentiated and compiled for an H200 (issue 21):
+  the LIF's backward pass through time is no matmul over the time axis (no T x T operand: the
+  discounted sums are computed in the elementwise pass), and under the bfloat16 policy every
+  cuDNN convolution (forward, input and filter gradients) runs in bfloat16, which XLA:GPU does
+  only when the result is bfloat16 too (a float32 result makes it convert the operands and run
+  a float32 convolution)."""
+  proc = subprocess.run([sys.executable, "-c", _EI_LIF_H200, dtype], cwd=REPO,
+                        capture_output=True, text=True, timeout=900,
+                        env={**os.environ, **compile_report.gpu_environment(),
+                             "PYTHONPATH": str(REPO)})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  kernels = json.loads(proc.stdout.splitlines()[-1])
+  lif_matmuls = [k for k in kernels if k["kind"] == "matmul" and "LIF" in k["op_name"]]
+  assert not lif_matmuls, lif_matmuls
+  assert [k for k in kernels if "LIF" in k["op_name"]]    # the LIF's kernels are named so
+  convs = [k for k in kernels if k["kind"] == "convolution"]
+  assert len(convs) == 3, convs
+  want = "bf16[" if dtype == "bfloat16" else "f32["
+  for k in convs:
+    assert k["type"].lstrip("(").startswith(want), k

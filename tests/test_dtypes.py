@@ -78,10 +78,17 @@ def test_bfloat16_convolutions_accumulate_in_float32():
   convs = equations(lambda v: layer.apply(v, x), variables, primitive="conv_general_dilated")
   assert len(convs) == 1                                # E and I fused into one convolution
   assert [v.aval.dtype for v in convs[0].invars] == [jnp.bfloat16] * 2
-  assert convs[0].params["preferred_element_type"] == jnp.float32
-  assert convs[0].outvars[0].aval.dtype == jnp.float32
+  # The folded convolution's result is I_bal itself, stored in bfloat16 (a float32 result makes
+  # XLA:GPU run the convolution in float32, issue 21); it is the float32-accumulated sum
+  # rounded once, and the layer divides in float32.
+  assert convs[0].params["preferred_element_type"] == jnp.bfloat16
   out = layer.apply(variables, x)
   assert out.dtype == jnp.float32
+  xb, kb = x.astype(jnp.bfloat16), jnp.asarray(np.random.default_rng(0).uniform(
+      size=(3, 3, 3, 10)), jnp.bfloat16)
+  np.testing.assert_array_equal(circuit.conv(xb, kb, low_precision_result=True),
+                                circuit.conv(xb, kb).astype(jnp.bfloat16))
+  assert circuit.conv(xb, kb).dtype == jnp.float32
   # The configs' spelling (EIOptions.conv_dtype) is the same computation; dtype wins over it.
   legacy = layers.EIConv(8, options=layers.EIOptions(conv_dtype="bfloat16"))
   np.testing.assert_array_equal(legacy.apply(variables, x), out)

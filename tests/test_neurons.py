@@ -179,3 +179,30 @@ def test_written_out_lif_on_the_merged_axis_view_equals_the_leading_time_axis():
   np.testing.assert_allclose(t_view, t_lead, rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="time_axis"):
     neurons.make_lif_multistep(time_axis=2)
+
+
+@pytest.mark.parametrize("time_axis", [0, 1])
+@pytest.mark.parametrize("steps", [1, 2, 4, 6])
+def test_discounted_sums_written_out_equals_the_matmul(time_axis, steps):
+  """The LIF's discounted sums over time, sum_{j <= t} lambda^(t - j) dx_j, computed both ways
+  ``neurons.discounted_sums`` chooses between (written out over the time slices for a GPU or
+  TPU, a T x T matmul for the CPU), forward and transposed (the backward pass's reverse sums),
+  against the definition in float64."""
+  rng = np.random.default_rng(steps)
+  shape = (steps, 3, 5) if time_axis == 0 else (3, steps, 5)
+  decay = 0.6
+  with jax.enable_x64(True):
+    dx = jnp.asarray(rng.normal(size=shape))
+    ct = jnp.asarray(rng.normal(size=shape))
+    moved = np.moveaxis(np.asarray(dx), time_axis, 0)
+    want = np.moveaxis(np.stack([sum(decay ** (t - j) * moved[j] for j in range(t + 1))
+                                 for t in range(steps)]), 0, time_axis)
+    for fn in (neurons._discounted_sums_written_out, neurons._discounted_sums_matmul,
+               neurons.discounted_sums):
+      got, transpose = jax.vjp(lambda d: fn(d, decay, time_axis), dx)
+      np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+      ct_moved = np.moveaxis(np.asarray(ct), time_axis, 0)
+      want_t = np.moveaxis(np.stack([sum(decay ** (k - t) * ct_moved[k]
+                                         for k in range(t, steps)) for t in range(steps)]),
+                           0, time_axis)
+      np.testing.assert_allclose(transpose(ct)[0], want_t, rtol=1e-12, atol=1e-12)

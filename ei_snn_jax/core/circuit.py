@@ -16,15 +16,21 @@ One name per quantity everywhere (``ei_currents``' keys, the layers' probe stati
 analysis figures): ``inhibitory`` is I_IE, the inhibitory population's own current, and
 ``lateral_inhibition`` is I_EI = W_EI I_IE, what it subtracts from the excitatory units.
 
-The training step uses a lean form of the same circuit (the probe step and the ablations keep
-the plain one): W_EI commutes with the convolution, so one convolution with the kernel
-[``balanced_kernel`` | W_IE] = [W_EE - W_IE W_EI^T | W_IE] gives [I_bal | I_IE], and
-``fused_integrated_current`` turns it into I_int as one ``custom_vjp`` that stores few arrays.
+The E-I layers compute the same circuit in a lean form, one path for training, the probes and
+every ablation: W_EI commutes with the convolution, so one convolution with the kernel
+[``balanced_kernel`` | W_IE] = [W_EE - W_IE W_EI^T | W_IE] gives [I_bal | I_IE] (small maps mix
+I_EE - W_EI I_IE instead), and ``fused_integrated_current`` turns it into I_int (for the paper's
+E-I Prop as one ``custom_vjp`` that stores few arrays). The functions above are the plain
+circuit, one function per quantity, the reference the layers are tested against.
 
 Dtypes (spec §11.7, §11.9): convolutions and matmuls may run in a low precision (``dtype``, e.g.
-bfloat16) but always accumulate in at least float32 (``preferred_element_type``), and the
-circuit after them (lateral inhibition, the division) runs in ``accumulation_dtype``: float32
-for bfloat16/float16/float32 currents, float64 for float64 ones (under ``jax_enable_x64``).
+bfloat16) but always accumulate in at least float32, and the circuit after them (lateral
+inhibition, the division) runs in ``accumulation_dtype``: float32 for bfloat16/float16/float32
+currents, float64 for float64 ones (under ``jax_enable_x64``). Products return at least float32
+(``preferred_element_type``), except where nothing is subtracted after them: the E-I layers'
+folded convolution stores I_bal and I_IE, and I_shunt after it, in the computation dtype
+(``result_dtype``; bfloat16 under the bfloat16 policy, each a float32 sum rounded once), which
+is what lets a GPU run bfloat16 convolutions at all.
 """
 
 from __future__ import annotations
@@ -52,14 +58,29 @@ def _operands(x: Array, kernel: Array, dtype) -> tuple[Array, Array]:
   return x.astype(dtype), kernel.astype(dtype)
 
 
+def result_dtype(compute_dtype, low_precision_result: bool = False) -> jnp.dtype:
+  """The dtype a convolution/matmul computed in ``compute_dtype`` returns: ``accumulation_dtype``
+  (at least float32), or with ``low_precision_result`` the computation dtype itself (bfloat16
+  products stored in bfloat16). Either way the products are summed in float32: a bfloat16
+  convolution or matmul compiled for a GPU runs in cuDNN/cuBLAS with a float32 compute type,
+  and XLA:CPU computes it in float32 and rounds the result. Requesting a float32 result from
+  bfloat16 operands instead makes XLA:GPU convert the operands and run a float32 convolution
+  (no bytes saved), so the E-I layer's folded convolution, whose result is I_bal itself (no
+  subtraction after it, spec §11.9), asks for the bfloat16 result."""
+  dtype = jax.dtypes.canonicalize_dtype(compute_dtype)
+  return dtype if low_precision_result else accumulation_dtype(dtype)
+
+
 def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
-         dtype=None) -> Array:
+         dtype=None, low_precision_result: bool = False) -> Array:
   """NHWC x HWIO convolution with symmetric zero padding (default k//2, as PyTorch's pad=k//2).
 
-  Computed in ``dtype`` (default: the promoted dtype of x and kernel), accumulated and returned
-  in ``accumulation_dtype`` (float32 for bfloat16 operands).
+  Computed in ``dtype`` (default: the promoted dtype of x and kernel), accumulated in at least
+  float32 and returned in ``result_dtype(dtype, low_precision_result)``: ``accumulation_dtype``
+  (float32 for bfloat16 operands) unless ``low_precision_result``.
   """
   x, kernel = _operands(x, kernel, dtype)
+  out = result_dtype(x.dtype, low_precision_result)
   if padding is None:
     padding = kernel.shape[0] // 2
   if isinstance(padding, int):
@@ -67,14 +88,13 @@ def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
   def convolution(x, kernel):
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=tuple(strides), padding=padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        preferred_element_type=accumulation_dtype(x.dtype))
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=out)
 
   if _small_map(x, kernel, strides, padding):
     # Chosen for the platform being lowered for, not the host's default backend: compiling on a
     # CPU host for a GPU or TPU (AOT, jax.export) keeps the convolution.
     return jax.lax.platform_dependent(
-        x, kernel, cpu=lambda x, kernel: _conv_as_matmul(x, kernel, padding[0][0]),
+        x, kernel, cpu=lambda x, kernel: _conv_as_matmul(x, kernel, padding[0][0], out),
         default=convolution)
   return convolution(x, kernel)
 
@@ -105,27 +125,28 @@ def _small_map_on_cpu(x: Array, kernel: Array, strides, padding) -> bool:
   return jax.default_backend() == "cpu" and _small_map(x, kernel, strides, padding)
 
 
-def _conv_as_matmul(x: Array, kernel: Array, pad: int) -> Array:
+def _conv_as_matmul(x: Array, kernel: Array, pad: int, out_dtype) -> Array:
   """The same convolution as patches (N, H, W, k*k*C_in) @ kernel (k*k*C_in, C_out), in the
-  kernel's HWIO order; accumulated in ``accumulation_dtype``. Equal to the convolution up to
-  float rounding (summation order)."""
+  kernel's HWIO order; returned in ``out_dtype`` (accumulated in at least float32). Equal to the
+  convolution up to float rounding (summation order)."""
   k, _, c_in, c_out = kernel.shape
   h, w = x.shape[1], x.shape[2]
   padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   patches = jnp.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
                             axis=-1)
-  return jnp.dot(patches, kernel.reshape(k * k * c_in, c_out),
-                 preferred_element_type=accumulation_dtype(x.dtype))
+  return jnp.dot(patches, kernel.reshape(k * k * c_in, c_out), preferred_element_type=out_dtype)
 
 
 def feedforward(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
-                dtype=None) -> Array:
+                dtype=None, low_precision_result: bool = False) -> Array:
   """W * x: a matmul for a 2-D kernel (d, n), a convolution for a 4-D kernel (k, k, C_in, n);
-  dtypes as ``conv`` (computed in ``dtype``, accumulated in at least float32)."""
+  dtypes as ``conv`` (computed in ``dtype``, accumulated in at least float32, returned in
+  ``result_dtype(dtype, low_precision_result)``)."""
   if kernel.ndim == 2:
     x, kernel = _operands(x, kernel, dtype)
-    return jnp.matmul(x, kernel, preferred_element_type=accumulation_dtype(x.dtype))
-  return conv(x, kernel, strides, padding, dtype)
+    return jnp.matmul(x, kernel, preferred_element_type=result_dtype(x.dtype,
+                                                                     low_precision_result))
+  return conv(x, kernel, strides, padding, dtype, low_precision_result)
 
 
 def excitatory_current(x: Array, w_ee: Array, **conv_kw) -> Array:
@@ -149,8 +170,12 @@ def balanced_current(i_ee: Array, i_ie: Array, w_ei: Array) -> Array:
 
 
 def shunting_current(i_ie: Array, w_ei: Array, g_i: Array) -> Array:
-  """Divisive inhibition: I_shunt = W_EI (g_I . I_IE) (spec §1.2); >= 0 for non-negative inputs."""
-  return lateral_inhibition(i_ie * g_i, w_ei)
+  """Divisive inhibition: I_shunt = W_EI (g_I . I_IE) (spec §1.2); >= 0 for non-negative inputs.
+
+  Computed as (W_EI diag(g_I)) I_IE: the gain scales the (n_E, n_I) weights, not the
+  (N, ..., n_I) current, so the product reads I_IE once and no scaled copy is stored (the same
+  sum of non-negative terms, so the same exact zeros)."""
+  return lateral_inhibition(i_ie, w_ei * g_i)
 
 
 def integrated_current(i_bal: Array, i_shunt: Array, g_e: Array, b_e: Array, *,
@@ -206,34 +231,47 @@ def balanced_kernel(w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
   return w_ee - jnp.einsum("...i,ei->...e", w_ie, w_ei)
 
 
-def _row_minimum_positive(i_shunt: Array) -> Array:
-  """Per sample (row of the merged B*T axis), the smallest strictly positive entry (+inf if none),
-  shaped (N, 1, ..., 1): the value E-I Prop's adaptive stabilisation puts in place of zeros."""
-  def min_positive(a, b):      # a monoid on [0, inf) with identity 0 ("no positive value yet")
-    return jnp.where(a == 0, b, jnp.where(b == 0, a, jnp.minimum(a, b)))
-
-  axes = tuple(range(1, i_shunt.ndim))
-  smallest = jax.lax.reduce(i_shunt, jnp.zeros((), i_shunt.dtype), min_positive, axes)
-  smallest = jnp.where(smallest == 0, jnp.inf, smallest)
-  return smallest.reshape(smallest.shape + (1,) * len(axes))
+def stored_shunting_current(i_bal_ie: Array, w_ei: Array, g_i: Array) -> Array:
+  """I_shunt = (W_EI diag g_I) I_IE from [I_bal | I_IE] as stored (last axis n_E then n_I),
+  summed in ``accumulation_dtype`` and stored in the dtype of [I_bal | I_IE] (rounded once to
+  bfloat16 under the bfloat16 policy; the same exact zeros, a sum of non-negative terms)."""
+  n_e = w_ei.shape[0]
+  i_ie = i_bal_ie[..., n_e:].astype(accumulation_dtype(i_bal_ie.dtype))
+  return shunting_current(i_ie, w_ei, g_i).astype(i_bal_ie.dtype)
 
 
-def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
-                             b_e: Array) -> Array:
-  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E from [I_bal | I_IE] (last axis, n_E then
-  n_I; e.g. one convolution with the kernel [``balanced_kernel`` | W_IE]), with I_shunt =
-  W_EI (g_I . I_IE), adaptive stabilisation and its straight-through gradient (spec §1.2,
-  §3.1-3.2), as one ``custom_vjp`` that stores only its inputs, I_shunt and each sample's
-  smallest positive I_shunt. With d = stabilize(I_shunt) and a = dL/dI_int . g_E / d:
+def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Array, b_e: Array,
+                             *, stabilization: str = "adaptive", ste: bool = True,
+                             written_out_backward: bool = True) -> Array:
+  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E from [I_bal | I_IE] (spec §1.2, §3.1-3.2):
+  the E-I layer's one numerical path, for every E-I Prop variant.
+
+  [I_bal | I_IE] is the last axis, n_E then n_I (one convolution with the kernel
+  [``balanced_kernel`` | W_IE], or I_EE - W_EI I_IE next to I_IE); I_shunt =
+  ``stored_shunting_current`` and d = ``ei_prop.stabilize_shunting(I_shunt, stabilization,
+  ste)``, with adaptive stabilisation's zeros replaced by ``ei_prop.smallest_positive``.
+  Computed in ``accumulation_dtype`` (at least float32); a bfloat16 [I_bal | I_IE] is stored
+  as it is and gets a bfloat16 gradient.
+
+  With adaptive stabilisation and its straight-through gradient (the paper) and
+  ``written_out_backward``, the gradient is written out as one ``custom_vjp`` that stores only
+  its input, I_shunt and each sample's smallest positive I_shunt (reverse mode only). With
+  a = dL/dI_int . g_E / d:
 
       dL/dI_bal = a,   dL/dI_shunt = -a I_bal / d,   dL/dg_E = sum dL/dI_int . I_bal / d,
-      dL/dI_IE = g_I . (dL/dI_shunt W_EI),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
+      dL/dI_IE = dL/dI_shunt (W_EI diag(g_I)),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
       dL/dW_EI = sum dL/dI_shunt^T (g_I . I_IE),   dL/db_E = sum dL/dI_int.
 
-  Computed in ``accumulation_dtype`` (at least float32).
+  Otherwise (the ablations: no STE, epsilon, no stabilisation; or ``written_out_backward=False``
+  for forward-mode autodiff) the same forward computation is differentiated by JAX with the
+  rules of ``ei_prop``. The forward values are the same in both.
   """
-  return _fused_integrated_current(i_bal_ie.astype(accumulation_dtype(i_bal_ie.dtype)), w_ei,
-                                   g_i, g_e, b_e)
+  if stabilization == "adaptive" and ste and written_out_backward:
+    return _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
+  i_shunt = stored_shunting_current(i_bal_ie, w_ei, g_i)
+  acc = accumulation_dtype(i_bal_ie.dtype)
+  denominator = ei_prop.stabilize_shunting(i_shunt.astype(acc), stabilization, ste)
+  return g_e * i_bal_ie[..., :w_ei.shape[0]].astype(acc) / denominator + b_e
 
 
 @jax.custom_vjp
@@ -241,36 +279,39 @@ def _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e):
   return _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e)[0]
 
 
-def _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e):
-  n_e = w_ei.shape[0]
-  i_shunt = shunting_current(i_bal_ie[..., n_e:], w_ei, g_i)
-  smallest = _row_minimum_positive(i_shunt)
-  denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
-  return (g_e * i_bal_ie[..., :n_e] / denominator + b_e,
-          (i_bal_ie, i_shunt, smallest, w_ei, g_i, g_e))
+def _fused_forward(stored, w_ei, g_i, g_e, b_e):
+  acc = accumulation_dtype(stored.dtype)
+  i_shunt = stored_shunting_current(stored, w_ei, g_i)
+  smallest = ei_prop.smallest_positive(i_shunt).astype(acc)
+  denominator = ei_prop.replace_zeros(i_shunt.astype(acc), smallest)
+  return (g_e * stored[..., :w_ei.shape[0]].astype(acc) / denominator + b_e,
+          (stored, i_shunt, smallest, w_ei, g_i, g_e))
 
 
 def _fused_bwd(residuals, g):
   # The barrier keeps XLA from sharing the recomputed denominator with the forward pass (which
   # would then be stored after all).
-  i_bal_ie, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
+  stored, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
+  i_bal_ie = stored.astype(smallest.dtype)
   n_e = w_ei.shape[0]
   i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
-  denominator = jnp.where(i_shunt == 0, smallest, i_shunt)
+  denominator = ei_prop.replace_zeros(i_shunt.astype(smallest.dtype), smallest)
   sum_axes = tuple(range(g.ndim - 1))
   # Each full-size result is one expression of the residuals, with no intermediate shared
   # between them, so XLA computes each in one pass over its inputs instead of storing I_bal / d
   # and dL/dI_bal for the others to re-read (issue 11).
-  g_shunt = -(g * g_e * i_bal) / denominator / denominator       # -a I_bal / d
-  g_shunt_i = jnp.einsum("...e,ei->...i", g_shunt, w_ei)
+  # dL/dI_shunt = -a I_bal / d, stored for the two products below in the dtype the currents
+  # are stored in (bfloat16 under the bfloat16 policy; the products accumulate in float32).
+  g_shunt = (-(g * g_e * i_bal) / denominator / denominator).astype(stored.dtype)
+  g_i_ie = jnp.einsum("...e,ei->...i", g_shunt, w_ei * g_i)      # dL/dI_IE
   mix = jnp.einsum("...i,...e->ie", i_ie, g_shunt)                # sum_n I_IE^T dL/dI_shunt
   g_w_ei = (g_i[:, None] * mix).T
   g_g_i = jnp.sum(mix * w_ei.T, axis=1)               # = sum_n I_IE . (dL/dI_shunt W_EI)
   zero = jnp.zeros((), g.dtype)
   g_g_e, g_b_e = jax.lax.reduce((g * (i_bal / denominator), g), (zero, zero),   # one pass
                                 lambda a, b: (a[0] + b[0], a[1] + b[1]), sum_axes)
-  g_bal_ie = jnp.concatenate([g * g_e / denominator, g_i * g_shunt_i], axis=-1)
-  return (g_bal_ie.astype(i_bal_ie.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
+  g_bal_ie = jnp.concatenate([g * g_e / denominator, g_i_ie], axis=-1)
+  return (g_bal_ie.astype(stored.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
           g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype))
 
 

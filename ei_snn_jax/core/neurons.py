@@ -110,7 +110,7 @@ def make_spike_fn(surrogate: str | Callable[[Array, float], Array] = "sigmoid",
 
   @jax.custom_jvp
   def spike(u):
-    return (u >= 0).astype(u.dtype)
+    return heaviside(u)
 
   @spike.defjvp
   def spike_jvp(primals, tangents):
@@ -120,16 +120,27 @@ def make_spike_fn(surrogate: str | Callable[[Array, float], Array] = "sigmoid",
   return spike
 
 
+def heaviside(u: Array) -> Array:
+  """Theta(u): 1 where u >= 0, else 0, in the dtype of u (the spike's forward value)."""
+  return (u >= 0).astype(u.dtype)
+
+
+def _charge_fire_reset(v, x, decay, threshold, spike_fn) -> tuple[Array, Array, Array]:
+  """The LIF's one update (spec §5), the only place it is written: (H_t, S_t, V_t) with
+  H_t = decay V_{t-1} + x_t, S_t = spike_fn(H_t - theta), V_t = H_t - theta sg(S_t)."""
+  h = decay * v + x
+  s = spike_fn(h - threshold)
+  return h, s, h - threshold * jax.lax.stop_gradient(s)
+
+
 def lif_step(v: Array, x: Array, *, tau: float | Array = 2.0, threshold: float | Array = 1.0,
              spike_fn: Callable[[Array], Array] | None = None) -> tuple[Array, Array]:
   """One LIF step (spec §5): returns (V_t, S_t) from V_{t-1} and the input x_t.
 
   H_t = (1 - 1/tau) V_{t-1} + x_t; S_t = Theta(H_t - theta); V_t = H_t - theta * sg(S_t).
   """
-  spike_fn = spike_fn or make_spike_fn()
-  h = (1.0 - 1.0 / tau) * v + x
-  s = spike_fn(h - threshold)
-  v_next = h - threshold * jax.lax.stop_gradient(s)
+  _, s, v_next = _charge_fire_reset(v, x, 1.0 - 1.0 / tau, threshold,
+                                    spike_fn or make_spike_fn())
   return v_next, s
 
 
@@ -181,17 +192,48 @@ def lif_multistep(x: Array, *, tau: float | Array = 2.0, threshold: float | Arra
 WRITTEN_OUT_BACKWARD_MAX_T = 4
 
 
-def _charges(x: Array, decay: float, threshold: float, time_axis: int = 0) -> list[Array]:
-  """The charges H_t of the LIF from V_0 = 0 over the time axis of x (``lif_step``'s arithmetic,
-  op for op, so the spikes Theta(H_t - theta) are identical)."""
+def _charges(x: Array, decay: float, threshold: float,
+             time_axis: int = 0) -> tuple[list[Array], list[Array]]:
+  """The charges H_t and spikes S_t of the LIF from V_0 = 0 over the time axis of x
+  (``lif_step``'s update, ``_charge_fire_reset``, so the spikes are identical)."""
   steps = [jax.lax.index_in_dim(x, t, time_axis, keepdims=False) for t in range(x.shape[time_axis])]
   v = jnp.zeros_like(steps[0])
-  charges = []
+  charges, spikes = [], []
   for x_t in steps:
-    h = decay * v + x_t
-    v = h - threshold * ((h - threshold) >= 0).astype(x.dtype)
+    h, s, v = _charge_fire_reset(v, x_t, decay, threshold, heaviside)
     charges.append(h)
-  return charges
+    spikes.append(s)
+  return charges, spikes
+
+
+def _discounted_sums_written_out(dx: Array, decay: float, time_axis: int) -> Array:
+  steps = dx.shape[time_axis]
+  dxs = [jax.lax.index_in_dim(dx, t, time_axis, keepdims=False) for t in range(steps)]
+  return jnp.stack([sum(decay ** (t - j) * dxs[j] for j in range(t + 1)) for t in range(steps)],
+                   axis=time_axis)
+
+
+def _discounted_sums_matmul(dx: Array, decay: float, time_axis: int) -> Array:
+  steps = dx.shape[time_axis]
+  t, j = np.indices((steps, steps))
+  discount = jnp.asarray(np.where(t >= j, decay ** np.maximum(t - j, 0), 0.0), dx.dtype)
+  return jnp.einsum("tj,j...->t..." if time_axis == 0 else "tj,bj...->bt...", discount, dx,
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def discounted_sums(dx: Array, decay: float, time_axis: int = 0) -> Array:
+  """sum_{j <= t} decay^(t - j) dx_j for every t over the time axis of dx (linear in dx).
+
+  Compiled for a GPU or TPU: written out over the time slices (T(T+1)/2 multiply-adds per
+  element); its transpose, the reverse sums of the LIF's backward pass, is one independent sum
+  per time step that XLA computes in the elementwise pass that forms them. Compiled for the
+  CPU: one T x T matmul over the time axis, which XLA:CPU runs faster (E-I VGG-8, batch 64:
+  ~300 against ~335 ms of CPU time per train step) but which on a GPU is a pass of its own
+  (~1 GB per E-I VGG-16 train step on an H200, issue 21). ``jax.lax.platform_dependent``: the
+  platform being lowered for chooses; the two are equal up to float rounding."""
+  return jax.lax.platform_dependent(
+      dx, cpu=lambda d: _discounted_sums_matmul(d, decay, time_axis),
+      default=lambda d: _discounted_sums_written_out(d, decay, time_axis))
 
 
 @functools.lru_cache(maxsize=None)
@@ -210,12 +252,12 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
       dL/dx_t = sum_{k >= t} lambda^(k - t) g_k,    g_k = dS_k sigma'(H_k - theta).
 
   Written as a ``custom_jvp`` whose tangent is linear in dx: dS_t = sigma'(H_t - theta)
-  sum_{j <= t} lambda^(t - j) dx_j, the discounted sums for every t as one T x T matmul over the
-  time axis. Forward mode uses it as it is; reverse mode transposes it into the sums above (the
-  residual is sigma'(H - theta), one array shaped like x, formed in the same elementwise pass as
-  the spikes). Autodiff of the scan instead emits one kernel per time step, each re-reading the
-  whole T*B operand: in E-I VGG-16's training step that recurrence cost ~13 operand-sized passes
-  per LIF layer against ~7 here (issue 11).
+  sum_{j <= t} lambda^(t - j) dx_j. Forward mode uses it as it is; reverse mode transposes it
+  into the sums above (``discounted_sums``: written out for a GPU or TPU, where XLA computes
+  them in the elementwise pass that forms the g_k, the charges recomputed there from x; one
+  T x T matmul for the CPU). Autodiff of the scan instead emits one kernel per time step, each
+  re-reading the whole T*B operand: in E-I VGG-16's training step that recurrence cost ~13
+  operand-sized passes per LIF layer against ~7 with the matmul (issue 11).
 
   Args:
     tau, threshold: the LIF constants (Python numbers; a learnable tau or threshold goes
@@ -232,28 +274,20 @@ def make_lif_multistep(tau: float = 2.0, threshold: float = 1.0,
   ax = time_axis
   if ax not in (0, 1):
     raise ValueError(f"time_axis must be 0 (T, ...) or 1 (B, T, ...), got {time_axis}")
-  # dH = D dx over the time axis (D the T x T discount matrix below), as an einsum.
-  mix = "tj,j...->t..." if ax == 0 else "tj,bj...->bt..."
 
   @jax.custom_jvp
   def lif(x):
-    return jnp.stack([((h - threshold) >= 0).astype(x.dtype)
-                      for h in _charges(x, decay, threshold, ax)], axis=ax)
+    return jnp.stack(_charges(x, decay, threshold, ax)[1], axis=ax)
 
   @lif.defjvp
   def lif_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    charges = _charges(x, decay, threshold, ax)
-    spikes = jnp.stack([((h - threshold) >= 0).astype(x.dtype) for h in charges], axis=ax)
+    charges, spikes = _charges(x, decay, threshold, ax)
+    spikes = jnp.stack(spikes, axis=ax)
     slope = jnp.stack([derivative(h - threshold, alpha).astype(dx.dtype) for h in charges],
                       axis=ax)
-    steps = x.shape[ax]
-    if steps == 1:
-      return spikes, slope * dx
-    # discount[t, j] = lambda^(t - j) for t >= j: dH_t = sum_j discount[t, j] dx_j.
-    t, j = np.indices((steps, steps))
-    discount = jnp.asarray(np.where(t >= j, decay ** np.maximum(t - j, 0), 0.0), dx.dtype)
-    d_charges = jnp.einsum(mix, discount, dx, precision=jax.lax.Precision.HIGHEST)
+    # dS_t = sigma'(H_t - theta) dH_t, dH_t = sum_{j <= t} lambda^(t - j) dx_j.
+    d_charges = discounted_sums(dx, decay, ax)
     return spikes, (slope * d_charges).astype(x.dtype)
 
   return lif
