@@ -210,7 +210,9 @@ def _legend(ax, fontsize: int = 8) -> None:
 
 def plot_accuracy(results: dict[str, dict[str, Any]], path: pathlib.Path) -> pathlib.Path | None:
   """Test accuracy per epoch (mean ± sd over seeds) of the VGG-16 conditions, and the final
-  accuracy against depth for E-I, E-I without E-I Init and BN-SNN."""
+  accuracy against depth for E-I, E-I without E-I Init and BN-SNN; None before any result."""
+  if not any(s["test_accuracy"] for r in results.values() for s in r["seeds"]):
+    return None
   plt = _plt()
   fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
   for name, r in results.items():
