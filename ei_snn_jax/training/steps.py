@@ -13,6 +13,8 @@ axis); ``replicas.to_run_layout`` converts.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 import flax
@@ -69,16 +71,22 @@ def init_state(exp: Experiment) -> TrainState:
   ``train.num_replicas`` = N > 1: replica r is initialised from seed ``config.seed + r`` on its
   own first batch; the N states are stacked on a leading axis (``step`` is shared).
   """
-  init = jax.jit(lambda k, x: exp.model.init(k, x, train=False), out_shardings=exp.replicated)
+  @functools.partial(jax.jit, out_shardings=exp.replicated)
+  def fresh(key, x0):
+    # One program (init, projection, optimizer state): eagerly, each leaf's projection and
+    # zeros were separate small compiles, ~2 s per launch that the compile cache never keeps.
+    variables = exp.model.init(key, x0, train=False)
+    params = dale.project_nonnegative(variables["params"])
+    return variables.get("ei_init_stats", {}), TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables.get("batch_stats", {}), opt_state=exp.tx.init(params),
+        sums=zero_sums())
 
   def one(seed):
     x0 = host_to_global(first_training_batch(exp, seed), exp.input_sharded)
-    variables = init(rng.rng_streams(seed)["init"], x0)
-    models.check_ei_init(variables)
-    params = dale.project_nonnegative(variables["params"])
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}),
-                      opt_state=exp.tx.init(params), sums=zero_sums())
+    stats, state = fresh(rng.rng_streams(seed)["init"], x0)
+    models.check_ei_init({"ei_init_stats": stats})
+    return state
 
   states = [one(seed) for seed in replicas.seeds(exp.config)]
   state = states[0] if len(states) == 1 else replicas.stack(states)
