@@ -603,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {NO_CPU_GRAPH_FUSION}".strip()
   if args.part:                                   # a child process: one measurement
     import jax
-    jax.config.update("jax_enable_compilation_cache", False)   # compile times are real
+    if not args.cost_only:      # compile times are real; --cost_only may reuse cached programs
+      jax.config.update("jax_enable_compilation_cache", False)
     pathlib.Path(args.part_out).write_text(json.dumps(measure(args, args.part)))
     return 0
   parts, rounds = {}, []

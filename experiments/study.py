@@ -379,7 +379,21 @@ def record(cond: Condition, workdir: pathlib.Path, *, batch_size: int = 256,
           "wall_time_s": status.get("wall_time_s"), "final_step": final_step,
           "steps_per_epoch": exp.steps_per_epoch, "nonfinite_event": bool(
               nonfinite or status.get("status") == "diverged"),
-          "probe_batch": f"first {n} test images", "seeds": per_seed}
+          "probe_batch": f"first {n} test images", "code": code_version(),
+          "seeds": per_seed}
+
+
+def code_version(repo: pathlib.Path = REPO) -> str:
+  """The commit of the code in ``repo`` (``git rev-parse --short HEAD``), with "+changes" when
+  tracked files differ from it; "unknown" outside a git checkout."""
+  def git(*args):
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          timeout=30)
+  head = git("rev-parse", "--short", "HEAD")
+  if head.returncode != 0:
+    return "unknown"
+  dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+  return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def write_result(result: dict[str, Any], results_dir: pathlib.Path = RESULTS_DIR) -> pathlib.Path:

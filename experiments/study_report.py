@@ -385,12 +385,12 @@ def write_page(results: dict[str, dict[str, Any]], page: pathlib.Path = PAGE,
             "training counts as bimodal.", "",
             "## Conditions", "",
             "| condition | status | final test acc (%) | best epoch acc (%) | silent layers "
-            "init / end | W_EI grad ratio init | wall time | load |",
-            "|---|---|---|---|---|---|---|---|"]
+            "init / end | W_EI grad ratio init | wall time | load | code |",
+            "|---|---|---|---|---|---|---|---|---|"]
   for c in CONDITIONS:
     r = results.get(c.name)
     if r is None:
-      lines.append(f"| {c.label} (`{c.name}`) | not run yet | | | | | | |")
+      lines.append(f"| {c.label} (`{c.name}`) | not run yet | | | | | | | |")
       continue
     acc = accuracy(r)
     best = np.mean([max(s["test_accuracy"]) for s in r["seeds"] if s["test_accuracy"]] or
@@ -401,7 +401,8 @@ def write_page(results: dict[str, dict[str, Any]], page: pathlib.Path = PAGE,
         f"| {r.get('label') or c.name} (`{c.name}`) | {r['status']} | {_fmt(acc)} | "
         f"{_cell(best)} | {_cell(silent_layers(r, 'init'))} / {_cell(silent_layers(r, 'final'))}"
         f" | {_cell(wei_gradient_ratio(r), '{:.3g}')} | "
-        f"{_cell(wall / 60 if wall else math.nan)} min | {load or '–'} |")
+        f"{_cell(wall / 60 if wall else math.nan)} min | {load or '–'} | "
+        f"{r.get('code', '–')} |")
   lines += ["", "## Figures", ""]
   for title, p in figs:
     if p is not None:

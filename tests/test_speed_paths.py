@@ -31,6 +31,7 @@ from ei_snn_jax.training import (actions, batches, config as config_lib, metrics
                                  steps as steps_lib, train)
 from ei_snn_jax import data, layers
 from ei_snn_jax.core import neurons
+from test_reliability import subprocess_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -402,10 +403,10 @@ def test_benchmark_without_cpu_graph_fusion_counts_every_activation(tmp_path):
   assert benchmark.main([*common, "--in_process", "--out", str(default_out)]) == 0
   proc = subprocess.run([sys.executable, "-m", "experiments.benchmark", *common,
                          "--nocpu_graph_fusion", "--out", str(off_out)], cwd=REPO,
-                        capture_output=True, text=True,
-                        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                        capture_output=True, text=True, env=subprocess_env())
   assert proc.returncode == 0, proc.stderr[-2000:]
   default, off = json.loads(default_out.read_text()), json.loads(off_out.read_text())
+  assert off["compile_cache"] == default["compile_cache"] is not None   # --cost_only reuses it
   assert benchmark.NO_CPU_GRAPH_FUSION in off["xla_flags"]
   assert benchmark.NO_CPU_GRAPH_FUSION not in default["xla_flags"]
   assert off["ann"]["eval_bytes_accessed"] > 1.5 * default["ann"]["eval_bytes_accessed"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -92,6 +93,7 @@ def test_record_of_a_tiny_run(tiny_run, tmp_path):
   cond = study.BY_NAME["ei_vgg8"]
   result = study.record(cond, tiny_run, batch_size=16)
   assert result["status"] == "finished" and result["final_step"] == 8
+  assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|unknown", result["code"])   # the code it ran
   assert [s["seed"] for s in result["seeds"]] == [3, 4]
   for i, s in enumerate(result["seeds"]):
     assert len(s["test_accuracy"]) == 2 and all(0 <= a <= 100 for a in s["test_accuracy"])
