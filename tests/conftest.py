@@ -43,6 +43,18 @@ def cifar10_npz():
   return data.rebuild_cifar10_from_compact(compact, CACHE / "cifar10.npz")
 
 
+@pytest.fixture(scope="session")
+def tiny_reference_run(tmp_path_factory):
+  """The tiny run of tests/test_reliability.py (``tiny_config()``, 24 steps) trained in-process
+  without interruption: the reference of the kill/resume tests. Read it; copy it to change it."""
+  from ei_snn_jax.training import train
+  from test_reliability import TOTAL_STEPS, tiny_config
+  workdir = tmp_path_factory.mktemp("tiny_reference")
+  summary = train.train_and_evaluate(tiny_config(), workdir)
+  assert summary["finished"] and summary["step"] == TOTAL_STEPS
+  return workdir
+
+
 def with_nan_in(state, layer: str = "['conv2']['ei']['w_ee']"):
   """``state`` with the parameter at ``layer`` (a ``jax.tree_util.keystr`` path) made NaN: the
   fault the NaN-guard tests inject."""

@@ -18,11 +18,10 @@ import json
 import subprocess
 import sys
 
-from ei_snn_jax.training import metrics, train
+from ei_snn_jax.training import metrics
 from test_reliability import (REPO, assert_bitwise_equal, cli_argv, complete_steps, restore,
                               subprocess_env, tiny_config, without_wall_time)
 
-EXTRA = ("train.epochs=2",)   # 24 steps: 12 per epoch, checkpoints every 3, records every 2
 
 WRAPPER = r'''
 import json, os, signal, sys
@@ -89,11 +88,11 @@ SCHEDULE = [
 ]
 
 
-def test_eleven_interruptions_end_bit_exact(tmp_path):
+def test_eleven_interruptions_end_bit_exact(tiny_reference_run, tmp_path):
   workdir = tmp_path / "run"
   wrapper = tmp_path / "faulty_train.py"
   wrapper.write_text(WRAPPER)
-  command = [sys.executable, str(wrapper), *cli_argv(workdir, *EXTRA)]
+  command = [sys.executable, str(wrapper), *cli_argv(workdir)]
   history = []
   for kind, step, status in SCHEDULE:
     env = dict(subprocess_env(), EI_SNN_FAULT=json.dumps({"kind": kind, "step": step}))
@@ -104,7 +103,7 @@ def test_eleven_interruptions_end_bit_exact(tmp_path):
     if status > 0:
       lines = [l for l in proc.stderr.splitlines() if l.strip()]
       assert "Traceback" not in proc.stderr and lines[-1].startswith("error: stopped by")
-  final = subprocess.run([sys.executable, "-m", "experiments.train", *cli_argv(workdir, *EXTRA)],
+  final = subprocess.run([sys.executable, "-m", "experiments.train", *cli_argv(workdir)],
                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                          timeout=300)
   assert final.returncode == 0, final.stderr[-3000:]
@@ -112,11 +111,10 @@ def test_eleven_interruptions_end_bit_exact(tmp_path):
   for entry in history:
     print(entry)
 
-  reference = tmp_path / "reference"
-  train.train_and_evaluate(tiny_config(*EXTRA), reference)
+  reference = tiny_reference_run      # the same config (24 steps), uninterrupted
   for best in (False, True):
-    got, got_meta = restore(workdir, tiny_config(*EXTRA), best=best)
-    want, want_meta = restore(reference, tiny_config(*EXTRA), best=best)
+    got, got_meta = restore(workdir, tiny_config(), best=best)
+    want, want_meta = restore(reference, tiny_config(), best=best)
     assert_bitwise_equal(got, want)
     drop = lambda m: {k: v for k, v in m.items() if k != "wall_time"}
     assert drop(got_meta) == drop(want_meta)

@@ -174,15 +174,6 @@ def capture_steps(monkeypatch, on_call):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-  """The uninterrupted run (in-process)."""
-  workdir = tmp_path_factory.mktemp("reference")
-  summary = train.train_and_evaluate(tiny_config(), workdir)
-  assert summary["finished"] and summary["step"] == TOTAL_STEPS
-  return workdir
-
-
-@pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
   """The same run stopped after 4 steps (train.max_steps is not part of the run's identity)."""
   workdir = tmp_path_factory.mktemp("short")
@@ -194,7 +185,7 @@ def short_run(tmp_path_factory):
 # 1. Exact resume.
 # ---------------------------------------------------------------------------------------------
 
-def test_sigkill_mid_epoch_then_rerun_is_bit_exact(reference_run, tmp_path):
+def test_sigkill_mid_epoch_then_rerun_is_bit_exact(tiny_reference_run, tmp_path):
   workdir = tmp_path / "killed"
   command = [sys.executable, "-m", "experiments.train", *cli_argv(workdir)]
   log = tmp_path / "killed.log"
@@ -233,16 +224,16 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_exact(reference_run, tmp_path):
 
   for best in (False, True):
     got, got_meta = restore(workdir, best=best)
-    want, want_meta = restore(reference_run, best=best)
+    want, want_meta = restore(tiny_reference_run, best=best)
     assert best or int(got.step) == TOTAL_STEPS
     assert_bitwise_equal(got, want)          # step, params, batch_stats, opt_state, sums
     assert {k: v for k, v in got_meta.items() if k != "wall_time"} == {
         k: v for k, v in want_meta.items() if k != "wall_time"}
     assert_dale(got.params)
   assert without_wall_time(metrics.read_metrics(workdir)) == without_wall_time(
-      metrics.read_metrics(reference_run))
+      metrics.read_metrics(tiny_reference_run))
   got_summary = json.loads((workdir / "summary.json").read_text())
-  want_summary = json.loads((reference_run / "summary.json").read_text())
+  want_summary = json.loads((tiny_reference_run / "summary.json").read_text())
   for key in ("step", "finished", "best_test_accuracy", "best_epoch", "final_test_accuracy"):
     assert got_summary[key] == want_summary[key], key
 
@@ -352,13 +343,13 @@ def test_nonfinite_message_names_first_layer_in_forward_order(arch, bad_layers, 
 # 4. Determinism.
 # ---------------------------------------------------------------------------------------------
 
-def test_same_seed_same_metrics_different_seed_differs(reference_run, short_run, tmp_path):
+def test_same_seed_same_metrics_different_seed_differs(tiny_reference_run, short_run, tmp_path):
   train.train_and_evaluate(tiny_config("train.max_steps=4"), tmp_path / "again")
   first, again = metrics.read_metrics(short_run), metrics.read_metrics(tmp_path / "again")
   assert len(first) >= 3 and without_wall_time(again) == without_wall_time(first)
   assert_bitwise_equal(restore(tmp_path / "again")[0], restore(short_run)[0])
   # The full run saw exactly the same first steps.
-  assert [r for r in metrics.read_metrics(reference_run, "train") if r["step"] <= 4] == (
+  assert [r for r in metrics.read_metrics(tiny_reference_run, "train") if r["step"] <= 4] == (
       metrics.read_metrics(short_run, "train"))
 
   other_cfg = tiny_config("train.max_steps=4", "seed=2026")
@@ -382,10 +373,10 @@ def test_same_seed_same_metrics_different_seed_differs(reference_run, short_run,
                                     r"but float32\[\d+\] in this model"),
     ("model.variant=bn", r"the checkpoint holds params\.conv0\.ei\.\w+, which this model lacks"),
 ])
-def test_restore_into_another_architecture_fails_clearly(reference_run, change, expected,
+def test_restore_into_another_architecture_fails_clearly(tiny_reference_run, change, expected,
                                                          capfd):
   tmpl, exp = template(tiny_config(change))
-  ckpt = checkpointing.Checkpointer(reference_run)
+  ckpt = checkpointing.Checkpointer(tiny_reference_run)
   try:
     with pytest.raises(checkpointing.CheckpointMismatchError) as info:
       ckpt.restore_latest(tmpl, exp.replicated)
@@ -398,9 +389,9 @@ def test_restore_into_another_architecture_fails_clearly(reference_run, change, 
   assert "Traceback" not in capfd.readouterr().err, "no asynchronous orbax failures"
 
 
-def test_cli_resume_with_another_architecture_fails_clearly(reference_run, tmp_path, capsys):
+def test_cli_resume_with_another_architecture_fails_clearly(tiny_reference_run, tmp_path, capsys):
   """A workdir whose config.json is gone: the checkpoint itself is checked (exit status 2)."""
-  shutil.copytree(reference_run / "checkpoints", tmp_path / "checkpoints")
+  shutil.copytree(tiny_reference_run / "checkpoints", tmp_path / "checkpoints")
   status = train_cli.main(cli_argv(tmp_path, "model.arch=vgg11"))
   err = capsys.readouterr().err
   lines = [l for l in err.splitlines() if l.strip()]

@@ -30,15 +30,6 @@ from test_reliability import (REPO, TOTAL_STEPS, assert_bitwise_equal, cli_argv,
                               without_wall_time)
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  """An uninterrupted tiny run (its best checkpoint is from epoch 1 or 2)."""
-  workdir = tmp_path_factory.mktemp("finished")
-  summary = train.train_and_evaluate(tiny_config(), workdir)
-  assert summary["finished"]
-  return workdir
-
-
 def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
   shutil.copytree(src, dst)
   return dst
@@ -52,10 +43,10 @@ def best_accuracy_by_evaluate(workdir: pathlib.Path) -> float:
 # Latest and best.
 # ---------------------------------------------------------------------------------------------
 
-def test_kill_between_latest_and_best_save_keeps_the_best(finished_run, tmp_path):
+def test_kill_between_latest_and_best_save_keeps_the_best(tiny_reference_run, tmp_path):
   """latest/N committed, best/N not (the kill window between the two saves): the rerun writes
   best/N from the restored state, and evaluate gives the best accuracy summary.json states."""
-  run = copy_run(finished_run, tmp_path / "run")
+  run = copy_run(tiny_reference_run, tmp_path / "run")
   _, meta = restore(run, best=True)
   best_step = meta["best_step"]
   assert best_step in complete_steps(run / "best")
@@ -67,22 +58,22 @@ def test_kill_between_latest_and_best_save_keeps_the_best(finished_run, tmp_path
       shutil.rmtree(run / "checkpoints" / str(step))
   # latest/best_step as it was committed (the best folder holds the same checkpoint; the run
   # itself may have rotated it out of checkpoints/ since).
-  shutil.copytree(finished_run / "best" / str(best_step), run / "checkpoints" / str(best_step),
+  shutil.copytree(tiny_reference_run / "best" / str(best_step), run / "checkpoints" / str(best_step),
                   dirs_exist_ok=True)
   shutil.rmtree(run / "best" / str(best_step))
   (run / "summary.json").unlink()
   train.train_and_evaluate(tiny_config(), run)
   assert complete_steps(run / "best") == [best_step]
   assert best_accuracy_by_evaluate(run) == pytest.approx(summary["best_test_accuracy"])
-  assert_bitwise_equal(restore(run, best=True)[0], restore(finished_run, best=True)[0])
+  assert_bitwise_equal(restore(run, best=True)[0], restore(tiny_reference_run, best=True)[0])
 
 
 @pytest.mark.parametrize("keep_best", [True, False])
-def test_best_newer_than_latest_never_wedges_the_run(finished_run, tmp_path, keep_best):
+def test_best_newer_than_latest_never_wedges_the_run(tiny_reference_run, tmp_path, keep_best):
   """best/N saved but latest/N lost (or deleted by hand): the rerun retrains from the previous
   checkpoint through step N and finishes, equal to the uninterrupted run (no StepAlreadyExists
   traceback on every rerun)."""
-  run = copy_run(finished_run, tmp_path / "run")
+  run = copy_run(tiny_reference_run, tmp_path / "run")
   last = complete_steps(run / "checkpoints")[-1]
   shutil.rmtree(run / "checkpoints" / str(last))
   (run / "summary.json").unlink()
@@ -93,22 +84,22 @@ def test_best_newer_than_latest_never_wedges_the_run(finished_run, tmp_path, kee
   # Without best/ (deleted by hand) a best epoch whose checkpoint has rotated out of
   # checkpoints/ cannot come back; the run still finishes equal.
   for best in (False, True) if keep_best else (False,):
-    assert_bitwise_equal(restore(run, best=best)[0], restore(finished_run, best=best)[0])
+    assert_bitwise_equal(restore(run, best=best)[0], restore(tiny_reference_run, best=best)[0])
   assert without_wall_time(metrics.read_metrics(run)) == without_wall_time(
-      metrics.read_metrics(finished_run))
+      metrics.read_metrics(tiny_reference_run))
 
 
-def test_kill_before_the_first_checkpoint_leaves_no_duplicate_records(finished_run, tmp_path):
+def test_kill_before_the_first_checkpoint_leaves_no_duplicate_records(tiny_reference_run, tmp_path):
   """Records of a run killed before any checkpoint are dropped, not kept beside the rerun's."""
   run = tmp_path / "run"
   run.mkdir()
-  shutil.copy(finished_run / "config.json", run / "config.json")
-  early = [r for r in metrics.read_metrics(finished_run) if r["step"] <= 2]
+  shutil.copy(tiny_reference_run / "config.json", run / "config.json")
+  early = [r for r in metrics.read_metrics(tiny_reference_run) if r["step"] <= 2]
   (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in early)
                                      + '{"kind": "train", "st')   # torn by the kill
   train.train_and_evaluate(tiny_config(), run)
   assert without_wall_time(metrics.read_metrics(run)) == without_wall_time(
-      metrics.read_metrics(finished_run))
+      metrics.read_metrics(tiny_reference_run))
 
 
 def _tensorboard_pairs(folder: pathlib.Path) -> list[tuple[str, int]]:
@@ -195,8 +186,8 @@ def _damage(checkpoint: pathlib.Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncated arrays", "missing metadata", "garbage metadata",
                                  "broken meta json"])
-def test_damaged_latest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path, how, capfd):
-  run = copy_run(finished_run, tmp_path / "run")
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tiny_reference_run, tmp_path, how, capfd):
+  run = copy_run(tiny_reference_run, tmp_path / "run")
   steps = complete_steps(run / "checkpoints")
   _damage(run / "checkpoints" / str(steps[-1]), how)
   state, _ = restore(run)
@@ -206,8 +197,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(finished_run, tmp_
   assert f"restoring step {steps[-2]} instead" in err and "another architecture" not in err
 
 
-def test_every_checkpoint_damaged_is_one_clear_error(finished_run, tmp_path):
-  run = copy_run(finished_run, tmp_path / "run")
+def test_every_checkpoint_damaged_is_one_clear_error(tiny_reference_run, tmp_path):
+  run = copy_run(tiny_reference_run, tmp_path / "run")
   for step in complete_steps(run / "checkpoints"):
     _damage(run / "checkpoints" / str(step), "missing metadata")
   with pytest.raises(checkpointing.CheckpointCorruptError,
@@ -220,12 +211,12 @@ def test_every_checkpoint_damaged_is_one_clear_error(finished_run, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM])
-def test_signal_saves_a_checkpoint_and_the_rerun_is_bit_exact(finished_run, tmp_path, signum):
+def test_signal_saves_a_checkpoint_and_the_rerun_is_bit_exact(tiny_reference_run, tmp_path, signum):
   """SIGTERM (pre-emption) sent from outside mid-run: the step finishes, a checkpoint is saved,
   one line, exit 128 + signal; the rerun continues to the uninterrupted run's exact state and
   records. (SIGINT takes the same handler; tests/test_fault_injection.py sends both.)"""
   run = tmp_path / "run"
-  command = [sys.executable, "-m", "experiments.train", *cli_argv(run, "train.log_every_steps=5")]
+  command = [sys.executable, "-m", "experiments.train", *cli_argv(run)]
   with open(tmp_path / "log", "w") as out:
     proc = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=out,
                             stderr=subprocess.PIPE, text=True)
@@ -249,12 +240,10 @@ def test_signal_saves_a_checkpoint_and_the_rerun_is_bit_exact(finished_run, tmp_
   rerun = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True,
                          text=True, timeout=400)
   assert rerun.returncode == 0, rerun.stderr[-2000:]
-  reference = tmp_path / "reference"
-  train.train_and_evaluate(tiny_config("train.log_every_steps=5"), reference)
   for best in (False, True):
-    assert_bitwise_equal(restore(run, best=best)[0], restore(reference, best=best)[0])
+    assert_bitwise_equal(restore(run, best=best)[0], restore(tiny_reference_run, best=best)[0])
   assert without_wall_time(metrics.read_metrics(run)) == without_wall_time(
-      metrics.read_metrics(reference))
+      metrics.read_metrics(tiny_reference_run))
 
 
 def test_user_error_exit_code():
@@ -330,8 +319,8 @@ def test_a_continued_max_steps_run_reports_its_final_accuracy(tmp_path):
   assert summary["finished"] and summary["final_test_accuracy"] == last_epoch["test_accuracy"]
 
 
-def test_evaluate_a_multi_host_run_on_one_machine(finished_run, tmp_path):
-  run = copy_run(finished_run, tmp_path / "run")
+def test_evaluate_a_multi_host_run_on_one_machine(tiny_reference_run, tmp_path):
+  run = copy_run(tiny_reference_run, tmp_path / "run")
   saved = json.loads((run / "config.json").read_text())
   saved["config"]["parallel"].update(distributed=True, coordinator_address="10.0.0.1:1234",
                                      num_processes=2, process_id=1)

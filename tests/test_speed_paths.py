@@ -17,7 +17,6 @@ programs are shared through the persistent compilation cache).
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
