@@ -1,5 +1,7 @@
 """Synthetic stand-ins, per-dataset transforms and the MLP / DVS-VGG models on them (spec §6-7)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,16 +52,16 @@ def test_mlp_on_mnist_and_vgg_on_dvs(variant):
   x = transforms.eval_transform("mnist")(
       jnp.asarray(synthetic.synthetic_like("mnist", 10, 8, 4)[0]))
   model = mlp.SpikingMLP(mlp.mlp_widths(4, 0.1), 10, o)
-  variables = model.init(jax.random.key(0), x)
-  out = model.apply(variables, x, mutable=mutable)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  out = jax.jit(functools.partial(model.apply, mutable=mutable))(variables, x)
   out = out[0] if mutable else out
   assert out.shape == (8, 10) and np.isfinite(np.asarray(out)).all()
   assert variables["params"]["fc0"][("w_ee" if variant == "ei" else "dense")] is not None
   frames = jnp.asarray(synthetic.synthetic_like("cifar10_dvs", 10, 2, 2, T=3)[0])
   seq = transforms.train_transform("cifar10_dvs")(jax.random.key(1), frames)
   net = vgg.SpikingVGG(vgg.scaled_layers("vgg8", 0.125), 10, o)
-  v = net.init(jax.random.key(0), seq)
-  logits = net.apply(v, seq, mutable=mutable)
+  v = jax.jit(net.init)(jax.random.key(0), seq)
+  logits = jax.jit(functools.partial(net.apply, mutable=mutable))(v, seq)
   logits = logits[0] if mutable else logits
   assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
   # 48x48 after five 2x2 pools is 1x1: the head sees 512 * 0.125 = 64 features.

@@ -3,6 +3,8 @@ library's layers, and on the quick-start VGG (static first layer counted once)."
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -54,7 +56,7 @@ def test_quick_start_vgg_counts_the_static_first_layer_once():
   cfg = config_lib.load_config("configs/default.py", ["model.T=4"])
   model = models.create_model(cfg.model, 10)
   x = jax.random.uniform(jax.random.key(0), (B, 32, 32, 3))
-  variables = model.init(jax.random.key(1), x, train=False)
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1), x)
   rows = energy.estimate(model, variables, x, train=False)
   first = rows[0]
   assert not first.spiking_input and first.acs == 0

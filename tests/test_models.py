@@ -97,11 +97,12 @@ def test_static_input_once_equals_plain_path(arch, variant, width):
 def test_sequence_input_and_logits_are_mean_over_time():
   m = models.create_model(model_cfg(width_multiplier=0.125, T=3), 10)
   x = images(2)
-  v = m.init(jax.random.key(0), x)
+  v = jax.jit(m.init)(jax.random.key(0), x)
   seq = jnp.broadcast_to(x, (3,) + x.shape)
-  np.testing.assert_allclose(m.apply(v, seq), m.apply(v, x), rtol=1e-5, atol=1e-6)
+  apply = jax.jit(m.apply)
+  np.testing.assert_allclose(apply(v, seq), apply(v, x), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="time steps"):
-    m.apply(v, jnp.broadcast_to(x, (2,) + x.shape))
+    apply(v, jnp.broadcast_to(x, (2,) + x.shape))
 
 
 def test_vgg16_forward_backward_batch2_on_cpu():

@@ -263,15 +263,15 @@ def test_conv_sizes_and_padding_as_flax_spells_them(kernel_size, strides, paddin
 def test_a_head_for_any_number_of_classes_and_the_papers_heads_unchanged():
   x = uniform((8, 12))
   for classes, n_i in ((2, 1), (3, 1), (5, 1), (10, 2), (100, 25)):
-    params = ei.EIHead(classes).init(jax.random.key(0), x)["params"]
+    params = jax.eval_shape(ei.EIHead(classes).init, jax.random.key(0), x)["params"]
     assert params["w_ie"].shape == (12, n_i) and params["w_ei"].shape == (classes, n_i)
   from ei_snn_jax.training import config
   cfg = config.base_config()
   cfg.model.arch, cfg.model.width_multiplier, cfg.model.T = "vgg8", 1 / 16, 2
   model = models.create_model(cfg.model, 2)
   images = uniform((4, 32, 32, 3))
-  variables = model.init(jax.random.key(0), images)
-  assert model.apply(variables, images).shape == (4, 2)
+  variables = jax.jit(model.init)(jax.random.key(0), images)
+  assert jax.jit(model.apply)(variables, images).shape == (4, 2)
 
 
 def test_exponential_init_draws_the_same_values_as_jax_random_in_and_out_of_jit():

@@ -375,8 +375,9 @@ def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain
   c = exp.config
   x, _, dropout_key = steps_lib.training_input(exp, state.step, exp.train_x[idx],
                                                exp.train_y[idx], c.seed)
-  _, new_vars = exp.model.apply({"params": state.params}, x, train=True, mutable=["probes"],
-                                rngs={"dropout": dropout_key})
+  _, new_vars = jax.jit(lambda p, x, k: exp.model.apply(
+      {"params": p}, x, train=True, mutable=["probes"], rngs={"dropout": k}))(
+          state.params, x, dropout_key)
   want = probes.probe_summary(new_vars["probes"])
   assert set(want) == set(stats)
   for key in want:

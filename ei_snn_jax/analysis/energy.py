@@ -111,10 +111,17 @@ def estimate(model: nn.Module, variables: Any, x: Any, *, batch_size: int | None
       calls.append(("/".join(module.path), params, args[0], out))
     return out
 
-  with nn.intercept_methods(interceptor):
-    model.apply(variables, x, **apply_kwargs)
+  def forward(variables, x):
+    calls.clear()
+    with nn.intercept_methods(interceptor):
+      model.apply(variables, x, **apply_kwargs)
+    return [call[1:] for call in calls]
+
+  # One compiled forward pass that returns each layer's weights, input and output (op by op,
+  # the pass was hundreds of small compiles).
+  values = jax.jit(forward)(variables, x)
   rows = []
-  for name, params, inputs, out in calls:
+  for (name, *_), (params, inputs, out) in zip(calls, values):
     ff, circuit, ann, binary, rate = _layer_ops(params, inputs, out, batch)
     acs = rate * ff if binary else 0.0
     macs = circuit + (0.0 if binary else ff)
