@@ -5,11 +5,10 @@ Not a paper run: the paper's E-I recipe (SGD momentum 0.9, coupled wd 5e-4, line
 network with a quarter of the channels, batch 64, 3 epochs (1 of warmup). The knobs to tune for
 speed or accuracy are the ``QUICK`` values below.
 lr: the VGG-8 recipe value 0.002 is kept (0.01 learned more slowly in a 2-epoch trial).
-Target: clearly above chance (10 %). Measured on the 2-core CPU at commit 920a279 (before the
-named PRNG streams and the reference's first momentum step changed every run's numbers; owed
-again): 20.5 / 38.6 / 43.6 % test accuracy after epochs 1 / 2 / 3; 477 s of training, 8 min 7 s
-for the whole command. The cut used by tests/test_train.py (10k/2k images, 4 epochs) reached
-32.4 % with the named streams (test bar: 30 %).
+Target: clearly above chance (10 %). Measured on the 2-core CPU at commit 35b6d41 (load 1.5):
+23.8 / 35.9 / 41.1 % test accuracy after epochs 1 / 2 / 3; 614 s of training, 10 min 23 s for
+the whole command. tests/test_train.py trains a cut of it (5k/1k images, 4 epochs; its bar is
+written there).
 
 Command:
   python -m experiments.train --config configs/default.py --workdir runs/default
