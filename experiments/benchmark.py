@@ -89,8 +89,8 @@ def define_flags(fv: flags.FlagValues, argv: list[str]) -> None:
                             "--set=model.scan_unroll=1", **f)
   flags.DEFINE_bool("eval_only", False, "measure evaluation only", **f)
   flags.DEFINE_bool("cost_only", False, "compile only: record XLA's cost and memory analysis "
-                    "of the steps, no timing (minutes on CPU even at batch 128; programs may come from the "
-                    "persistent compile cache, whose folder the record names)", **f)
+                    "of the steps, no timing (minutes on CPU even at batch 128; programs may "
+                    "come from the persistent compile cache, whose folder the record names)", **f)
   flags.DEFINE_bool("ann", True, "also measure the ANN ceiling (--noann: skip it)", **f)
   flags.DEFINE_bool("small_map_matmul", True, "on CPU, 3x3 convolutions on maps of <= 16 "
                     "positions as patches @ kernel (the library's default, "

@@ -14,7 +14,6 @@ axis); ``replicas.to_run_layout`` converts.
 from __future__ import annotations
 
 import functools
-
 from typing import Any
 
 import flax
