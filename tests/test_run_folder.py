@@ -58,8 +58,8 @@ def test_kill_between_latest_and_best_save_keeps_the_best(tiny_reference_run, tm
       shutil.rmtree(run / "checkpoints" / str(step))
   # latest/best_step as it was committed (the best folder holds the same checkpoint; the run
   # itself may have rotated it out of checkpoints/ since).
-  shutil.copytree(tiny_reference_run / "best" / str(best_step), run / "checkpoints" / str(best_step),
-                  dirs_exist_ok=True)
+  shutil.copytree(tiny_reference_run / "best" / str(best_step),
+                  run / "checkpoints" / str(best_step), dirs_exist_ok=True)
   shutil.rmtree(run / "best" / str(best_step))
   (run / "summary.json").unlink()
   train.train_and_evaluate(tiny_config(), run)
@@ -186,7 +186,8 @@ def _damage(checkpoint: pathlib.Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncated arrays", "missing metadata", "garbage metadata",
                                  "broken meta json"])
-def test_damaged_latest_checkpoint_falls_back_to_the_previous(tiny_reference_run, tmp_path, how, capfd):
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tiny_reference_run, tmp_path, how,
+                                                              capfd):
   run = copy_run(tiny_reference_run, tmp_path / "run")
   steps = complete_steps(run / "checkpoints")
   _damage(run / "checkpoints" / str(steps[-1]), how)
