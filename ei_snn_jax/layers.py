@@ -233,18 +233,14 @@ def _hidden_layer_output(i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e:
   return _tile_time(currents["integrated"], time_repeats), stats
 
 
-def _ei_path_statistics(i_bal_ie: Array, i_int: Array, w_ei: Array, g_i: Array, *,
-                        values: bool) -> dict[str, Array]:
-  """The probe statistics of an E-I layer from the arrays its one path computes
-  ([I_bal | I_IE] and I_int, ``circuit.fused_integrated_current``), with I_shunt as it computes
-  it (``circuit.stored_shunting_current``) and I_EI, I_EE = I_bal + I_EI derived from them
-  (spec §1.2; outside the gradient)."""
-  i_bal_ie, i_int = jax.lax.stop_gradient(i_bal_ie), jax.lax.stop_gradient(i_int)
-  n_e = w_ei.shape[0]
-  i_shunt = circuit.stored_shunting_current(i_bal_ie, w_ei, g_i)
-  i_bal_ie = i_bal_ie.astype(circuit.accumulation_dtype(i_bal_ie.dtype))
-  i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
-  i_ei = circuit.lateral_inhibition(i_ie, w_ei)
+def _ei_path_statistics(i_bal: Array, i_shunt: Array, i_int: Array, i_ei: Array, w_ei: Array,
+                        g_i: Array, *, values: bool) -> dict[str, Array]:
+  """The probe statistics of an E-I layer from the arrays its one path computes (I_bal, I_shunt
+  and I_int, ``circuit.fused_integrated_current``), with I_EI = W_EI I_IE measured beside it and
+  I_EE = I_bal + I_EI (spec §1.2; all outside the gradient)."""
+  acc = circuit.accumulation_dtype(i_bal.dtype)
+  i_bal, i_shunt, i_int, i_ei = (jax.lax.stop_gradient(a).astype(acc)
+                                 for a in (i_bal, i_shunt, i_int, i_ei))
   currents = dict(excitatory=i_bal + i_ei, lateral_inhibition=i_ei, balanced=i_bal,
                   shunting=i_shunt, integrated=i_int)
   return {**_current_statistics(currents, values), **_health_statistics(i_shunt, g_i, w_ei)}
@@ -477,32 +473,62 @@ class _EILayer(_CircuitLayer):
     if opts.scale_wei_grad:
       w_ei = ei_prop.scale_gradient(w_ei, 1.0 / fan_in)
 
-    # One numerical path for training, the probes and every ablation: [I_bal | I_IE], then
-    # I_bal (an output layer) or I_int (``circuit.fused_integrated_current``). W_EI commutes
-    # with the convolution, so it is folded into the kernel (one convolution gives
-    # [I_bal | I_IE]) where that costs fewer FLOPs than mixing the currents: fan-in x n_I x n_E
-    # against M x n_I x n_E, M the output positions (small maps at small batches mix the
-    # currents instead).
-    if self._output_positions(x) > fan_in:
-      kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), w_ie], axis=-1)
-      # Its result is I_bal itself (nothing subtracted after it): a hidden layer stores it in
-      # the computation dtype (bfloat16 convolutions stay bfloat16 on a GPU), divided in
-      # >= float32; an output layer returns its logits in >= float32.
-      i_bal_ie = self._feedforward(x, kernel, dtype=opts.conv_dtype,
-                                   low_precision_result=not self.output_layer)
-    else:   # two products: no copy of the concatenated kernel, which outweighs the currents
+    # One numerical path for training, the probes and every ablation: the stored feed-forward
+    # currents, then I_bal (an output layer) or I_int (``circuit.fused_integrated_current``).
+    if self.output_layer:   # I_bal (spec §1.3)
+      return _tile_time(self._balanced_current(x, w_ee, w_ie, w_ei), self.time_repeats)
+    probes = self.is_mutable_collection("probes")
+
+    def integrated(stored, shunting_weights):   # -> I_int, and I_bal, I_shunt for the probes
+      i_int = circuit.fused_integrated_current(stored, g_e, b_e, shunting_weights,
+                                               stabilization=opts.stabilization, ste=opts.ste,
+                                               written_out_backward=opts.fused)
+      if not probes:
+        return i_int, None, None
+      return (i_int, stored[..., :n_e],
+              circuit.stored_shunting_current(stored, n_e, shunting_weights))
+
+    if self._output_positions(x) <= fan_in:
+      # Small maps at small batches: two products and the mix (fewer FLOPs than folding W_EI
+      # into the kernel), and no copy of the concatenated kernel, which outweighs the currents.
       i_ee = self._feedforward(x, w_ee, dtype=opts.conv_dtype)   # >= float32: I_EE - W_EI I_IE
       i_ie = self._feedforward(x, w_ie, dtype=opts.conv_dtype)
-      i_bal_ie = jnp.concatenate([circuit.balanced_current(i_ee, i_ie, w_ei), i_ie], axis=-1)
-    if self.output_layer:   # I_bal (spec §1.3)
-      return _tile_time(i_bal_ie[..., :n_e], self.time_repeats)
-    i_int = circuit.fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e,
-                                             stabilization=opts.stabilization, ste=opts.ste,
-                                             written_out_backward=opts.fused)
-    if self.is_mutable_collection("probes"):   # the probes measure what trains
-      self._record(_at_init(self, _ei_path_statistics, i_bal_ie, i_int, w_ei, g_i,
+      stored = jnp.concatenate([circuit.balanced_current(i_ee, i_ie, w_ei), i_ie], axis=-1)
+      i_int, i_bal, i_shunt = integrated(stored, w_ei * g_i)
+    else:
+      # W_EI commutes with the convolution: folded into the kernel, whose result is I_bal itself
+      # (nothing subtracted after it), stored in the computation dtype (bfloat16 convolutions
+      # stay bfloat16 on a GPU) and divided in >= float32. The platform being lowered for picks
+      # the second part (equal up to float rounding): a GPU or TPU, bandwidth-bound, convolves
+      # [balanced_kernel | shunting_kernel] into [I_bal | I_shunt], so no I_IE is stored, mixed
+      # or differentiated (issue 21); the CPU, compute-bound, convolves [balanced_kernel | W_IE]
+      # (n_E + n_I channels instead of 2 n_E) and mixes I_shunt = W_EI (g_I . I_IE) after it.
+      def folded(shunting):
+        def currents(x, w_ee, w_ie, w_ei, g_i, g_e, b_e):
+          second, weights = ((circuit.shunting_kernel(w_ie, w_ei, g_i), None) if shunting else
+                             (w_ie, w_ei * g_i))
+          kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), second], axis=-1)
+          return integrated(self._feedforward(x, kernel, dtype=opts.conv_dtype,
+                                              low_precision_result=True), weights)
+        return currents
+
+      i_int, i_bal, i_shunt = jax.lax.platform_dependent(
+          x, w_ee, w_ie, w_ei, g_i, g_e, b_e, cpu=folded(False), default=folded(True))
+    if probes:   # the probes measure what trains; I_EI = W_EI I_IE is measured beside it
+      i_ei = circuit.lateral_inhibition(self._feedforward(x, w_ie, dtype=opts.conv_dtype), w_ei)
+      self._record(_at_init(self, _ei_path_statistics, i_bal, i_shunt, i_int, i_ei, w_ei, g_i,
                             values=self.is_mutable_collection("probe_values")))
     return _tile_time(i_int, self.time_repeats)
+
+  def _balanced_current(self, x: Array, w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
+    """I_bal = I_EE - W_EI I_IE in >= float32 (an output layer's logits, spec §1.3): one product
+    with ``balanced_kernel`` (W_EI folded into the kernel), or two products and the mix where
+    that costs fewer FLOPs (small maps at small batches)."""
+    dtype = self.options.conv_dtype
+    if self._output_positions(x) <= self._fan_in(x.shape[-1]):
+      return circuit.balanced_current(self._feedforward(x, w_ee, dtype=dtype),
+                                      self._feedforward(x, w_ie, dtype=dtype), w_ei)
+    return self._feedforward(x, circuit.balanced_kernel(w_ee, w_ie, w_ei), dtype=dtype)
 
 
 class EIConv(_ConvGeometry, _EILayer):

@@ -249,12 +249,15 @@ def test_scale_gradient_is_identity_forward():
 
 # ----------------------- the training path's fused E-I epilogue ------------------------------
 
+@pytest.mark.parametrize("shunting", ["folded", "mixed"])
 @pytest.mark.parametrize("name", ["conv", "conv_zero_sample", "conv_zero_wei_rows",
                                   "dense_partial_zero"])
-def test_fused_integrated_current_equals_the_plain_circuit_float64(name):
-  """``balanced_kernel`` + ``fused_integrated_current`` (the training step's path) give the
-  plain circuit's I_int and gradients (every parameter and the input) to float64 rounding,
-  exact-zero shunting currents and all-zero samples included."""
+def test_fused_integrated_current_equals_the_plain_circuit_float64(name, shunting):
+  """The training step's path, one product with [``balanced_kernel`` | ``shunting_kernel``]
+  (accelerators) or [``balanced_kernel`` | W_IE] with I_shunt mixed from it (CPU), then
+  ``fused_integrated_current``, gives the plain circuit's I_int and gradients (every parameter
+  and the input) to float64 rounding, exact-zero shunting currents and all-zero samples
+  included."""
   x, p, k, stride = make_case(name)
   g_out = np.random.default_rng(2).normal(size=(x.shape[0],) + (
       circuit.conv(jnp.asarray(x), jnp.asarray(p["w_ee"]), (stride, stride)).shape[1:] if k
@@ -268,10 +271,13 @@ def test_fused_integrated_current_equals_the_plain_circuit_float64(name):
     return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0) * g_out)
 
   def fused(q, xj):
+    second = (circuit.shunting_kernel(q["w_ie"], q["w_ei"], q["g_i"]) if shunting == "folded"
+              else q["w_ie"])
     kernel = jnp.concatenate([circuit.balanced_kernel(q["w_ee"], q["w_ie"], q["w_ei"]),
-                              q["w_ie"]], axis=-1)
-    i_bal_ie = circuit.feedforward(xj, kernel, **kw)
-    out = circuit.fused_integrated_current(i_bal_ie, q["w_ei"], q["g_i"], q["g_e"], q["bias"])
+                              second], axis=-1)
+    stored = circuit.feedforward(xj, kernel, **kw)
+    weights = q["w_ei"] * q["g_i"] if shunting == "mixed" else None
+    out = circuit.fused_integrated_current(stored, q["g_e"], q["bias"], weights)
     assert out.shape[-1] == n_e
     return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0) * g_out)
 

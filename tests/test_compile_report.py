@@ -1,5 +1,6 @@
-"""The compile report for accelerators (experiments/compile_report.py, ``benchmark --target``) and
-the small-map convolution choice following the platform being lowered for (core/circuit.py).
+"""The compile report for accelerators (experiments/compile_report.py, ``benchmark --target``), and
+the small-map convolution and the E-I layer's folded kernel following the platform being lowered
+for (core/circuit.py, layers.py).
 
 The always-run tests need only the CPU jaxlib (a few seconds). The GPU and TPU compiles need the
 ``gpu-aot`` / ``tpu-aot`` extras (jax[cuda12] / jax[tpu], installed in their own venvs) and skip
@@ -11,6 +12,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ei_snn_jax import layers
 from ei_snn_jax.core import circuit
 from experiments import compile_report
 
@@ -59,6 +62,30 @@ def test_small_map_rewrite_on_cpu_is_unchanged():
   ref = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(jax.jit(circuit.conv)(x, w), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu", "cpu"])
+def test_ei_layer_folds_the_shunting_current_for_accelerators(platform):
+  """An E-I convolution, forward and gradient, lowered for a GPU or TPU from this CPU host: one
+  convolution gives [I_bal | I_shunt] (2 n_E channels) and no feature map is mixed by a matmul
+  (issue 21: no I_IE stored, mixed or differentiated). Lowered for the CPU: the convolution gives
+  [I_bal | I_IE] (n_E + n_I channels) and I_shunt is mixed from I_IE (fewer FLOPs)."""
+  n, n_e, n_i = 24, 8, 2
+  x = jnp.asarray(np.random.default_rng(0).random((n, 6, 6, 3)) < 0.3, jnp.float32)
+  conv = layers.EIConv(n_e)
+  params = jax.jit(conv.init)(jax.random.key(0), x)["params"]
+  grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply({"params": p}, x) ** 2), (0, 1)))
+  text = grad.trace(params, x).lower(lowering_platforms=(platform,)).as_text()
+  # Convolutions with a feature-map result: the forward one, and dL/dx (3 channels).
+  forward = [c for c in re.findall(rf"stablehlo.convolution.*-> tensor<{n}x6x6x(\d+)xf32>", text)
+             if c != "3"]
+  feature_map_matmuls = re.findall(rf"stablehlo.dot_general.*tensor<{n}x6x6x", text)
+  if platform == "cpu":
+    assert forward == [str(n_e + n_i)], forward
+    assert feature_map_matmuls
+  else:
+    assert str(n_e + n_i) not in forward and forward.count(str(2 * n_e)) == 1, forward
+    assert not feature_map_matmuls, feature_map_matmuls
 
 
 def test_hlo_traffic_counts_kernels_by_kind():

@@ -17,20 +17,22 @@ analysis figures): ``inhibitory`` is I_IE, the inhibitory population's own curre
 ``lateral_inhibition`` is I_EI = W_EI I_IE, what it subtracts from the excitatory units.
 
 The E-I layers compute the same circuit in a lean form, one path for training, the probes and
-every ablation: W_EI commutes with the convolution, so one convolution with the kernel
-[``balanced_kernel`` | W_IE] = [W_EE - W_IE W_EI^T | W_IE] gives [I_bal | I_IE] (small maps mix
-I_EE - W_EI I_IE instead), and ``fused_integrated_current`` turns it into I_int (for the paper's
-E-I Prop as one ``custom_vjp`` that stores few arrays). The functions above are the plain
-circuit, one function per quantity, the reference the layers are tested against.
+every ablation: W_EI commutes with the convolution, so one convolution gives [I_bal | I_shunt]
+(kernel [``balanced_kernel`` | ``shunting_kernel``] = [W_EE - W_IE W_EI^T | W_IE (W_EI diag
+g_I)^T]; compiled for a GPU or TPU) or [I_bal | I_IE] (kernel [``balanced_kernel`` | W_IE], with
+I_shunt mixed from I_IE; compiled for the CPU; small maps mix I_EE - W_EI I_IE instead), and
+``fused_integrated_current`` turns it into I_int (for the paper's E-I Prop as one ``custom_vjp``
+that stores few arrays). The functions above are the plain circuit, one function per quantity,
+the reference the layers are tested against.
 
 Dtypes (spec §11.7, §11.9): convolutions and matmuls may run in a low precision (``dtype``, e.g.
 bfloat16) but always accumulate in at least float32, and the circuit after them (lateral
 inhibition, the division) runs in ``accumulation_dtype``: float32 for bfloat16/float16/float32
 currents, float64 for float64 ones (under ``jax_enable_x64``). Products return at least float32
 (``preferred_element_type``), except where nothing is subtracted after them: the E-I layers'
-folded convolution stores I_bal and I_IE, and I_shunt after it, in the computation dtype
-(``result_dtype``; bfloat16 under the bfloat16 policy, each a float32 sum rounded once), which
-is what lets a GPU run bfloat16 convolutions at all.
+folded convolution stores I_bal and I_shunt (or I_IE, and I_shunt after it) in the computation
+dtype (``result_dtype``; bfloat16 under the bfloat16 policy, each a float32 sum rounded once),
+which is what lets a GPU run bfloat16 convolutions at all.
 """
 
 from __future__ import annotations
@@ -231,88 +233,108 @@ def balanced_kernel(w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
   return w_ee - jnp.einsum("...i,ei->...e", w_ie, w_ei)
 
 
-def stored_shunting_current(i_bal_ie: Array, w_ei: Array, g_i: Array) -> Array:
-  """I_shunt = (W_EI diag g_I) I_IE from [I_bal | I_IE] as stored (last axis n_E then n_I),
-  summed in ``accumulation_dtype`` and stored in the dtype of [I_bal | I_IE] (rounded once to
-  bfloat16 under the bfloat16 policy; the same exact zeros, a sum of non-negative terms)."""
-  n_e = w_ei.shape[0]
-  i_ie = i_bal_ie[..., n_e:].astype(accumulation_dtype(i_bal_ie.dtype))
-  return shunting_current(i_ie, w_ei, g_i).astype(i_bal_ie.dtype)
+def shunting_kernel(w_ie: Array, w_ei: Array, g_i: Array) -> Array:
+  """W_IE (W_EI diag g_I)^T: the kernel whose feed-forward current is I_shunt = W_EI (g_I .
+  I_IE) (spec §1.2; the mix commutes with the convolution/matmul). Non-negative for
+  non-negative weights, so on non-negative inputs I_shunt is a sum of non-negative terms, 0 where
+  every term is. Kernels (..., n_I) -> (..., n_E)."""
+  return jnp.einsum("...i,ei->...e", w_ie, w_ei * g_i)
 
 
-def fused_integrated_current(i_bal_ie: Array, w_ei: Array, g_i: Array, g_e: Array, b_e: Array,
-                             *, stabilization: str = "adaptive", ste: bool = True,
+def stored_shunting_current(stored: Array, n_e: int, shunting_weights: Array | None = None
+                            ) -> Array:
+  """I_shunt from the stored feed-forward currents (last axis, I_bal's n_E first): their second
+  part if they are [I_bal | I_shunt] (``shunting_weights`` None); if they are [I_bal | I_IE],
+  I_shunt = (W_EI diag g_I) I_IE with ``shunting_weights`` = W_EI diag g_I (n_E, n_I), summed in
+  ``accumulation_dtype`` and stored in the dtype of ``stored`` (rounded once to bfloat16 under
+  the bfloat16 policy; the same exact zeros, a sum of non-negative terms)."""
+  if shunting_weights is None:
+    return stored[..., n_e:]
+  i_ie = stored[..., n_e:].astype(accumulation_dtype(stored.dtype))
+  return lateral_inhibition(i_ie, shunting_weights).astype(stored.dtype)
+
+
+def fused_integrated_current(stored: Array, g_e: Array, b_e: Array,
+                             shunting_weights: Array | None = None, *,
+                             stabilization: str = "adaptive", ste: bool = True,
                              written_out_backward: bool = True) -> Array:
-  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E from [I_bal | I_IE] (spec §1.2, §3.1-3.2):
-  the E-I layer's one numerical path, for every E-I Prop variant.
+  """I_int = g_E . I_bal / stabilize(I_shunt) + b_E (spec §1.2, §3.1-3.2) from the stored
+  feed-forward currents: the E-I layer's one numerical path, for every E-I Prop variant.
 
-  [I_bal | I_IE] is the last axis, n_E then n_I (one convolution with the kernel
-  [``balanced_kernel`` | W_IE], or I_EE - W_EI I_IE next to I_IE); I_shunt =
-  ``stored_shunting_current`` and d = ``ei_prop.stabilize_shunting(I_shunt, stabilization,
-  ste)``, with adaptive stabilisation's zeros replaced by ``ei_prop.smallest_positive``.
-  Computed in ``accumulation_dtype`` (at least float32); a bfloat16 [I_bal | I_IE] is stored
-  as it is and gets a bfloat16 gradient.
+  ``stored`` is [I_bal | I_shunt] (last axis, n_E each; one convolution with the kernel
+  [``balanced_kernel`` | ``shunting_kernel``]), or [I_bal | I_IE] (n_E then n_I; the kernel
+  [``balanced_kernel`` | W_IE], or I_EE - W_EI I_IE next to I_IE) with ``shunting_weights`` =
+  W_EI diag g_I, and I_shunt = ``stored_shunting_current``. d = ``ei_prop.stabilize_shunting(
+  I_shunt, stabilization, ste)``, with adaptive stabilisation's zeros replaced by
+  ``ei_prop.smallest_positive``. Computed in ``accumulation_dtype`` (at least float32); bfloat16
+  currents are stored as they are and get a bfloat16 gradient.
 
   With adaptive stabilisation and its straight-through gradient (the paper) and
   ``written_out_backward``, the gradient is written out as one ``custom_vjp`` that stores only
-  its input, I_shunt and each sample's smallest positive I_shunt (reverse mode only). With
-  a = dL/dI_int . g_E / d:
+  its input, I_shunt if it is mixed, and each sample's smallest positive I_shunt (reverse mode
+  only). With a = dL/dI_int . g_E / d:
 
       dL/dI_bal = a,   dL/dI_shunt = -a I_bal / d,   dL/dg_E = sum dL/dI_int . I_bal / d,
-      dL/dI_IE = dL/dI_shunt (W_EI diag(g_I)),   dL/dg_I = sum I_IE . (dL/dI_shunt W_EI),
-      dL/dW_EI = sum dL/dI_shunt^T (g_I . I_IE),   dL/db_E = sum dL/dI_int.
+      dL/db_E = sum dL/dI_int,   and, mixed: dL/dI_IE = dL/dI_shunt (W_EI diag g_I),
+      dL/d(W_EI diag g_I) = sum dL/dI_shunt^T I_IE.
 
   Otherwise (the ablations: no STE, epsilon, no stabilisation; or ``written_out_backward=False``
   for forward-mode autodiff) the same forward computation is differentiated by JAX with the
   rules of ``ei_prop``. The forward values are the same in both.
   """
   if stabilization == "adaptive" and ste and written_out_backward:
-    return _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e)
-  i_shunt = stored_shunting_current(i_bal_ie, w_ei, g_i)
-  acc = accumulation_dtype(i_bal_ie.dtype)
+    return _fused_integrated_current(stored, g_e, b_e, shunting_weights)
+  n_e = g_e.shape[-1]
+  acc = accumulation_dtype(stored.dtype)
+  i_shunt = stored_shunting_current(stored, n_e, shunting_weights)
   denominator = ei_prop.stabilize_shunting(i_shunt.astype(acc), stabilization, ste)
-  return g_e * i_bal_ie[..., :w_ei.shape[0]].astype(acc) / denominator + b_e
+  return g_e * stored[..., :n_e].astype(acc) / denominator + b_e
 
 
 @jax.custom_vjp
-def _fused_integrated_current(i_bal_ie, w_ei, g_i, g_e, b_e):
-  return _fused_forward(i_bal_ie, w_ei, g_i, g_e, b_e)[0]
+def _fused_integrated_current(stored, g_e, b_e, shunting_weights):
+  return _fused_forward(stored, g_e, b_e, shunting_weights)[0]
 
 
-def _fused_forward(stored, w_ei, g_i, g_e, b_e):
+def _fused_forward(stored, g_e, b_e, shunting_weights):
   acc = accumulation_dtype(stored.dtype)
-  i_shunt = stored_shunting_current(stored, w_ei, g_i)
+  n_e = g_e.shape[-1]
+  i_shunt = stored_shunting_current(stored, n_e, shunting_weights)
   smallest = ei_prop.smallest_positive(i_shunt).astype(acc)
   denominator = ei_prop.replace_zeros(i_shunt.astype(acc), smallest)
-  return (g_e * stored[..., :w_ei.shape[0]].astype(acc) / denominator + b_e,
-          (stored, i_shunt, smallest, w_ei, g_i, g_e))
+  # A mixed I_shunt is stored for the backward pass; a stored one is read where it lies.
+  mixed = None if shunting_weights is None else i_shunt
+  return (g_e * stored[..., :n_e].astype(acc) / denominator + b_e,
+          (stored, mixed, smallest, g_e, shunting_weights))
 
 
 def _fused_bwd(residuals, g):
   # The barrier keeps XLA from sharing the recomputed denominator with the forward pass (which
   # would then be stored after all).
-  stored, i_shunt, smallest, w_ei, g_i, g_e = jax.lax.optimization_barrier(residuals)
-  i_bal_ie = stored.astype(smallest.dtype)
-  n_e = w_ei.shape[0]
-  i_bal, i_ie = i_bal_ie[..., :n_e], i_bal_ie[..., n_e:]
-  denominator = ei_prop.replace_zeros(i_shunt.astype(smallest.dtype), smallest)
+  stored, mixed, smallest, g_e, weights = jax.lax.optimization_barrier(residuals)
+  acc = smallest.dtype
+  n_e = g_e.shape[-1]
+  i_bal = stored[..., :n_e].astype(acc)
+  i_shunt = stored[..., n_e:] if mixed is None else mixed
+  denominator = ei_prop.replace_zeros(i_shunt.astype(acc), smallest)
   sum_axes = tuple(range(g.ndim - 1))
   # Each full-size result is one expression of the residuals, with no intermediate shared
   # between them, so XLA computes each in one pass over its inputs instead of storing I_bal / d
   # and dL/dI_bal for the others to re-read (issue 11).
-  # dL/dI_shunt = -a I_bal / d, stored for the two products below in the dtype the currents
-  # are stored in (bfloat16 under the bfloat16 policy; the products accumulate in float32).
+  # dL/dI_shunt = -a I_bal / d, in the dtype the currents are stored in (bfloat16 under the
+  # bfloat16 policy; the products after it accumulate in float32).
   g_shunt = (-(g * g_e * i_bal) / denominator / denominator).astype(stored.dtype)
-  g_i_ie = jnp.einsum("...e,ei->...i", g_shunt, w_ei * g_i)      # dL/dI_IE
-  mix = jnp.einsum("...i,...e->ie", i_ie, g_shunt)                # sum_n I_IE^T dL/dI_shunt
-  g_w_ei = (g_i[:, None] * mix).T
-  g_g_i = jnp.sum(mix * w_ei.T, axis=1)               # = sum_n I_IE . (dL/dI_shunt W_EI)
   zero = jnp.zeros((), g.dtype)
   g_g_e, g_b_e = jax.lax.reduce((g * (i_bal / denominator), g), (zero, zero),   # one pass
                                 lambda a, b: (a[0] + b[0], a[1] + b[1]), sum_axes)
-  g_bal_ie = jnp.concatenate([g * g_e / denominator, g_i_ie], axis=-1)
-  return (g_bal_ie.astype(stored.dtype), g_w_ei.astype(w_ei.dtype), g_g_i.astype(g_i.dtype),
-          g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype))
+  g_weights = None
+  if weights is not None:
+    i_ie = stored[..., n_e:].astype(acc)
+    g_weights = jnp.einsum("...i,...e->ei", i_ie, g_shunt).astype(weights.dtype)
+    g_shunt = jnp.einsum("...e,ei->...i", g_shunt, weights)          # dL/dI_IE
+  g_stored = jnp.concatenate([g * g_e / denominator, g_shunt], axis=-1)
+  return (g_stored.astype(stored.dtype), g_g_e.astype(g_e.dtype), g_b_e.astype(g_e.dtype),
+          g_weights)
 
 
 _fused_integrated_current.defvjp(_fused_forward, _fused_bwd)
