@@ -376,11 +376,23 @@ def record(cond: Condition, workdir: pathlib.Path, *, batch_size: int = 256,
           "config": cond.config, "overrides": condition_overrides(cond, scale),
           "arch": saved["model"]["arch"], "variant": saved["model"]["variant"],
           "status": status.get("status", "missing"), "status_line": status.get("line", ""),
-          "wall_time_s": status.get("wall_time_s"), "final_step": final_step,
+          "wall_time_s": training_wall_time(workdir, status), "final_step": final_step,
           "steps_per_epoch": exp.steps_per_epoch, "nonfinite_event": bool(
               nonfinite or status.get("status") == "diverged"),
           "probe_batch": f"first {n} test images", "code": code_version(),
           "seeds": per_seed}
+
+
+def training_wall_time(workdir: pathlib.Path, status: dict[str, Any]) -> float | None:
+  """Seconds the condition's training ran, summed over every resumed part: the run's own
+  ``summary.json`` ``wall_time`` (restored with each checkpoint), else the study's record of
+  its last part."""
+  summary = workdir / "summary.json"
+  if summary.is_file():
+    wall = json.loads(summary.read_text()).get("wall_time")
+    if wall is not None:
+      return round(float(wall), 1)
+  return status.get("wall_time_s")
 
 
 def code_version(repo: pathlib.Path = REPO) -> str:

@@ -94,6 +94,9 @@ def test_record_of_a_tiny_run(tiny_run, tmp_path):
   result = study.record(cond, tiny_run, batch_size=16)
   assert result["status"] == "finished" and result["final_step"] == 8
   assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|unknown", result["code"])   # the code it ran
+  # The training's own wall time, summed over resumed parts (not the study's last part).
+  summary = json.loads((tiny_run / "summary.json").read_text())
+  assert result["wall_time_s"] == round(summary["wall_time"], 1) > 0
   assert [s["seed"] for s in result["seeds"]] == [3, 4]
   for i, s in enumerate(result["seeds"]):
     assert len(s["test_accuracy"]) == 2 and all(0 <= a <= 100 for a in s["test_accuracy"])
