@@ -172,9 +172,23 @@ def test_verdicts_follow_the_numbers():
   assert _verdict(results, "Without E-I Init")["verdict"] == "not reproduced"
   assert _verdict(results, "Without adaptive")["verdict"] == "not reproduced"
   assert _verdict(results, "E-I beats")["verdict"] == "not reproduced"
-  # A full method that does not learn decides nothing.
+  # A full method that does not learn decides no accuracy claim; what is measured directly (the
+  # collapse at init, a non-finite step, the gradient ratio) is judged still.
   results["ei_vgg16"] = _result("ei_vgg16", [11, 12, 13], group="method")
-  assert _verdict(results, "Without E-I Init")["verdict"] == "inconclusive"
+  assert _verdict(results, "Without E-I Init")["verdict"] == (
+      "not reproduced for the firing rates; training inconclusive")
+  results["no_ei_init"] = _result("no_ei_init", [10, 10.5, 9.5], silent=(3, 4))
+  assert _verdict(results, "Without E-I Init")["verdict"] == (
+      "reproduced for the firing-rate collapse; training inconclusive")
+  assert _verdict(results, "Without adaptive")["verdict"] == "inconclusive"
+  results["no_stabilization"] = _result("no_stabilization", [10, 10, 10], status="diverged")
+  assert _verdict(results, "Without adaptive")["verdict"] == "reproduced"
+  assert _verdict(results, "Without the W_EI")["verdict"] == (
+      "reproduced for the gradients; accuracy inconclusive")
+  for claim in ("Without the straight", "E-I reaches", "E-I beats", "Weights and activity"):
+    assert _verdict(results, claim)["verdict"] == "inconclusive"
+  results["ei_vgg16"] = _result("ei_vgg16", [11, 12, 13], group="method", bimodal=(0.55, 0.7))
+  assert _verdict(results, "Weights and activity")["verdict"] == "reproduced"
 
 
 def test_page_lists_every_condition_and_claim(tmp_path):
