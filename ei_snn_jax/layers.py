@@ -336,21 +336,6 @@ class _CircuitLayer(nn.Module):
     w_ei = self.param("w_ei", nn.initializers.constant(1.0 / n_i), (n_e, n_i), self.param_dtype)
     return w_e, w_i, w_ei
 
-  def _inhibit(self, i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
-               b_e: Array, *, stabilization: str, ste: bool = True) -> Array:
-    """The layer's output from its feed-forward currents, tiled over T: I_bal for an output
-    layer (spec §1.3), else I_int (spec §1.2), with its currents recorded for the probes."""
-    if self.output_layer:
-      return _at_init(self, _output_layer_output, i_ee, i_ie, w_ei,
-                      time_repeats=self.time_repeats)
-    probes = self.is_mutable_collection("probes")
-    i_int, stats = _at_init(self, _hidden_layer_output, i_ee, i_ie, w_ei, g_i, g_e, b_e,
-                            stabilization=stabilization, ste=ste, time_repeats=self.time_repeats,
-                            probes=probes, values=probes and self.is_mutable_collection(
-                                "probe_values"))
-    self._record(stats)
-    return i_int
-
   def _record(self, stats: dict[str, Array]) -> None:
     """Sow the probe statistics: the I_int samples into "probe_values", the rest into "probes"."""
     for name, value in stats.items():
@@ -764,6 +749,21 @@ class _DANNLayer(_CircuitLayer):
     z_e = self._feedforward(x, w_ex)
     z_i = self._feedforward(x, w_ix)
     return self._inhibit(z_e, z_i, w_ei, jnp.exp(alpha), g, b, stabilization="epsilon")
+
+  def _inhibit(self, i_ee: Array, i_ie: Array, w_ei: Array, g_i: Array, g_e: Array,
+               b_e: Array, *, stabilization: str, ste: bool = True) -> Array:
+    """The layer's output from its feed-forward currents, tiled over T: I_bal for an output
+    layer (spec §1.3), else I_int (spec §1.2), with its currents recorded for the probes."""
+    if self.output_layer:
+      return _at_init(self, _output_layer_output, i_ee, i_ie, w_ei,
+                      time_repeats=self.time_repeats)
+    probes = self.is_mutable_collection("probes")
+    i_int, stats = _at_init(self, _hidden_layer_output, i_ee, i_ie, w_ei, g_i, g_e, b_e,
+                            stabilization=stabilization, ste=ste, time_repeats=self.time_repeats,
+                            probes=probes, values=probes and self.is_mutable_collection(
+                                "probe_values"))
+    self._record(stats)
+    return i_int
 
 
 class DANNConv(_ConvGeometry, _DANNLayer):
