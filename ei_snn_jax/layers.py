@@ -489,7 +489,7 @@ class _EILayer(_CircuitLayer):
       # or differentiated (issue 21); the CPU, compute-bound, convolves [balanced_kernel | W_IE]
       # (n_E + n_I channels instead of 2 n_E) and mixes I_shunt = W_EI (g_I . I_IE) after it.
       def folded(shunting):
-        def currents(x, w_ee, w_ie, w_ei, g_i, g_e, b_e):
+        def currents(x, w_ee, w_ie, w_ei, g_i):
           second, weights = ((circuit.shunting_kernel(w_ie, w_ei, g_i), None) if shunting else
                              (w_ie, w_ei * g_i))
           kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), second], axis=-1)
@@ -498,7 +498,7 @@ class _EILayer(_CircuitLayer):
         return currents
 
       i_int, i_bal, i_shunt = jax.lax.platform_dependent(
-          x, w_ee, w_ie, w_ei, g_i, g_e, b_e, cpu=folded(False), default=folded(True))
+          x, w_ee, w_ie, w_ei, g_i, cpu=folded(False), default=folded(True))
     if probes:   # the probes measure what trains; I_EI = W_EI I_IE is measured beside it
       i_ei = circuit.lateral_inhibition(self._feedforward(x, w_ie, dtype=opts.conv_dtype), w_ei)
       self._record(_at_init(self, _ei_path_statistics, i_bal, i_shunt, i_int, i_ei, w_ei, g_i,
