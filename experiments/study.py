@@ -55,7 +55,8 @@ FIGURES = REPO / "docs" / "figures"
 # 2.303 after 3 epochs; the first layer's integrated current grew from sd 1.4 to 2,096 as its
 # shunting denominator collapsed), so the study runs at 1/4 (4 inhibitory filters, as the quick
 # start): a pilot of one seed reached 14.4 / 19.4 % after epochs 1-2 (280 s, with a compile
-# sharing the CPU). Three seeds x 8 epochs x 5,000 images are then about 25 min a condition.
+# sharing the CPU). Three seeds x 8 epochs x 5,000 images were planned at ~25 min a condition;
+# E-I VGG-16 took 122 min (its result's ``wall_time_s``), so the study spans sessions.
 SCALE: dict[str, Any] = {
     "model.width_multiplier": 0.25,
     "data.train_subset": 5000,
