@@ -473,7 +473,7 @@ class _EILayer(_CircuitLayer):
       return (i_int, stored[..., :n_e],
               circuit.stored_shunting_current(stored, n_e, shunting_weights))
 
-    if self._output_positions(x) <= fan_in:
+    if self._mixes_currents(x):
       # Small maps at small batches: two products and the mix (fewer FLOPs than folding W_EI
       # into the kernel), and no copy of the concatenated kernel, which outweighs the currents.
       i_ee = self._feedforward(x, w_ee, dtype=opts.conv_dtype)   # >= float32: I_EE - W_EI I_IE
@@ -505,12 +505,18 @@ class _EILayer(_CircuitLayer):
                             values=self.is_mutable_collection("probe_values")))
     return _tile_time(i_int, self.time_repeats)
 
+  def _mixes_currents(self, x: Array) -> bool:
+    """Whether W_EI mixes the feed-forward currents instead of being folded into the kernel:
+    where that costs fewer FLOPs, M x n_I x n_E against fan-in x n_I x n_E (M the output
+    positions; small maps at small batches)."""
+    return self._output_positions(x) <= self._fan_in(x.shape[-1])
+
   def _balanced_current(self, x: Array, w_ee: Array, w_ie: Array, w_ei: Array) -> Array:
     """I_bal = I_EE - W_EI I_IE in >= float32 (an output layer's logits, spec §1.3): one product
     with ``balanced_kernel`` (W_EI folded into the kernel), or two products and the mix where
     that costs fewer FLOPs (small maps at small batches)."""
     dtype = self.options.conv_dtype
-    if self._output_positions(x) <= self._fan_in(x.shape[-1]):
+    if self._mixes_currents(x):
       return circuit.balanced_current(self._feedforward(x, w_ee, dtype=dtype),
                                       self._feedforward(x, w_ie, dtype=dtype), w_ei)
     return self._feedforward(x, circuit.balanced_kernel(w_ee, w_ie, w_ei), dtype=dtype)

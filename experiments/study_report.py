@@ -377,7 +377,8 @@ def cost_paragraph(results: dict[str, dict[str, Any]]) -> str:
       "would add about 7 hours).")
   ei = results.get("ei_vgg16")
   if ei:
-    by_epoch = np.array([s["test_accuracy"] for s in ei["seeds"] if s["test_accuracy"]])
+    accs = [s["test_accuracy"] for s in ei["seeds"] if s["test_accuracy"]]
+    by_epoch = np.array([a[:min(map(len, accs))] for a in accs])   # seeds that ran every epoch
     if by_epoch.size:
       text += (" E-I VGG-16 test accuracy by epoch, mean of the seeds: "
                + " / ".join(f"{a:.1f}" for a in by_epoch.mean(0)) + " %.")
