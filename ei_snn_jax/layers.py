@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from ei_snn_jax import errors, roles, tree as tree_lib
-from ei_snn_jax.core import circuit, ei_init, ei_prop, neurons
+from ei_snn_jax.core import circuit, ei_init, ei_lif, ei_prop, neurons
 
 Array = jax.Array
 Dtype = Any
@@ -428,7 +428,15 @@ class _EILayer(_CircuitLayer):
   UNUSED_IN_OUTPUT_LAYER = ("g_i", "g_e", "bias")
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, lif: "LIF | None" = None) -> Array:
+    """I_int (I_bal for an output layer) of the input x, tiled over ``time_repeats``.
+
+    With ``lif`` (the LIF that follows this layer, for which ``lif.fires_from_currents()``)
+    the layer returns that LIF's spikes instead, fired from the stored feed-forward currents
+    (``_fire``), in the dtype they are stored in (the computation dtype: bfloat16 under the
+    bfloat16 policy; spikes are exactly 0 or 1); ``lif.record`` records the LIF's probes. The
+    same values as ``lif(layer(x))``.
+    """
     opts = self.options
     n_e = self.features
     n_i = inhibitory_units(n_e, opts.ei_ratio, self.output_layer)
@@ -463,8 +471,14 @@ class _EILayer(_CircuitLayer):
     if self.output_layer:   # I_bal (spec §1.3)
       return _tile_time(self._balanced_current(x, w_ee, w_ie, w_ei), self.time_repeats)
     probes = self.is_mutable_collection("probes")
+    if lif is not None and (probes or not opts.fused or opts.stabilization != "adaptive"
+                            or not opts.ste):
+      raise LayerError(f"{layer_name(self)}: fires into its LIF only with the paper's E-I Prop "
+                       "(EIOptions defaults) and no probes; call the LIF on its output instead")
 
     def integrated(stored, shunting_weights):   # -> I_int, and I_bal, I_shunt for the probes
+      if lif is not None:   # -> the LIF's spikes
+        return self._fire(lif, stored, g_e, b_e, shunting_weights), None, None
       i_int = circuit.fused_integrated_current(stored, g_e, b_e, shunting_weights,
                                                stabilization=opts.stabilization, ste=opts.ste,
                                                written_out_backward=opts.fused)
@@ -503,7 +517,34 @@ class _EILayer(_CircuitLayer):
       i_ei = circuit.lateral_inhibition(self._feedforward(x, w_ie, dtype=opts.conv_dtype), w_ei)
       self._record(_at_init(self, _ei_path_statistics, i_bal, i_shunt, i_int, i_ei, w_ei, g_i,
                             values=self.is_mutable_collection("probe_values")))
+    if lif is not None:
+      return i_int   # the spikes, already over T
     return _tile_time(i_int, self.time_repeats)
+
+  def _fire(self, lif: "LIF", stored: Array, g_e: Array, b_e: Array,
+            shunting_weights: Array | None) -> Array:
+    """The spikes of ``lif`` driven by this layer's I_int, from the stored currents, in their
+    dtype: ``circuit.fused_integrated_current`` then the LIF's written-out multistep; compiled
+    for an NVIDIA GPU, where [I_bal | I_shunt] are stored and their shape fits, a forward and a
+    backward kernel instead (``ei_lif.make_integrate_and_fire``: no I_int or dL/dI_int stored,
+    each pass one read of the currents, issue 21). The same values up to float rounding."""
+    n = lif.neuron
+    multistep = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha,
+                                           time_axis=1)
+
+    def composed(stored, g_e, b_e, shunting_weights):
+      i_int = _tile_time(circuit.fused_integrated_current(stored, g_e, b_e, shunting_weights),
+                         self.time_repeats)
+      spikes = multistep(i_int.reshape((-1, lif.T) + i_int.shape[1:])).reshape(i_int.shape)
+      return spikes.astype(stored.dtype)
+
+    if shunting_weights is not None or not ei_lif.fits(stored.shape, lif.T, self.time_repeats):
+      return composed(stored, g_e, b_e, shunting_weights)
+    fused = ei_lif.make_integrate_and_fire(lif.T, self.time_repeats, n.tau, n.threshold,
+                                           n.surrogate, n.alpha)
+    return jax.lax.platform_dependent(
+        stored, g_e, b_e, shunting_weights, cuda=lambda stored, g_e, b_e, _: fused(stored, g_e, b_e),
+        default=composed)
 
   def _mixes_currents(self, x: Array) -> bool:
     """Whether W_EI mixes the feed-forward currents instead of being folded into the kernel:
@@ -630,6 +671,33 @@ class LIF(nn.Module):
                        f"the {NEURON_STATE!r} collection) for a new batch size")
     return v.astype(v0.dtype)
 
+  def fires_from_currents(self) -> bool:
+    """Whether an E-I layer may fire this LIF from its stored currents (``_EILayer`` with
+    ``lif=``, ``ei_lif``): what ``__call__`` computes with the written-out backward pass of
+    ``neurons.make_lif_multistep``: no carried state, constant tau and theta, full unrolling,
+    T <= ``neurons.WRITTEN_OUT_BACKWARD_MAX_T``, and not while initialising, probing or
+    capturing intermediates (where the layer's I_int and the LIF's output are wanted apart)."""
+    n = self.neuron
+    return (not self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
+            and not self.is_mutable_collection("probes")
+            and not self.is_mutable_collection("intermediates") and not n.learnable_tau
+            and not n.learnable_threshold and n.unroll is True and self.dtype is None
+            and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T)
+
+  def record(self, spikes: Array) -> Array:
+    """Record the probes of spikes (B*T, ...) fired for this LIF elsewhere (an E-I layer's
+    ``lif=``) and return them: what ``__call__`` records."""
+    self._record(spikes.reshape((-1, self.T) + spikes.shape[1:]))
+    return spikes
+
+  def _record(self, spikes: Array) -> None:
+    """Sow the firing rates of spikes (B, T, ...) into the probe collections that are mutable."""
+    if self.is_mutable_collection("probe_values"):   # the rate of each time step, shape (T,)
+      per_step = jnp.mean(spikes, axis=(0,) + tuple(range(2, spikes.ndim)))
+      self.sow("probe_values", "firing_rate_per_step", per_step, reduce_fn=lambda _, b: b)
+    if self.is_mutable_collection("probes"):
+      self.sow("probes", "firing_rate", jnp.mean(spikes), reduce_fn=lambda _, b: b)
+
   def __call__(self, x: Array) -> Array:
     n = self.neuron
     spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
@@ -653,13 +721,8 @@ class LIF(nn.Module):
       if carry:
         self.put_variable(NEURON_STATE, "v", v_end)
       spikes = jnp.swapaxes(spikes, 0, 1)                                    # (B, T, ...)
-    if self.is_mutable_collection("probe_values"):   # the rate of each time step, shape (T,)
-      per_step = jnp.mean(spikes, axis=(0,) + tuple(range(2, spikes.ndim)))
-      self.sow("probe_values", "firing_rate_per_step", per_step, reduce_fn=lambda _, b: b)
-    spikes = spikes.reshape((-1,) + spikes.shape[2:])                        # (B*T, ...)
-    if self.is_mutable_collection("probes"):
-      self.sow("probes", "firing_rate", jnp.mean(spikes), reduce_fn=lambda _, b: b)
-    return spikes
+    self._record(spikes)
+    return spikes.reshape((-1,) + spikes.shape[2:])                          # (B*T, ...)
 
 
 # ------------------------------------------------------------------------------------------

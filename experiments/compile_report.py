@@ -15,7 +15,8 @@ Read from each compiled step:
   bytes by kernel kind  every kernel of the optimised HLO's entry computation (and of while
            bodies, times their trip count): operand + result bytes, grouped as fusion,
            convolution (cuDNN calls, fusions holding a convolution), matmul (cuBLAS calls,
-           fusions holding a dot), copy (copy/transpose), collective, other. This approximates
+           fusions holding a dot), kernel (hand-written Pallas kernels: Triton or Mosaic custom
+           calls, e.g. ``core.ei_lif``), copy (copy/transpose), collective, other. This approximates
            the step's HBM traffic (in-place updates are counted in full).
   flops, bytes_accessed  XLA's cost_analysis() where the target gives one (TPU; None on GPU).
   temp / argument / output bytes  compiled.memory_analysis().
@@ -63,7 +64,7 @@ CALIBRATION = {("vgg16", "float32"): 25.7e3, ("vgg16", "bfloat16"): 53.3e3,
                ("resnet18", "float32"): 12.5e3, ("resnet18", "bfloat16"): 27.8e3}
 CALIBRATION_DEVICE, CALIBRATION_BANDWIDTH = "h200", 4.8e12
 
-KINDS = ("fusion", "convolution", "matmul", "copy", "collective", "other")
+KINDS = ("fusion", "convolution", "matmul", "kernel", "copy", "collective", "other")
 COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")
 # Ops that move no data of their own.
 FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all",
@@ -177,6 +178,8 @@ def kernel_kind(comps, ins: dict) -> str:
       return "convolution"
     if "gemm" in target or "matmul" in target or "cublas" in target:
       return "matmul"
+    if "triton" in target or "mosaic" in target:   # Pallas kernels (GPU: Triton, Mosaic GPU;
+      return "kernel"                              # TPU: Mosaic)
     return "other"
   if op == "convolution":
     return "convolution"
@@ -427,7 +430,7 @@ def _gb(v) -> str:
 def table(records: Sequence[dict]) -> str:
   """Markdown: one row per (record, model part, step) with GB by kernel kind, memory, collectives."""
   head = ("| model | target | batch×T | dtype | part | step | GB/step | fusion | conv | matmul | "
-          "copy | collective | GFLOP | temp GB | arg GB | collectives (count, GB) |")
+          "kernel | copy | collective | GFLOP | temp GB | arg GB | collectives (count, GB) |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in records:
     for part in ("snn", "ann"):
@@ -444,7 +447,7 @@ def table(records: Sequence[dict]) -> str:
             f"{'' if r['chips'] == 1 else ' per chip'} | {r['dtype']} | "
             f"{'SNN' if part == 'snn' else 'ANN ceiling'} | {step} | {_gb(s['bytes_total'])} | "
             f"{_gb(b['fusion'])} | {_gb(b['convolution'])} | {_gb(b['matmul'])} | "
-            f"{_gb(b['copy'])} | {_gb(b['collective'])} | {flops} | {_gb(s['temp_bytes'])} | "
+            f"{_gb(b.get('kernel', 0))} | {_gb(b['copy'])} | {_gb(b['collective'])} | {flops} | {_gb(s['temp_bytes'])} | "
             f"{_gb(s['argument_bytes'])} | {coll} |")
   return "\n".join(lines)
 

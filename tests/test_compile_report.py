@@ -132,6 +132,23 @@ ENTRY %main (a: f32[4,8]) -> f32[4,8] {
   assert r["bytes_by_kind"]["fusion"] == 3 * 2 * 4 * 8 * 4
 
 
+def test_hlo_traffic_counts_pallas_kernels_as_kernels():
+  """A hand-written kernel (a Pallas call lowered through Triton: a custom call) is its own
+  kind, "kernel", with operand + result bytes; a cuDNN convolution stays a convolution."""
+  hlo = """HloModule m, entry_computation_layout={(f32[4,8]{1,0})->f32[4,8]{1,0}}
+
+ENTRY %main (a: f32[4,8]) -> f32[4,8] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %c = (f32[4,8]{1,0}, u8[0]{0}) custom-call(%a), custom_call_target="__cudnn$convForward"
+  %k = f32[4,8]{1,0} custom-call(%a), custom_call_target="__gpu$xla.gpu.triton", metadata={op_name="jit(f)/pallas_call"}
+  ROOT %m = f32[4,8]{1,0} custom-call(%k), custom_call_target="mosaic_gpu_v2"
+}
+"""
+  r = compile_report.hlo_traffic(hlo)
+  assert r["kernels_by_kind"]["kernel"] == 2 and r["kernels_by_kind"]["convolution"] == 1
+  assert r["bytes_by_kind"]["kernel"] == 2 * 2 * 4 * 8 * 4
+
+
 def test_targets_and_estimate():
   """Every GPU target has its GpuTargetConfigProto file; the estimate says it is one."""
   for name, (platform, spec, chips, bandwidth) in compile_report.TARGETS.items():

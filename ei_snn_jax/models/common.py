@@ -64,12 +64,16 @@ class CurrentLayer(nn.Module):
   bn_kernel_init: str = "torch_default"
 
   @nn.compact
-  def __call__(self, x: Array, train: bool = False) -> Array:
+  def __call__(self, x: Array, train: bool = False, lif: layers.LIF | None = None) -> Array:
+    """The current (B*T, ...); with ``lif`` (E-I variant only) the spikes it fires
+    (``layers.EIConv``'s ``lif=``)."""
     o = self.options
     if o.variant == "ei":
       return layers.EIConv(self.features, options=o.ei, kernel_size=self.kernel_size,
                            strides=self.strides, time_repeats=self.time_repeats,
-                           name="ei")(x)
+                           name="ei")(x, lif=lif)
+    if lif is not None:
+      raise ValueError(f"only an E-I layer fires its LIF itself, not variant {o.variant!r}")
     if o.variant == "bn":
       init = (layers.torch_default_kernel_init() if self.bn_kernel_init == "torch_default"
               else layers.torch_kaiming_normal_fan_out())
@@ -134,6 +138,18 @@ def avg_pool(x: Array) -> Array:
 def spiking(options: ModelOptions, name: str | None = None) -> layers.LIF:
   """The LIF layer for these options."""
   return layers.LIF(options.T, options.neuron, name=name)
+
+
+def fire(current: CurrentLayer, lif: layers.LIF, x: Array, train: bool = False) -> Array:
+  """``lif(current(x, train))``: one layer's spikes. An E-I layer fires the LIF from its stored
+  feed-forward currents when the LIF allows it (``layers.LIF.fires_from_currents``): the same
+  values, in the layer's computation dtype, by two kernels on an NVIDIA GPU (``core.ei_lif``,
+  issue 21)."""
+  o = current.options
+  if (o.variant == "ei" and o.ei.fused and o.ei.stabilization == "adaptive" and o.ei.ste
+      and lif.fires_from_currents()):
+    return lif.record(current(x, train, lif=lif))
+  return lif(current(x, train))
 
 
 def maybe_dropout(module: nn.Module, x: Array, rate: float, train: bool) -> Any:

@@ -51,16 +51,17 @@ class SEWBasicBlock(nn.Module):
   def __call__(self, x: Array, train: bool = False) -> Array:
     o = self.options
     init = "kaiming_fan_out"
-    h = common.CurrentLayer(self.features, o, strides=self.strides, bn_kernel_init=init,
-                            name="conv1")(x, train)
-    h = common.spiking(o, name="lif1")(h)
-    h = common.CurrentLayer(self.features, o, bn_kernel_init=init, name="conv2")(h, train)
-    h = common.spiking(o, name="lif2")(h)
+    h = common.fire(common.CurrentLayer(self.features, o, strides=self.strides,
+                                        bn_kernel_init=init, name="conv1"),
+                    common.spiking(o, name="lif1"), x, train)
+    h = common.fire(common.CurrentLayer(self.features, o, bn_kernel_init=init, name="conv2"),
+                    common.spiking(o, name="lif2"), h, train)
     identity = x
     if has_downsample(x.shape[-1], self.features, self.strides):
-      identity = common.CurrentLayer(self.features, o, kernel_size=1, strides=self.strides,
-                                     bn_kernel_init=init, name="downsample")(x, train)
-      identity = common.spiking(o, name="lif_down")(identity)
+      identity = common.fire(common.CurrentLayer(self.features, o, kernel_size=1,
+                                                 strides=self.strides, bn_kernel_init=init,
+                                                 name="downsample"),
+                             common.spiking(o, name="lif_down"), x, train)
     return h + identity
 
 
@@ -75,9 +76,9 @@ class SEWResNet(nn.Module):
   def __call__(self, x: Array, train: bool = False) -> Array:
     o = self.options
     h, repeats = common.prepare_input(x, o)
-    h = common.CurrentLayer(self.widths[0], o, time_repeats=repeats, first_layer=True,
-                            bn_kernel_init="kaiming_fan_out", name="stem")(h, train)
-    h = common.spiking(o, name="lif_stem")(h)
+    h = common.fire(common.CurrentLayer(self.widths[0], o, time_repeats=repeats, first_layer=True,
+                                        bn_kernel_init="kaiming_fan_out", name="stem"),
+                    common.spiking(o, name="lif_stem"), h, train)
     for stage, block, width, strides in block_layout(self.stage_sizes, self.widths):
       h = SEWBasicBlock(width, strides, o, name=f"stage{stage}_block{block}")(h, train)
     h = jnp.mean(h, axis=(1, 2))

@@ -52,9 +52,9 @@ class SpikingVGG(nn.Module):
       if v == "P":
         h = common.avg_pool(h)
         continue
-      h = common.CurrentLayer(v, o, time_repeats=repeats, first_layer=conv_index == 0,
-                              name=f"conv{conv_index}")(h, train)
-      h = common.spiking(o, name=f"lif{conv_index}")(h)
+      h = common.fire(common.CurrentLayer(v, o, time_repeats=repeats,
+                                          first_layer=conv_index == 0, name=f"conv{conv_index}"),
+                      common.spiking(o, name=f"lif{conv_index}"), h, train)
       if o.variant != "bn":
         h = common.maybe_dropout(self, h, o.dropout, train)
       repeats = 1
