@@ -116,6 +116,13 @@ class EIOptions:
       raise LayerError(f"EIOptions: unknown stabilization={self.stabilization!r}; choose one of "
                        f"{ei_prop.STABILIZATIONS}")
 
+  @property
+  def written_out_backward(self) -> bool:
+    """Whether I_int's gradient is written out (``circuit.fused_integrated_current``'s
+    ``custom_vjp``, and ``ei_lif``'s kernels where a layer fires its LIF): ``fused`` with the
+    paper's E-I Prop, adaptive stabilisation and the STE."""
+    return self.fused and self.stabilization == "adaptive" and self.ste
+
 
 # The config options this module owns: dotted field -> (default, allowed values or range,
 # meaning). ``training.config.base_config`` is assembled from these (docs/options.md).
@@ -471,8 +478,7 @@ class _EILayer(_CircuitLayer):
     if self.output_layer:   # I_bal (spec §1.3)
       return _tile_time(self._balanced_current(x, w_ee, w_ie, w_ei), self.time_repeats)
     probes = self.is_mutable_collection("probes")
-    if lif is not None and (probes or not opts.fused or opts.stabilization != "adaptive"
-                            or not opts.ste):
+    if lif is not None and (probes or not opts.written_out_backward):
       raise LayerError(f"{layer_name(self)}: fires into its LIF only with the paper's E-I Prop "
                        "(EIOptions defaults) and no probes; call the LIF on its output instead")
 
@@ -524,27 +530,22 @@ class _EILayer(_CircuitLayer):
   def _fire(self, lif: "LIF", stored: Array, g_e: Array, b_e: Array,
             shunting_weights: Array | None) -> Array:
     """The spikes of ``lif`` driven by this layer's I_int, from the stored currents, in their
-    dtype: ``circuit.fused_integrated_current`` then the LIF's written-out multistep; compiled
-    for an NVIDIA GPU, where [I_bal | I_shunt] are stored and their shape fits, a forward and a
-    backward kernel instead (``ei_lif.make_integrate_and_fire``: no I_int or dL/dI_int stored,
+    dtype: ``circuit.fused_integrated_current`` then the LIF (``LIF.spikes``); compiled for an
+    NVIDIA GPU, where [I_bal | I_shunt] are stored, a forward and a backward kernel instead (``ei_lif.make_integrate_and_fire``: no I_int or dL/dI_int stored,
     each pass one read of the currents, issue 21). The same values up to float rounding."""
-    n = lif.neuron
-    multistep = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha,
-                                           time_axis=1)
-
     def composed(stored, g_e, b_e, shunting_weights):
       i_int = _tile_time(circuit.fused_integrated_current(stored, g_e, b_e, shunting_weights),
                          self.time_repeats)
-      spikes = multistep(i_int.reshape((-1, lif.T) + i_int.shape[1:])).reshape(i_int.shape)
-      return spikes.astype(stored.dtype)
+      return lif.spikes(i_int).reshape(i_int.shape).astype(stored.dtype)
 
-    if shunting_weights is not None or not ei_lif.fits(stored.shape, lif.T, self.time_repeats):
+    if shunting_weights is not None:
       return composed(stored, g_e, b_e, shunting_weights)
+    n = lif.neuron
     fused = ei_lif.make_integrate_and_fire(lif.T, self.time_repeats, n.tau, n.threshold,
                                            n.surrogate, n.alpha)
     return jax.lax.platform_dependent(
-        stored, g_e, b_e, shunting_weights, cuda=lambda stored, g_e, b_e, _: fused(stored, g_e, b_e),
-        default=composed)
+        stored, g_e, b_e, shunting_weights, default=composed,
+        cuda=lambda stored, g_e, b_e, _: fused(stored, g_e, b_e))
 
   def _mixes_currents(self, x: Array) -> bool:
     """Whether W_EI mixes the feed-forward currents instead of being folded into the kernel:
@@ -673,16 +674,14 @@ class LIF(nn.Module):
 
   def fires_from_currents(self) -> bool:
     """Whether an E-I layer may fire this LIF from its stored currents (``_EILayer`` with
-    ``lif=``, ``ei_lif``): what ``__call__`` computes with the written-out backward pass of
-    ``neurons.make_lif_multistep``: no carried state, constant tau and theta, full unrolling,
-    T <= ``neurons.WRITTEN_OUT_BACKWARD_MAX_T``, and not while initialising, probing or
-    capturing intermediates (where the layer's I_int and the LIF's output are wanted apart)."""
+    ``lif=``, ``ei_lif``): no carried state, constant tau and theta, the computation dtype of
+    the currents, and not while initialising, probing or capturing intermediates (where the
+    layer's I_int and the LIF's output are wanted apart)."""
     n = self.neuron
     return (not self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
             and not self.is_mutable_collection("probes")
             and not self.is_mutable_collection("intermediates") and not n.learnable_tau
-            and not n.learnable_threshold and n.unroll is True and self.dtype is None
-            and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T)
+            and not n.learnable_threshold and self.dtype is None)
 
   def record(self, spikes: Array) -> Array:
     """Record the probes of spikes (B*T, ...) fired for this LIF elsewhere (an E-I layer's
@@ -699,30 +698,34 @@ class LIF(nn.Module):
       self.sow("probes", "firing_rate", jnp.mean(spikes), reduce_fn=lambda _, b: b)
 
   def __call__(self, x: Array) -> Array:
-    n = self.neuron
-    spike_fn = neurons.make_spike_fn(n.surrogate, n.alpha)
     if x.ndim < 1 or x.shape[0] % self.T:
       raise LayerError(f"{layer_name(self)}: the first axis of the input must be the merged B*T "
                        f"axis, a multiple of T={self.T}, but the input has shape {tuple(x.shape)}")
-    x = x.astype(self._compute_dtype(x))
     carry = self.is_mutable_collection(NEURON_STATE) and not self.is_initializing()
+    spikes = self.spikes(x, carry)
+    self._record(spikes)
+    return spikes.reshape((-1,) + spikes.shape[2:])                          # (B*T, ...)
+
+  def spikes(self, x: Array, carry: bool = False) -> Array:
+    """The spikes (B, T, ...) of the currents x (B*T, ...), in the computation dtype, recording
+    nothing: from V_0 = 0, or with ``carry`` from the stored V (storing V_T)."""
+    n = self.neuron
+    x = x.astype(self._compute_dtype(x))
     if (not carry and not n.learnable_tau and not n.learnable_threshold and n.unroll is True
         and self.T <= neurons.WRITTEN_OUT_BACKWARD_MAX_T):
       # Same spikes from V_0 = 0; the backward pass through time as one T x T mix (issue 11),
       # on the merged axis viewed as (B, T, ...): no transpose.
       lif = neurons.make_lif_multistep(n.tau, n.threshold, n.surrogate, n.alpha, time_axis=1)
-      spikes = _at_init(self, lif, x.reshape((-1, self.T) + x.shape[1:]))   # (B, T, ...)
-    else:
-      x_seq = neurons.split_time(x, self.T)                                  # (T, B, ...)
-      v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
-      tau, threshold = self._dynamics(x_seq.dtype)
-      v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold,
-                                       spike_fn=spike_fn, unroll=n.unroll)
-      if carry:
-        self.put_variable(NEURON_STATE, "v", v_end)
-      spikes = jnp.swapaxes(spikes, 0, 1)                                    # (B, T, ...)
-    self._record(spikes)
-    return spikes.reshape((-1,) + spikes.shape[2:])                          # (B*T, ...)
+      return _at_init(self, lif, x.reshape((-1, self.T) + x.shape[1:]))      # (B, T, ...)
+    x_seq = neurons.split_time(x, self.T)                                    # (T, B, ...)
+    v0 = self._stored_state(x_seq[0]) if carry else neurons.lif_initial_state(x_seq[0])
+    tau, threshold = self._dynamics(x_seq.dtype)
+    v_end, spikes = neurons.lif_scan(v0, x_seq, tau=tau, threshold=threshold,
+                                     spike_fn=neurons.make_spike_fn(n.surrogate, n.alpha),
+                                     unroll=n.unroll)
+    if carry:
+      self.put_variable(NEURON_STATE, "v", v_end)
+    return jnp.swapaxes(spikes, 0, 1)                                        # (B, T, ...)
 
 
 # ------------------------------------------------------------------------------------------

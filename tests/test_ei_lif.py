@@ -26,13 +26,13 @@ def _currents(samples, n_e=8, hw=4, dtype=jnp.float32, seed=0):
   return jnp.asarray(np.concatenate([i_bal, i_shunt], -1), dtype), g_e, b_e
 
 
-def _composed(time_repeats, tau=2.0, threshold=1.0, surrogate="sigmoid", alpha=4.0):
+def _composed(time_repeats, tau=2.0, threshold=1.0, surrogate="sigmoid", alpha=4.0, steps=T):
   """What the kernels replace: ``fused_integrated_current``, tiled, then the LIF's multistep."""
   lif = neurons.make_lif_multistep(tau, threshold, surrogate, alpha, time_axis=1)
 
   def composed(stored, g_e, b_e):
     i_int = neurons.tile_time(circuit.fused_integrated_current(stored, g_e, b_e), time_repeats)
-    return lif(i_int.reshape((-1, T) + i_int.shape[1:])).reshape(i_int.shape)
+    return lif(i_int.reshape((-1, steps) + i_int.shape[1:])).reshape(i_int.shape)
   return composed
 
 
@@ -74,12 +74,20 @@ def test_bfloat16_currents_get_a_bfloat16_gradient():
                              atol=2e-2 * float(jnp.max(jnp.abs(want.astype(jnp.float32)))))
 
 
-def test_fits_takes_power_of_two_blocks_only():
-  assert ei_lif.fits((8 * T, 4, 4, 16), T)
-  assert ei_lif.fits((8, 32, 32, 128), T, time_repeats=T)
-  assert not ei_lif.fits((8 * T, 3, 3, 16), T)        # 9 positions
-  assert not ei_lif.fits((8 * T, 4, 4, 24), T)        # n_E = 12
-  assert not ei_lif.fits((8 * T, 4, 4, 16), T, 2)     # time_repeats neither 1 nor T
+def test_kernels_take_any_shape_and_time_window():
+  """A 3x3 map, n_E = 12 (blocks of 1 position x 4 channels) and T = 6: the same spikes and
+  gradients; currents that are not [I_bal | I_shunt] on B*T rows are refused."""
+  steps = 6
+  stored, g_e, b_e = _currents(2 * steps, n_e=12, hw=3)
+  fused = ei_lif.make_integrate_and_fire(steps, interpret=True)
+  spikes, pullback = jax.vjp(fused, stored, g_e, b_e)
+  want_spikes, want_pullback = jax.vjp(_composed(1, steps=steps), stored, g_e, b_e)
+  np.testing.assert_array_equal(spikes, want_spikes)
+  cotangent = jax.random.normal(jax.random.key(3), spikes.shape)
+  for got, want in zip(pullback(cotangent), want_pullback(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+  with pytest.raises(ValueError, match="not \\[I_bal"):
+    jax.vjp(fused, stored[:5], g_e, b_e)
   with pytest.raises(ValueError, match="time_repeats"):
     ei_lif.make_integrate_and_fire(T, 2)
 

@@ -37,26 +37,18 @@ from ei_snn_jax.core import circuit, ei_prop, neurons
 
 Array = jax.Array
 
-# Elements of one time step of one array a kernel instance holds (block positions x channels).
+# Elements of one time step of one array a kernel instance holds (block positions x channels),
+# at most; blocks are powers of two (Triton's), the largest that divide the positions and n_E.
 BLOCK_ELEMENTS = 512
 MAX_BLOCK_CHANNELS = 128
 
 
-def _power_of_two(n: int) -> bool:
-  return n >= 1 and n & (n - 1) == 0
-
-
-def fits(stored_shape: tuple[int, ...], T: int, time_repeats: int = 1) -> bool:
-  """Whether ``make_integrate_and_fire`` takes currents of this shape: [I_bal | I_shunt] as
-  (N, ..., 2 n_E) with N = B*T (or B with ``time_repeats`` = T), n_E and the positions per
-  sample (the product of the middle axes) powers of two (Triton's block sizes)."""
-  if len(stored_shape) < 2 or stored_shape[-1] % 2 or time_repeats not in (1, T):
-    return False
-  positions = 1
-  for n in stored_shape[1:-1]:
-    positions *= n
-  return (_power_of_two(stored_shape[-1] // 2) and _power_of_two(positions)
-          and stored_shape[0] % (T // time_repeats) == 0)
+def _block(n: int, limit: int) -> int:
+  """The largest power of two that divides n and is at most ``limit``."""
+  block = 1
+  while block * 2 <= limit and n % (block * 2) == 0:
+    block *= 2
+  return block
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,7 +60,7 @@ def make_integrate_and_fire(T: int, time_repeats: int = 1, tau: float = 2.0,
   ``stored`` (exactly 0 or 1; bfloat16 currents give bfloat16 spikes and take a bfloat16
   dL/dS).
 
-  ``stored`` is [I_bal | I_shunt] (last axis, n_E each; ``fits`` its shape), the E-I layer's
+  ``stored`` is [I_bal | I_shunt] (last axis, n_E each), the E-I layer's
   feed-forward currents on the merged B*T axis, or on B samples that stand for ``time_repeats``
   = T identical time steps (a static image in the first layer: I_int is the same at every
   step). The LIF runs T steps from V_0 = 0 with constant tau and theta and the surrogate
@@ -88,9 +80,10 @@ def make_integrate_and_fire(T: int, time_repeats: int = 1, tau: float = 2.0,
     return forward(stored, g_e, b_e)[0]
 
   def forward(stored, g_e, b_e):
-    if not fits(stored.shape, T, time_repeats):
-      raise ValueError(f"currents of shape {stored.shape} do not fit the kernel (ei_lif.fits)")
     n_e = g_e.shape[-1]
+    if stored.ndim < 2 or stored.shape[-1] != 2 * n_e or stored.shape[0] % (T // time_repeats):
+      raise ValueError(f"stored currents of shape {stored.shape} are not [I_bal | I_shunt] of "
+                       f"{n_e} units each on a merged axis of B*{T // time_repeats} rows")
     smallest = ei_prop.smallest_positive(stored[..., n_e:]).astype(
         circuit.accumulation_dtype(stored.dtype))
     kernel = functools.partial(_forward_kernel, T=T, repeats=time_repeats > 1, decay=decay,
@@ -120,8 +113,8 @@ def _call(kernel, stored, smallest, g_e, b_e, g, T: int, repeats: bool, interpre
   n_e = g_e.shape[-1]
   positions = stored[0, ..., 0].size
   samples = stored.shape[0] // (1 if repeats else T)
-  bc = min(n_e, MAX_BLOCK_CHANNELS)
-  bp = min(positions, max(1, BLOCK_ELEMENTS // bc))
+  bc = _block(n_e, MAX_BLOCK_CHANNELS)
+  bp = _block(positions, max(1, BLOCK_ELEMENTS // bc))
   grid = (samples, positions // bp, n_e // bc)
   acc = smallest.dtype
   # [I_bal | I_shunt] viewed as (B, [T,] P, 2, n_E): both halves of a block in one operand.
@@ -193,14 +186,13 @@ def _backward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, g_ref, g_stored
     return _block_currents(stored_ref, smallest_ref, t, repeats)
 
   fixed = currents(0) if repeats else None
-  steps, g_k, v = [], [], None
+  g_k, v = [], None
   for t in range(T):
     i_bal, d = fixed if repeats else currents(t)
     i_int = g_e * i_bal / d + b_e
     h = i_int if v is None else decay * v + i_int
     g_k.append(g_ref[0, t].astype(acc) * derivative(h - threshold, alpha).astype(acc))
     v = h - threshold * (h - threshold >= 0).astype(acc)
-    steps.append((i_bal, d))
 
   def write(at, g_int, i_bal, d):
     dtype = g_stored_ref.dtype
@@ -216,7 +208,7 @@ def _backward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, g_ref, g_stored
     if repeats:
       total = g_int if total is None else total + g_int
       continue
-    i_bal, d = steps[t]
+    i_bal, d = currents(t)   # read again (the block is in cache): fewer live registers
     write((0, t), g_int, i_bal, d)
     sum_g_e += jnp.sum(g_int * (i_bal / d), axis=0, keepdims=True)
     sum_b_e += jnp.sum(g_int, axis=0, keepdims=True)

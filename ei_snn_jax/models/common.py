@@ -146,8 +146,7 @@ def fire(current: CurrentLayer, lif: layers.LIF, x: Array, train: bool = False) 
   values, in the layer's computation dtype, by two kernels on an NVIDIA GPU (``core.ei_lif``,
   issue 21)."""
   o = current.options
-  if (o.variant == "ei" and o.ei.fused and o.ei.stabilization == "adaptive" and o.ei.ste
-      and lif.fires_from_currents()):
+  if o.variant == "ei" and o.ei.written_out_backward and lif.fires_from_currents():
     return lif.record(current(x, train, lif=lif))
   return lif(current(x, train))
 
