@@ -66,8 +66,8 @@ def make_integrate_and_fire(T: int, time_repeats: int = 1, tau: float = 2.0,
   step). The LIF runs T steps from V_0 = 0 with constant tau and theta and the surrogate
   derivative ``surrogate`` (``neurons.make_spike_fn``). The same spikes as
   ``make_lif_multistep`` of ``circuit.fused_integrated_current``, and the same gradients up to
-  float rounding. Reverse-mode autodiff only (a ``custom_vjp``); the backward pass is a Pallas
-  kernel, for a GPU (``interpret=True``: interpreted, on any backend).
+  float rounding. Reverse-mode autodiff only (a ``custom_vjp``); the forward and the backward
+  pass are Pallas kernels, for a GPU (``interpret=True``: interpreted, on any backend).
   """
   if time_repeats not in (1, T):
     raise ValueError(f"time_repeats={time_repeats} must be 1 (currents on the merged B*T axis) "
@@ -164,15 +164,13 @@ def _forward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, spikes_ref, *, T
                     threshold):
   """One block: I_int = g_E . I_bal / d + b_E, then the LIF's T steps from V_0 = 0 (spec §5)."""
   g_e, b_e = g_e_ref[...], b_e_ref[...]
-  i_int, v = None, None
   for t in range(T):
-    if i_int is None or not repeats:
+    if t == 0 or not repeats:   # a static input has the same I_int at every step
       i_bal, d = _block_currents(stored_ref, smallest_ref, t, repeats)
       i_int = g_e * i_bal / d + b_e
-    h = i_int if v is None else decay * v + i_int
-    spike = (h - threshold >= 0).astype(h.dtype)
+    v = jnp.zeros_like(i_int) if t == 0 else v
+    _, spike, v = neurons.charge_fire_reset(v, i_int, decay, threshold)
     spikes_ref[0, t] = spike.astype(spikes_ref.dtype)
-    v = h - threshold * spike
 
 
 def _backward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, g_ref, g_stored_ref, sums_ref,
@@ -186,13 +184,13 @@ def _backward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, g_ref, g_stored
     return _block_currents(stored_ref, smallest_ref, t, repeats)
 
   fixed = currents(0) if repeats else None
-  g_k, v = [], None
+  g_k = []
   for t in range(T):
     i_bal, d = fixed if repeats else currents(t)
     i_int = g_e * i_bal / d + b_e
-    h = i_int if v is None else decay * v + i_int
+    v = jnp.zeros_like(i_int) if t == 0 else v
+    h, _, v = neurons.charge_fire_reset(v, i_int, decay, threshold)
     g_k.append(g_ref[0, t].astype(acc) * derivative(h - threshold, alpha).astype(acc))
-    v = h - threshold * (h - threshold >= 0).astype(acc)
 
   def write(at, g_int, i_bal, d):
     dtype = g_stored_ref.dtype

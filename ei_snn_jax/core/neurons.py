@@ -125,9 +125,10 @@ def heaviside(u: Array) -> Array:
   return (u >= 0).astype(u.dtype)
 
 
-def _charge_fire_reset(v, x, decay, threshold, spike_fn) -> tuple[Array, Array, Array]:
+def charge_fire_reset(v, x, decay, threshold, spike_fn=heaviside) -> tuple[Array, Array, Array]:
   """The LIF's one update (spec §5), the only place it is written: (H_t, S_t, V_t) with
-  H_t = decay V_{t-1} + x_t, S_t = spike_fn(H_t - theta), V_t = H_t - theta sg(S_t)."""
+  H_t = decay V_{t-1} + x_t, S_t = spike_fn(H_t - theta), V_t = H_t - theta sg(S_t) (also
+  inside ``ei_lif``'s kernels)."""
   h = decay * v + x
   s = spike_fn(h - threshold)
   return h, s, h - threshold * jax.lax.stop_gradient(s)
@@ -139,7 +140,7 @@ def lif_step(v: Array, x: Array, *, tau: float | Array = 2.0, threshold: float |
 
   H_t = (1 - 1/tau) V_{t-1} + x_t; S_t = Theta(H_t - theta); V_t = H_t - theta * sg(S_t).
   """
-  _, s, v_next = _charge_fire_reset(v, x, 1.0 - 1.0 / tau, threshold,
+  _, s, v_next = charge_fire_reset(v, x, 1.0 - 1.0 / tau, threshold,
                                     spike_fn or make_spike_fn())
   return v_next, s
 
@@ -195,12 +196,12 @@ WRITTEN_OUT_BACKWARD_MAX_T = 4
 def charges_and_spikes(steps: list[Array], decay: float,
                        threshold: float) -> tuple[list[Array], list[Array]]:
   """The charges H_t and spikes S_t of the LIF from V_0 = 0 driven by ``steps`` (one input
-  x_t per time step; ``lif_step``'s update, ``_charge_fire_reset``, so the spikes are
+  x_t per time step; ``lif_step``'s update, ``charge_fire_reset``, so the spikes are
   identical), with lambda = ``decay``."""
   v = jnp.zeros_like(steps[0])
   charges, spikes = [], []
   for x_t in steps:
-    h, s, v = _charge_fire_reset(v, x_t, decay, threshold, heaviside)
+    h, s, v = charge_fire_reset(v, x_t, decay, threshold, heaviside)
     charges.append(h)
     spikes.append(s)
   return charges, spikes
