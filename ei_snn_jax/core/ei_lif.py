@@ -164,11 +164,12 @@ def _forward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, spikes_ref, *, T
                     threshold):
   """One block: I_int = g_E . I_bal / d + b_E, then the LIF's T steps from V_0 = 0 (spec §5)."""
   g_e, b_e = g_e_ref[...], b_e_ref[...]
+  v = None
   for t in range(T):
     if t == 0 or not repeats:   # a static input has the same I_int at every step
       i_bal, d = _block_currents(stored_ref, smallest_ref, t, repeats)
       i_int = g_e * i_bal / d + b_e
-    v = jnp.zeros_like(i_int) if t == 0 else v
+    v = jnp.zeros_like(i_int) if v is None else v   # V_0 = 0
     _, spike, v = neurons.charge_fire_reset(v, i_int, decay, threshold)
     spikes_ref[0, t] = spike.astype(spikes_ref.dtype)
 
@@ -184,11 +185,11 @@ def _backward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, g_ref, g_stored
     return _block_currents(stored_ref, smallest_ref, t, repeats)
 
   fixed = currents(0) if repeats else None
-  g_k = []
+  g_k, v = [], None
   for t in range(T):
     i_bal, d = fixed if repeats else currents(t)
     i_int = g_e * i_bal / d + b_e
-    v = jnp.zeros_like(i_int) if t == 0 else v
+    v = jnp.zeros_like(i_int) if v is None else v   # V_0 = 0
     h, _, v = neurons.charge_fire_reset(v, i_int, decay, threshold)
     g_k.append(g_ref[0, t].astype(acc) * derivative(h - threshold, alpha).astype(acc))
 
