@@ -143,3 +143,28 @@ def test_kernels_are_compiled_for_nvidia_gpus_only(platform):
   forward = jax.jit(lambda p, x: fired.apply({"params": p}, x)).trace(params, x).lower(
       lowering_platforms=(platform,)).as_text()
   assert forward.count("custom_call @__gpu$xla.gpu.triton") == (platform == "cuda")
+
+
+def test_kernels_split_over_the_samples_of_a_data_parallel_step():
+  """On 8 devices with the samples sharded (as the training step's batch), each device runs
+  the kernels on its own samples: no all-gather or all-to-all in the compiled gradient, only
+  the all-reduce of dL/dg_E, dL/db_E; the same spikes and gradients as on one device."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  devices = jax.devices()
+  assert len(devices) == 8, "conftest sets 8 host devices"
+  mesh = Mesh(np.asarray(devices), ("data",))
+  stored, g_e, b_e = _currents(8 * T)
+  fused = ei_lif.make_integrate_and_fire(T, interpret=True)
+  cotangent = jax.random.normal(jax.random.key(4), (8 * T, 4, 4, 8))
+
+  def loss(stored, g_e, b_e):
+    return jnp.sum(fused(stored, g_e, b_e) * cotangent)
+
+  data, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  grad = jax.jit(jax.grad(loss, (0, 1, 2)), in_shardings=(data, rep, rep),
+                 out_shardings=(data, rep, rep))
+  text = grad.lower(stored, g_e, b_e).compile().as_text()
+  assert "all-gather" not in text and "all-to-all" not in text
+  assert "all-reduce" in text
+  for got, want in zip(grad(stored, g_e, b_e), jax.grad(loss, (0, 1, 2))(stored, g_e, b_e)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -140,14 +140,66 @@ def _call(kernel, stored, smallest, g_e, b_e, g, T: int, repeats: bool, interpre
     out_specs = [stored_spec, pl.BlockSpec((1, 1, 2, bc), lambda b, p, c: (b, p, 0, c))]
     out_shape = [jax.ShapeDtypeStruct(stored_view.shape, stored.dtype),
                  jax.ShapeDtypeStruct((samples, positions // bp, 2, n_e), acc)]
-  out = pl.pallas_call(
-      kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-      interpret=interpret, compiler_params=pl_triton.CompilerParams(num_warps=4),
-      name="ei_lif_forward" if g is None else "ei_lif_backward")(*operands)
+  name = "ei_lif_forward" if g is None else "ei_lif_backward"
+
+  def run(*operands):   # on the samples at hand (all of them, or one device's)
+    local = operands[0].shape[0]
+    shapes = jax.tree.map(lambda o: jax.ShapeDtypeStruct((local,) + o.shape[1:], o.dtype),
+                          out_shape)
+    return pl.pallas_call(
+        kernel, grid=(local,) + grid[1:], in_specs=in_specs, out_specs=out_specs,
+        out_shape=shapes, interpret=interpret, name=name,
+        compiler_params=pl_triton.CompilerParams(num_warps=4))(*operands)
+
+  out = _split_over_samples(run, [o.ndim for o in operands],
+                            [len(o.shape) for o in jax.tree.leaves(out_shape)])(*operands)
   if g is None:
     return out.reshape((samples * T,) + stored.shape[1:-1] + (n_e,))
   g_stored, sums = out
   return g_stored.reshape(stored.shape), sums
+
+
+def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int]):
+  """``run`` (operands -> results, every one of them with the samples on its first axis but
+  g_E and b_E) as an op that SPMD partitioning splits over the samples: under a data-parallel
+  ``jit`` each device runs the kernel on its own samples (without it XLA gathers the batch to
+  every device, issue 21). The operands at 2 and 3 (g_E, b_E) are replicated."""
+  from jax.experimental.custom_partitioning import custom_partitioning
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  def shardings(mesh, shapes, samples_axis):
+    return jax.tree.map(
+        lambda a: NamedSharding(mesh, P(samples_axis, *([None] * (len(a.shape) - 1)))), shapes)
+
+  def samples_axis(arg_shapes):
+    spec = arg_shapes[0].sharding.spec
+    return spec[0] if len(spec) else None
+
+  def infer(mesh, arg_shapes, result_shape):
+    return shardings(mesh, result_shape, samples_axis(arg_shapes))
+
+  def partition(mesh, arg_shapes, result_shape):
+    axis = samples_axis(arg_shapes)
+    args = tuple(NamedSharding(mesh, P()) if i in (2, 3) else shardings(mesh, a, axis)
+                 for i, a in enumerate(arg_shapes))
+    return mesh, run, shardings(mesh, result_shape, axis), args
+
+  split = custom_partitioning(run)
+  split.def_partition(partition, infer_sharding_from_operands=infer,
+                      sharding_rule=_sharding_rule(operand_ranks, result_ranks))
+  return split
+
+
+def _sharding_rule(operand_ranks: list[int], result_ranks: list[int]) -> str:
+  """Shardy's rule for ``_split_over_samples``, e.g. "s a b, c d, e f -> s g h": the first
+  axis (factor s) shared by every operand but g_E and b_E (operands 2 and 3) and by every
+  result; every other axis a factor of its own."""
+  letters = iter("abcdefghijklmnopqrtuvwxyz")
+  def term(rank, samples):
+    return " ".join((["s"] if samples else []) + [next(letters)
+                                                   for _ in range(rank - samples)])
+  operands = [term(r, i not in (2, 3)) for i, r in enumerate(operand_ranks)]
+  return ", ".join(operands) + " -> " + ", ".join(term(r, True) for r in result_ranks)
 
 
 def _block_currents(stored_ref, smallest_ref, t: int, repeats: bool) -> tuple[Array, Array]:
