@@ -312,28 +312,11 @@ def _fused_bwd(residuals, g):
   # The barrier keeps XLA from sharing the recomputed denominator with the forward pass (which
   # would then be stored after all).
   stored, mixed, smallest, g_e, weights = jax.lax.optimization_barrier(residuals)
+  acc = smallest.dtype
   n_e = g_e.shape[-1]
+  i_bal = stored[..., :n_e].astype(acc)
   i_shunt = stored[..., n_e:] if mixed is None else mixed
-  denominator = ei_prop.replace_zeros(i_shunt.astype(smallest.dtype), smallest)
-  return integrated_current_gradients(stored, stored[..., :n_e].astype(smallest.dtype),
-                                      denominator, g, g_e, weights)
-
-
-def integrated_current_gradients(stored: Array, i_bal: Array, denominator: Array, g: Array,
-                                 g_e: Array, weights: Array | None
-                                 ) -> tuple[Array, Array, Array, Array | None]:
-  """The gradients of I_int = g_E . I_bal / d + b_E (adaptive stabilisation with its
-  straight-through gradient, spec §3.1-3.2) for g = dL/dI_int: (dL/d``stored``, dL/dg_E,
-  dL/db_E, dL/d``weights``), ``fused_integrated_current``'s written-out backward pass.
-
-  ``stored`` as ``fused_integrated_current`` takes it, I_bal its first part and d the
-  stabilised I_shunt (in ``accumulation_dtype``), ``weights`` = W_EI diag g_I if I_shunt was
-  mixed from I_IE (else None). With a = g . g_E / d: dL/dI_bal = a, dL/dI_shunt = -a I_bal / d,
-  dL/dg_E = sum g . I_bal / d, dL/db_E = sum g, and, mixed, dL/dI_IE = dL/dI_shunt (W_EI diag
-  g_I), dL/d(W_EI diag g_I) = sum dL/dI_shunt^T I_IE.
-  """
-  acc = denominator.dtype
-  n_e = g_e.shape[-1]
+  denominator = ei_prop.replace_zeros(i_shunt.astype(acc), smallest)
   sum_axes = tuple(range(g.ndim - 1))
   # Each full-size result is one expression of the residuals, with no intermediate shared
   # between them, so XLA computes each in one pass over its inputs instead of storing I_bal / d
