@@ -141,7 +141,7 @@ def lif_step(v: Array, x: Array, *, tau: float | Array = 2.0, threshold: float |
   H_t = (1 - 1/tau) V_{t-1} + x_t; S_t = Theta(H_t - theta); V_t = H_t - theta * sg(S_t).
   """
   _, s, v_next = charge_fire_reset(v, x, 1.0 - 1.0 / tau, threshold,
-                                    spike_fn or make_spike_fn())
+                                   spike_fn or make_spike_fn())
   return v_next, s
 
 
@@ -193,11 +193,11 @@ def lif_multistep(x: Array, *, tau: float | Array = 2.0, threshold: float | Arra
 WRITTEN_OUT_BACKWARD_MAX_T = 4
 
 
-def charges_and_spikes(steps: list[Array], decay: float,
-                       threshold: float) -> tuple[list[Array], list[Array]]:
-  """The charges H_t and spikes S_t of the LIF from V_0 = 0 driven by ``steps`` (one input
-  x_t per time step; ``lif_step``'s update, ``charge_fire_reset``, so the spikes are
-  identical), with lambda = ``decay``."""
+def _charges(x: Array, decay: float, threshold: float,
+             time_axis: int = 0) -> tuple[list[Array], list[Array]]:
+  """The charges H_t and spikes S_t of the LIF from V_0 = 0 over the time axis of x
+  (``lif_step``'s update, ``charge_fire_reset``, so the spikes are identical)."""
+  steps = [jax.lax.index_in_dim(x, t, time_axis, keepdims=False) for t in range(x.shape[time_axis])]
   v = jnp.zeros_like(steps[0])
   charges, spikes = [], []
   for x_t in steps:
@@ -205,13 +205,6 @@ def charges_and_spikes(steps: list[Array], decay: float,
     charges.append(h)
     spikes.append(s)
   return charges, spikes
-
-
-def _charges(x: Array, decay: float, threshold: float,
-             time_axis: int = 0) -> tuple[list[Array], list[Array]]:
-  """``charges_and_spikes`` over the time axis of x."""
-  steps = [jax.lax.index_in_dim(x, t, time_axis, keepdims=False) for t in range(x.shape[time_axis])]
-  return charges_and_spikes(steps, decay, threshold)
 
 
 def _discounted_sums_written_out(dx: Array, decay: float, time_axis: int) -> Array:
