@@ -168,3 +168,17 @@ def test_kernels_split_over_the_samples_of_a_data_parallel_step():
   assert "all-reduce" in text
   for got, want in zip(grad(stored, g_e, b_e), jax.grad(loss, (0, 1, 2))(stored, g_e, b_e)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_under_vmap_equal_each_replica():
+  """Vmapped replicas (``train.num_replicas``: parameters and data per replica) run the kernels
+  batched: the same spikes and gradients as each replica alone."""
+  stored, g_e, b_e = _currents(2 * T)
+  stacked = (jnp.stack([stored, stored[::-1]]), jnp.stack([g_e, 2 * g_e]), jnp.stack([b_e, -b_e]))
+  fused = ei_lif.make_integrate_and_fire(T, interpret=True)
+  loss = lambda *a: jnp.sum(fused(*a) ** 2 * jnp.arange(8))
+  got = jax.vmap(jax.grad(loss, (0, 1, 2)))(*stacked)
+  for r in range(2):
+    want = jax.grad(loss, (0, 1, 2))(*(a[r] for a in stacked))
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g[r], w, rtol=1e-5, atol=1e-6)

@@ -30,6 +30,7 @@ import functools
 from typing import Callable
 
 import jax
+import jax.custom_batching
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
@@ -187,7 +188,21 @@ def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int]):
   split = custom_partitioning(run)
   split.def_partition(partition, infer_sharding_from_operands=infer,
                       sharding_rule=_sharding_rule(operand_ranks, result_ranks))
-  return split
+
+  # custom_partitioning has no batching rule: under vmap (vmapped replicas) the kernel runs
+  # batched as it is (pallas_call's own rule), unsplit.
+  @jax.custom_batching.custom_vmap
+  def op(*operands):
+    return split(*operands)
+
+  @op.def_vmap
+  def _(axis_size, in_batched, *operands):
+    operands = [o if batched else jnp.broadcast_to(o, (axis_size,) + o.shape)
+                for o, batched in zip(operands, in_batched)]
+    out = jax.vmap(run)(*operands)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return op
 
 
 def _sharding_rule(operand_ranks: list[int], result_ranks: list[int]) -> str:
