@@ -531,8 +531,9 @@ class _EILayer(_CircuitLayer):
             shunting_weights: Array | None) -> Array:
     """The spikes of ``lif`` driven by this layer's I_int, from the stored currents, in their
     dtype: ``circuit.fused_integrated_current`` then the LIF (``LIF.spikes``); compiled for an
-    NVIDIA GPU, where [I_bal | I_shunt] are stored, a forward and a backward kernel instead (``ei_lif.make_integrate_and_fire``: no I_int or dL/dI_int stored,
-    each pass one read of the currents, issue 21). The same values up to float rounding."""
+    NVIDIA GPU, where [I_bal | I_shunt] are stored, a forward and a backward kernel instead
+    (``ei_lif.make_integrate_and_fire``: no I_int or dL/dI_int stored, each pass one read of
+    the currents, issue 21). The same values up to float rounding."""
     def composed(stored, g_e, b_e, shunting_weights):
       i_int = _tile_time(circuit.fused_integrated_current(stored, g_e, b_e, shunting_weights),
                          self.time_repeats)
