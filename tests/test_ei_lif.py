@@ -170,6 +170,30 @@ def test_kernels_split_over_the_samples_of_a_data_parallel_step():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_vmapped_replicas_split_over_the_samples_too():
+  """Vmapped replicas (``train.num_replicas``) of a data-parallel step, the samples sharded and
+  the replica axis not (``Experiment.replica_batch_sharded``): each device still runs the
+  kernels on its own samples of every replica, with no all-gather or all-to-all, and each
+  replica gets the gradients it gets alone."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  stored, g_e, b_e = _currents(8 * T)
+  stacked = (jnp.stack([stored, stored[::-1]]), jnp.stack([g_e, 2 * g_e]), jnp.stack([b_e, -b_e]))
+  fused = ei_lif.make_integrate_and_fire(T, interpret=True)
+  cotangent = jax.random.normal(jax.random.key(5), (8 * T, 4, 4, 8))
+  loss = lambda *a: jnp.sum(fused(*a) * cotangent)
+  data, rep = NamedSharding(mesh, P(None, "data")), NamedSharding(mesh, P())
+  grad = jax.jit(jax.vmap(jax.grad(loss, (0, 1, 2))), in_shardings=(data, rep, rep),
+                 out_shardings=(data, rep, rep))
+  text = grad.lower(*stacked).compile().as_text()
+  assert "all-gather" not in text and "all-to-all" not in text
+  assert "all-reduce" in text
+  got = grad(*stacked)
+  for r in range(2):
+    for g, w in zip(got, jax.grad(loss, (0, 1, 2))(*(a[r] for a in stacked))):
+      np.testing.assert_allclose(g[r], w, rtol=1e-5, atol=1e-6)
+
+
 def test_kernels_under_vmap_equal_each_replica():
   """Vmapped replicas (``train.num_replicas``: parameters and data per replica) run the kernels
   batched: the same spikes and gradients as each replica alone."""

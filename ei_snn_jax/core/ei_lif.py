@@ -160,37 +160,40 @@ def _call(kernel, stored, smallest, g_e, b_e, g, T: int, repeats: bool, interpre
   return g_stored.reshape(stored.shape), sums
 
 
-def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int]):
-  """``run`` (operands -> results, every one of them with the samples on its first axis but
+def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], lead: int = 0):
+  """``run`` (operands -> results, every one of them with the samples on axis ``lead`` but
   g_E and b_E) as an op that SPMD partitioning splits over the samples: under a data-parallel
   ``jit`` each device runs the kernel on its own samples (without it XLA gathers the batch to
-  every device, issue 21). The operands at 2 and 3 (g_E, b_E) are replicated."""
+  every device, issue 21). The operands at 2 and 3 (g_E, b_E) are replicated over the devices
+  that share the samples. The ``lead`` axes before the samples are vmapped replicas
+  (``train.num_replicas``): every operand and result has them, and they keep the sharding the
+  first operand has."""
   from jax.experimental.custom_partitioning import custom_partitioning
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  def shardings(mesh, shapes, samples_axis):
-    return jax.tree.map(
-        lambda a: NamedSharding(mesh, P(samples_axis, *([None] * (len(a.shape) - 1)))), shapes)
+  def spec_of(arg_shapes):   # the first operand's mesh axes of the replica and sample axes
+    spec = tuple(arg_shapes[0].sharding.spec) + (None,) * (lead + 1)
+    return spec[:lead + 1]
 
-  def samples_axis(arg_shapes):
-    spec = arg_shapes[0].sharding.spec
-    return spec[0] if len(spec) else None
+  def shardings(mesh, shapes, axes):
+    return jax.tree.map(
+        lambda a: NamedSharding(mesh, P(*axes, *([None] * (len(a.shape) - len(axes))))), shapes)
 
   def infer(mesh, arg_shapes, result_shape):
-    return shardings(mesh, result_shape, samples_axis(arg_shapes))
+    return shardings(mesh, result_shape, spec_of(arg_shapes))
 
   def partition(mesh, arg_shapes, result_shape):
-    axis = samples_axis(arg_shapes)
-    args = tuple(NamedSharding(mesh, P()) if i in (2, 3) else shardings(mesh, a, axis)
+    axes = spec_of(arg_shapes)
+    args = tuple(shardings(mesh, a, axes[:lead] if i in (2, 3) else axes)
                  for i, a in enumerate(arg_shapes))
-    return mesh, run, shardings(mesh, result_shape, axis), args
+    return mesh, run, shardings(mesh, result_shape, axes), args
 
   split = custom_partitioning(run)
   split.def_partition(partition, infer_sharding_from_operands=infer,
-                      sharding_rule=_sharding_rule(operand_ranks, result_ranks))
+                      sharding_rule=_sharding_rule(operand_ranks, result_ranks, lead))
 
-  # custom_partitioning has no batching rule: under vmap (vmapped replicas) the kernel runs
-  # batched as it is (pallas_call's own rule), unsplit.
+  # custom_partitioning has no batching rule: under vmap the op becomes the same split op over
+  # the kernel vmapped (pallas_call's own rule: one more grid axis), the new axis a replica axis.
   @jax.custom_batching.custom_vmap
   def op(*operands):
     return split(*operands)
@@ -199,20 +202,24 @@ def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int]):
   def _(axis_size, in_batched, *operands):
     operands = [o if batched else jnp.broadcast_to(o, (axis_size,) + o.shape)
                 for o, batched in zip(operands, in_batched)]
-    out = jax.vmap(run)(*operands)
+    batched = _split_over_samples(jax.vmap(run), [r + 1 for r in operand_ranks],
+                                  [r + 1 for r in result_ranks], lead + 1)
+    out = batched(*operands)
     return out, jax.tree.map(lambda _: True, out)
 
   return op
 
 
-def _sharding_rule(operand_ranks: list[int], result_ranks: list[int]) -> str:
-  """Shardy's rule for ``_split_over_samples``, e.g. "s a b, c d, e f -> s g h": the first
-  axis (factor s) shared by every operand but g_E and b_E (operands 2 and 3) and by every
-  result; every other axis a factor of its own."""
-  letters = iter("abcdefghijklmnopqrtuvwxyz")
+def _sharding_rule(operand_ranks: list[int], result_ranks: list[int], lead: int = 0) -> str:
+  """Shardy's rule for ``_split_over_samples``, e.g. "s a b, c d, e f -> s g h" (``lead`` 0):
+  the replica axes (factors r0, r1, ...) and then the samples (factor s) shared by every operand
+  but g_E and b_E (operands 2 and 3, which share only the replica axes) and by every result;
+  every other axis a factor of its own."""
+  letters = iter(f"f{i}" for i in range(sum(operand_ranks) + sum(result_ranks)))
+  replicas = [f"r{i}" for i in range(lead)]
   def term(rank, samples):
-    return " ".join((["s"] if samples else []) + [next(letters)
-                                                   for _ in range(rank - samples)])
+    shared = replicas + (["s"] if samples else [])
+    return " ".join(shared + [next(letters) for _ in range(rank - len(shared))])
   operands = [term(r, i not in (2, 3)) for i, r in enumerate(operand_ranks)]
   return ", ".join(operands) + " -> " + ", ".join(term(r, True) for r in result_ranks)
 
