@@ -378,7 +378,7 @@ def _measure(args: flags.FlagValues, part: str) -> dict[str, Any]:
   # Every call evaluates the same test batch (the synthetic test set is one batch).
   idx, mask = next(data_lib.eval_batches(len(exp.dataset.x_test), cfg.train.eval_batch_size))
   eval_args = (state.params, state.batch_stats,
-               (exp.test_x, exp.test_y, *(train.host_to_global(a, exp.batch_sharded)
+               (exp.test_x, exp.test_y, *(train.host_to_global(a, exp.test_batch_sharded)
                                          for a in (idx, mask))))
   lowered, out["eval_lower_s"] = _timed(lambda: eval_step.lower(*eval_args))
   compiled_eval, out["eval_compile_s"] = _timed(lowered.compile)

@@ -288,8 +288,9 @@ def target_mesh(target: str):
 
 
 def _sds(tree, sharding):
-  import jax
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+  """ShapeDtypeStructs of ``tree`` laid out as ``sharding`` (one, or a prefix tree of them)."""
+  from ei_snn_jax.training import checkpointing
+  return checkpointing.abstract_like(tree, sharding)
 
 
 def compile_steps(exp, state, mesh, platform: str,
@@ -315,13 +316,14 @@ def compile_steps(exp, state, mesh, platform: str,
     step = steps_lib.make_train_step(target_exp, source)
     batch = (_sds(exp.train_x, rep), _sds(exp.train_y, rep),
              *(_sds(a, source.table_sharded) for a in table))
-    out["train"] = step_report(step, (_sds(state, rep), batch), platform)
+    out["train"] = step_report(step, (_sds(state, steps_lib.state_sharding(target_exp)), batch),
+                               platform)
   if "eval" not in steps:
     return out
   eval_step = steps_lib.make_eval_step(target_exp, batches.eval_source(target_exp))
   idx, mask = next(data_lib.eval_batches(len(exp.dataset.x_test), cfg.train.eval_batch_size))
-  dat = target_exp.batch_sharded
-  eargs = (_sds(state.params, rep), _sds(state.batch_stats, rep),
+  dat, per_replica = target_exp.test_batch_sharded, target_exp.replica_sharded
+  eargs = (_sds(state.params, per_replica), _sds(state.batch_stats, per_replica),
            (_sds(exp.test_x, rep), _sds(exp.test_y, rep), _sds(idx, dat), _sds(mask, dat)))
   out["eval"] = step_report(eval_step, eargs, platform)
   return out

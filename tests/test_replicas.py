@@ -67,14 +67,28 @@ def assert_records_close(got, want):
         assert a[k] == b[k], k
 
 
-def test_two_vmapped_replicas_equal_two_separate_runs(tmp_path, synthetic_npz):
-  both_cfg = tiny_config(synthetic_npz, "train.num_replicas=2")
-  # Interrupted mid-epoch 2 and resumed: the stacked state and per-replica records resume too.
-  part = train.train_and_evaluate(both_cfg, tmp_path / "both", stop_after_steps=6)
+def _interrupted_and_resumed(cfg, workdir):
+  """A run stopped mid-epoch 2 and resumed: the stacked state and per-replica records resume
+  too. Returns the final summary."""
+  part = train.train_and_evaluate(cfg, workdir, stop_after_steps=6)
   assert part["step"] == 6 and not part["finished"]
-  both = train.train_and_evaluate(both_cfg, tmp_path / "both")
-  assert both["finished"] and both["step"] == 8
-  stacked, meta = restore(tmp_path / "both", both_cfg)
+  done = train.train_and_evaluate(cfg, workdir)
+  assert done["finished"] and done["step"] == 8
+  return done
+
+
+@pytest.fixture(scope="module")
+def two_replicas(tmp_path_factory, synthetic_npz):
+  """(workdir, summary) of the N = 2 run on one device."""
+  workdir = tmp_path_factory.mktemp("replicas") / "both"
+  return workdir, _interrupted_and_resumed(
+      tiny_config(synthetic_npz, "train.num_replicas=2"), workdir)
+
+
+def test_two_vmapped_replicas_equal_two_separate_runs(tmp_path, synthetic_npz, two_replicas):
+  both_cfg = tiny_config(synthetic_npz, "train.num_replicas=2")
+  both_dir, both = two_replicas
+  stacked, meta = restore(both_dir, both_cfg)
   assert jax.tree.leaves(stacked.params)[0].shape[0] == 2 and stacked.step.shape == ()
 
   singles = []
@@ -82,12 +96,12 @@ def test_two_vmapped_replicas_equal_two_separate_runs(tmp_path, synthetic_npz):
     cfg = tiny_config(synthetic_npz, f"seed={SEED + r}")
     singles.append(train.train_and_evaluate(cfg, tmp_path / f"seed{r}"))
     # Same records (losses, accuracies, lr, grad norms, probes, test metrics) ...
-    got = metrics.read_metrics(replicas.replica_dir(tmp_path / "both", r))
+    got = metrics.read_metrics(replicas.replica_dir(both_dir, r))
     want = metrics.read_metrics(tmp_path / f"seed{r}")
     assert len([x for x in want if x["kind"] == "train"]) == 4
     assert_records_close(got, want)
     # ... the same config as the separate run, and the same final parameters/optimizer state.
-    saved = json.loads((replicas.replica_dir(tmp_path / "both", r) / "config.json").read_text())
+    saved = json.loads((replicas.replica_dir(both_dir, r) / "config.json").read_text())
     assert saved["config"] == json.loads((tmp_path / f"seed{r}" / "config.json").read_text())[
         "config"]
     single_state, _ = restore(tmp_path / f"seed{r}", cfg)
@@ -110,12 +124,29 @@ def test_two_vmapped_replicas_equal_two_separate_runs(tmp_path, synthetic_npz):
   assert both["final_test_accuracy_mean"] == pytest.approx(np.mean(finals))
   assert both["final_test_accuracy_std"] == pytest.approx(np.std(finals, ddof=1))
   assert both["final_test_accuracy"] == pytest.approx(np.mean(finals))  # the mean stream's
-  assert json.loads((tmp_path / "both" / "summary.json").read_text())["num_replicas"] == 2
+  assert json.loads((both_dir / "summary.json").read_text())["num_replicas"] == 2
   assert len(meta["replicas"]) == 2
 
   # The main metrics stream holds the replica means.
-  last = metrics.read_metrics(tmp_path / "both", "epoch")[-1]
+  last = metrics.read_metrics(both_dir, "epoch")[-1]
   assert last["replicas"] == 2 and last["test_accuracy"] == pytest.approx(np.mean(finals))
+
+
+def test_replicas_over_two_devices_equal_the_run_on_one(tmp_path, synthetic_npz, two_replicas):
+  """N = 2 on two devices puts one whole replica on each (``replicas_over_devices``, each
+  device's step under ``shard_map``, the state split over the devices, also when restored):
+  the same records and final state as the N = 2 run on one device."""
+  both_dir, _ = two_replicas
+  cfg = tiny_config(synthetic_npz, "train.num_replicas=2", "parallel.num_devices=2")
+  exp = train.build_experiment(cfg)
+  assert exp.replicas_over_devices and exp.mesh.devices.size == 2
+  _interrupted_and_resumed(cfg, tmp_path / "split")
+  for r in range(2):
+    assert_records_close(metrics.read_metrics(replicas.replica_dir(tmp_path / "split", r)),
+                         metrics.read_metrics(replicas.replica_dir(both_dir, r)))
+  split_state, _ = restore(tmp_path / "split", cfg)
+  one_state, _ = restore(both_dir, tiny_config(synthetic_npz, "train.num_replicas=2"))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), split_state, one_state)
 
 
 def test_replica_batches_are_each_seeds_own_order():

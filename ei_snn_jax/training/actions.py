@@ -209,7 +209,7 @@ class PeriodicActions:
                 "train_accuracy": float(s["correct"] / s["count"]),
                 "wall_time": time.time() - run.t_start, **test} for s, test in zip(sums, tests)]
     state = state.replace(sums=jax.tree.map(
-        lambda a: host_to_global(np.zeros(a.shape, a.dtype), exp.replicated), state.sums))
+        lambda a: host_to_global(np.zeros(a.shape, a.dtype), exp.replica_sharded), state.sums))
     accuracies = [test["test_accuracy"] for test in tests]
     accuracy = float(np.mean(accuracies))  # with replicas, the best checkpoint is the best mean
     is_best = accuracy > meta["best_test_accuracy"]

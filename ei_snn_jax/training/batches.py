@@ -53,7 +53,8 @@ class DeviceBatches:
   def __init__(self, exp: Experiment):
     self.exp = exp
     rep = exp.replicated
-    self.table_sharded = NamedSharding(exp.mesh, P(None, None, "data"))
+    # (steps, replicas, batch): each step's row laid out as the step's batch
+    self.table_sharded = NamedSharding(exp.mesh, P(None, *exp.replica_batch_sharded.spec))
     self.shardings = (rep, rep, self.table_sharded, self.table_sharded)
     self._epoch, self._table = None, None
 
@@ -151,7 +152,7 @@ class EvalBatches:
 
   def __init__(self, exp: Experiment):
     self.exp = exp
-    dat = exp.batch_sharded
+    dat = exp.test_batch_sharded
     self.shardings = (dat,) * 3 if exp.from_host else (exp.replicated,) * 2 + (dat,) * 2
 
   def select(self, batch: tuple, step) -> tuple:
@@ -165,11 +166,11 @@ class EvalBatches:
     exp = self.exp
     order = data_lib.eval_batches(len(exp.dataset.x_test), exp.config.train.eval_batch_size)
     if not exp.from_host:
-      yield ((exp.test_x, exp.test_y, *(host_to_global(a, exp.batch_sharded) for a in b))
+      yield ((exp.test_x, exp.test_y, *(host_to_global(a, exp.test_batch_sharded) for a in b))
              for b in order)
       return
     with host_feed.HostBatchFeed(exp.dataset.x_test, exp.dataset.y_test, order,
-                                 exp.batch_sharded,
+                                 exp.test_batch_sharded,
                                  prefetch=int(exp.config.data.host_prefetch)) as feed:
       yield (tuple(b) for b in feed)
 

@@ -124,8 +124,11 @@ def _manager(path: pathlib.Path, keep: int, cleanup: bool,
 
 
 def abstract_like(tree: Any, sharding) -> Any:
-  """ShapeDtypeStructs of ``tree`` with ``sharding`` (the restore target)."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+  """ShapeDtypeStructs of ``tree`` with ``sharding`` (the restore target): one sharding for
+  every leaf, or a prefix tree of them (``steps.state_sharding``)."""
+  return jax.tree.map(
+      lambda s, sub: jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub), sharding, tree)
 
 
 def array_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:

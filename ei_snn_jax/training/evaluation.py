@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
 from ei_snn_jax.training import batches, replicas, steps
@@ -21,11 +22,14 @@ def evaluate_replicas(exp: Experiment, state: steps.TrainState,
   made here when not given."""
   source = batches.eval_source(exp)
   eval_step = eval_step or steps.make_eval_step(exp, source)
+  # where the step takes them (a no-op in the loop; a state restored whole on every device is
+  # split when the devices hold replicas)
+  params, batch_stats = jax.device_put((state.params, state.batch_stats), exp.replica_sharded)
   n = len(exp.dataset.x_test)
   loss_sum, correct = 0.0, 0.0
   with source.batches() as test_batches:
     for batch in test_batches:
-      l, k = eval_step(state.params, state.batch_stats, batch)
+      l, k = eval_step(params, batch_stats, batch)
       loss_sum, correct = loss_sum + l, correct + k
   return [{"test_loss": float(l) / n, "test_accuracy": float(k) / n}
           for l, k in zip(np.asarray(loss_sum), np.asarray(correct))]

@@ -1,9 +1,15 @@
 """The static pieces of a run: config, model, optimizer, dataset, device mesh, input transforms.
 
-``build_experiment(config)`` validates the config, builds the 1-D data-parallel mesh (batch
-sharded over every device, parameters replicated; multi-host through ``distributed.py``), loads
-the dataset as uint8 and places it (``data.placement``): replicated on the devices, or left on
-the host (memory-mapped) for ``batches.HostBatches`` to stream.
+``build_experiment(config)`` validates the config, builds the 1-D device mesh (multi-host
+through ``distributed.py``), loads the dataset as uint8 and places it (``data.placement``):
+replicated on the devices, or left on the host (memory-mapped) for ``batches.HostBatches`` to
+stream.
+
+The mesh's one axis ("data") splits one of two things (``replicas_over_devices``):
+* the batch: data parallel, every device holding the parameters of every replica and its share
+  of each replica's batch (a single run, ``train.num_replicas`` = 1, always does this);
+* the replicas (``train.num_replicas`` = N > 1, a multiple of the device count, one process):
+  each device holds N / devices whole replicas (state and batches) and trains them on its own.
 """
 
 from __future__ import annotations
@@ -82,15 +88,44 @@ class Experiment:
     """Sharding of a (batch, ...) array: the batch axis over the devices."""
     return NamedSharding(self.mesh, P("data"))
 
+  @functools.cached_property
+  def replicas_over_devices(self) -> bool:
+    """Whether the devices split the replicas rather than the batch: ``train.num_replicas`` =
+    N > 1 on several devices, N a multiple of their number, in one process.
+
+    Each device then trains N / devices whole replicas on its own (``replicas.over_replicas``
+    under ``shard_map``): no collective in the step. Splitting the batch instead, XLA gathers
+    every replica's batch to every device at each convolution: vmap turns a convolution with
+    per-replica kernels into a grouped convolution, which XLA's SPMD partitioner does not split
+    over the batch (openxla/xla#47945; E-I VGG-8 at 1/8 width, 2 replicas on 8 CPU devices:
+    7.6 MB of all-gathers per train step against 12 KB for one replica).
+    """
+    n, devices = self.num_replicas, self.mesh.devices.size
+    return n > 1 and devices > 1 and n % devices == 0 and jax.process_count() == 1
+
+  @property
+  def replica_sharded(self) -> NamedSharding:
+    """Sharding of an array with the leading replica axis (the run-layout state's leaves but
+    ``step``, per-replica metrics): the replicas over the devices (``replicas_over_devices``),
+    else whole on every device."""
+    return NamedSharding(self.mesh, P("data") if self.replicas_over_devices else P())
+
   @property
   def replica_batch_sharded(self) -> NamedSharding:
-    """Sharding of a training batch (replicas, batch, ...): the batch axis over the devices."""
-    return NamedSharding(self.mesh, P(None, "data"))
+    """Sharding of a training batch (replicas, batch, ...): the replica axis over the devices
+    (``replicas_over_devices``), else the batch axis."""
+    return NamedSharding(self.mesh, P("data") if self.replicas_over_devices else P(None, "data"))
+
+  @property
+  def test_batch_sharded(self) -> NamedSharding:
+    """Sharding of a test batch (batch, ...), which every replica sees: the batch axis over the
+    devices, or whole on every device when the devices hold replicas."""
+    return self.replicated if self.replicas_over_devices else self.batch_sharded
 
   @property
   def input_sharded(self) -> NamedSharding:
-    """Sharding of one replica's model input: the batch axis, axis 1 of DVS sequences (T, B,
-    ...)."""
+    """Sharding of one replica's model input when the devices split the batch: the batch axis,
+    axis 1 of DVS sequences (T, B, ...)."""
     if transforms.is_sequence(self.config.data.name):
       return NamedSharding(self.mesh, P(None, "data"))
     return self.batch_sharded
@@ -144,5 +179,13 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
               host_to_global(dataset.y_train.astype(np.int32), rep),
               host_to_global(dataset.x_test, rep),
               host_to_global(dataset.y_test.astype(np.int32), rep))
-  return Experiment(config, model, tx, schedule, dataset, mesh, steps_per_epoch, total_steps,
-                    *arrays, placement)
+  exp = Experiment(config, model, tx, schedule, dataset, mesh, steps_per_epoch, total_steps,
+                   *arrays, placement)
+  if exp.num_replicas > 1 and mesh.devices.size > 1:
+    print(f"replicas: {exp.num_replicas} over {mesh.devices.size} devices, "
+          + (f"{exp.num_replicas // mesh.devices.size} whole replica(s) on each"
+             if exp.replicas_over_devices else
+             "each replica's batch split over them (XLA then gathers the batch at every "
+             "convolution, openxla/xla#47945; a multiple of the device count as "
+             "train.num_replicas puts whole replicas on each device instead)"), flush=True)
+  return exp

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
 
 from ei_snn_jax.training import metrics as metrics_lib, run_config
 from ei_snn_jax import data as data_lib
@@ -199,20 +200,32 @@ def _first(tree: Any) -> Any:
   return jax.tree.map(lambda x: x[0], tree)
 
 
-def over_replicas(fn, n: int, in_axes: tuple[int | None, ...]):
+def over_replicas(fn, n: int, in_axes: tuple[int | None, ...], mesh: Mesh | None = None):
   """``fn(*args)`` over the leading replica axis (length ``n``) of the arguments whose entry in
   ``in_axes`` is 0 (None: shared by every replica; a TrainState's ``step`` is always shared).
 
   N > 1: ``jax.vmap``. N = 1: ``fn`` on slice 0, so the program is exactly the single run's (a
   vmap of one would reorder no arithmetic either, but this keeps the compiled step unchanged).
   Either way every output gets the replica axis at 0.
+
+  ``mesh`` (``Experiment.replicas_over_devices``): the replica axis is split over the mesh's
+  "data" axis, and each device vmaps ``fn`` over its own replicas (``jax.shard_map``; the shared
+  arguments whole on every device), with no collective.
   """
   if n > 1:
     def vmapped(*args):
-      axes = [state_axes(a) if ax == 0 and hasattr(a, "step") and hasattr(a, "replace") else ax
-              for a, ax in zip(args, in_axes)]
+      axes = [state_axes(a) if ax == 0 and _is_state(a) else ax for a, ax in zip(args, in_axes)]
       return jax.vmap(fn, in_axes=tuple(axes))(*args)
-    return vmapped
+    if mesh is None:
+      return vmapped
+
+    def on_each_device(*args):
+      specs = tuple(P() if ax is None else
+                    jax.tree.map(lambda _: P("data"), a.replace(step=None)).replace(step=P())
+                    if _is_state(a) else P("data") for a, ax in zip(args, in_axes))
+      return jax.shard_map(vmapped, mesh=mesh, in_specs=specs, out_specs=P("data"),
+                           check_vma=False)(*args)
+    return on_each_device
 
   def single(*args):
     out = fn(*(a if ax is None else _first(a) for a, ax in zip(args, in_axes)))
@@ -221,21 +234,26 @@ def over_replicas(fn, n: int, in_axes: tuple[int | None, ...]):
   return single
 
 
-def with_seeds(fn, seed_list: Sequence[int]):
+def _is_state(tree: Any) -> bool:
+  """Whether ``tree`` is a TrainState (its ``step`` is shared by the replicas)."""
+  return hasattr(tree, "step") and hasattr(tree, "replace")
+
+
+def with_seeds(fn, seed_list: Sequence[int], mesh: Mesh | None = None):
   """``fn(state, *data, seed)`` -> ``(state, *data) -> fn's outputs`` on a replica-axis state and
   data, replica r with seed ``seed_list[r]`` (N = 1: the seed as the Python int a single run
-  passes)."""
+  passes). ``mesh``: the replicas split over the devices (``over_replicas``)."""
   n = len(seed_list)
   if n == 1:
     seed = int(seed_list[0])
     return lambda state, *data: over_replicas(
         lambda *args: fn(*args, seed), 1, (0,) * (1 + len(data)))(state, *data)
   seed_array = np.asarray(seed_list, np.int32)
-  return lambda state, *data: over_replicas(fn, n, (0,) * (2 + len(data)))(
+  return lambda state, *data: over_replicas(fn, n, (0,) * (2 + len(data)), mesh)(
       state, *data, seed_array)
 
 
-def vmap_train_step(step_fn, seed_list: Sequence[int]):
+def vmap_train_step(step_fn, seed_list: Sequence[int], mesh: Mesh | None = None):
   """The single-run step ``(state, images, labels, mask, seed)`` over the replica axis.
 
   Returns ``(state, images, labels, mask) -> (state, metrics)`` for a replica-axis state and
@@ -243,8 +261,9 @@ def vmap_train_step(step_fn, seed_list: Sequence[int]):
   seed ``seed_list[r]``. A non-finite loss or gradient in any replica leaves the whole state
   unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaf`` become whole-run
   scalars, with ``bad_replica`` (-1 if none). Every other metric has the leading replica axis.
+  ``mesh``: the replicas split over the devices (``over_replicas``).
   """
-  per_replica_step = with_seeds(step_fn, seed_list)
+  per_replica_step = with_seeds(step_fn, seed_list, mesh)
 
   def replicated_step(state, *data):
     new_state, metrics = per_replica_step(state, *data)
@@ -259,10 +278,11 @@ def vmap_train_step(step_fn, seed_list: Sequence[int]):
   return replicated_step
 
 
-def vmap_eval_step(eval_fn, n: int):
+def vmap_eval_step(eval_fn, n: int, mesh: Mesh | None = None):
   """``eval_fn(params, batch_stats, images, labels, mask)`` for replica-axis params: every
-  replica sees the same test batch; the sums come back with the leading replica axis."""
-  return over_replicas(eval_fn, n, (0, 0, None, None, None))
+  replica sees the same test batch; the sums come back with the leading replica axis.
+  ``mesh``: the replicas split over the devices (``over_replicas``)."""
+  return over_replicas(eval_fn, n, (0, 0, None, None, None), mesh)
 
 
 def _add_axis(state: Any) -> Any:

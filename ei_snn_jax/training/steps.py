@@ -44,6 +44,28 @@ class TrainState:
   sums: dict[str, Array]
 
 
+def state_sharding(exp: Experiment) -> TrainState:
+  """How a run-layout TrainState lies on the devices, as a prefix of its tree: ``step``
+  replicated, every other leaf ``Experiment.replica_sharded`` (the replicas split over the
+  devices with ``replicas_over_devices``, else whole on every device)."""
+  r = exp.replica_sharded
+  return TrainState(step=exp.replicated, params=r, batch_stats=r, opt_state=r, sums=r)
+
+
+def replica_devices(exp: Experiment):
+  """The mesh ``replicas.over_replicas`` splits the replicas over, or None (the devices split
+  the batch)."""
+  return exp.mesh if exp.replicas_over_devices else None
+
+
+def _constrain_input(exp: Experiment, x: Array) -> Array:
+  """One replica's model input, its batch sharded over the devices; untouched where each device
+  holds whole replicas (inside ``shard_map`` every array is the device's own)."""
+  if exp.replicas_over_devices:
+    return x
+  return jax.lax.with_sharding_constraint(x, exp.input_sharded)
+
+
 def zero_sums() -> dict[str, Array]:
   """The epoch sums of one run (loss * count, correct, count), all zero."""
   return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32),
@@ -88,8 +110,9 @@ def init_state(exp: Experiment) -> TrainState:
     return state
 
   states = [one(seed) for seed in replicas.seeds(exp.config)]
-  state = states[0] if len(states) == 1 else replicas.stack(states)
-  return jax.device_put(state, exp.replicated)
+  if len(states) == 1:
+    return jax.device_put(states[0], exp.replicated)
+  return jax.device_put(replicas.stack(states), state_sharding(exp))
 
 
 def first_nonfinite_leaf(tree) -> Array:
@@ -105,8 +128,7 @@ def training_input(exp: Experiment, step, images, labels, seed):
   streams = rng.rng_streams(seed)
   augment_key = rng.step_key(streams["augment"], step)
   dropout_key = rng.step_key(streams["dropout"], step)
-  x = jax.lax.with_sharding_constraint(exp.train_transform(augment_key, images),
-                                       exp.input_sharded)
+  x = _constrain_input(exp, exp.train_transform(augment_key, images))
   return x, labels, dropout_key
 
 
@@ -160,14 +182,15 @@ def make_train_step(exp: Experiment, source):
                "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaf": bad_leaf}
     return new_state, metrics
 
-  replicated = replicas.vmap_train_step(one_replica, replicas.seeds(exp.config))
+  replicated = replicas.vmap_train_step(one_replica, replicas.seeds(exp.config),
+                                        replica_devices(exp))
 
   def train_step(state: TrainState, batch):
     return replicated(state, *source.select(batch, state.step))
 
-  rep = exp.replicated
-  return jax.jit(train_step, in_shardings=(rep, source.shardings), out_shardings=(rep, rep),
-                 donate_argnums=(0,))
+  states = state_sharding(exp)
+  return jax.jit(train_step, in_shardings=(states, source.shardings),
+                 out_shardings=(states, exp.replicated), donate_argnums=(0,))
 
 
 def make_probe_step(exp: Experiment, source):
@@ -189,13 +212,14 @@ def make_probe_step(exp: Experiment, source):
                               mutable=mutable, rngs={"dropout": dropout_key})
     return probes.probe_summary(new_vars.get("probes", {}))
 
-  replicated = replicas.with_seeds(one_replica, replicas.seeds(exp.config))
+  replicated = replicas.with_seeds(one_replica, replicas.seeds(exp.config),
+                                   replica_devices(exp))
 
   def probe_step(state: TrainState, batch):
     return replicated(state, *source.select(batch, state.step))
 
-  rep = exp.replicated
-  return jax.jit(probe_step, in_shardings=(rep, source.shardings), out_shardings=rep)
+  return jax.jit(probe_step, in_shardings=(state_sharding(exp), source.shardings),
+                 out_shardings=exp.replicated)
 
 
 def make_eval_step(exp: Experiment, source):
@@ -205,19 +229,20 @@ def make_eval_step(exp: Experiment, source):
   model = exp.model
 
   def one_replica(params, batch_stats, images, labels, mask):
-    x = jax.lax.with_sharding_constraint(exp.eval_transform(images), exp.input_sharded)
+    x = _constrain_input(exp, exp.eval_transform(images))
     logits = model.apply(_variables(params, batch_stats), x, train=False)
     w = mask.astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return jnp.sum(ce * w), jnp.sum((jnp.argmax(logits, -1) == labels) * w)
 
-  replicated = replicas.vmap_eval_step(one_replica, exp.num_replicas)
+  replicated = replicas.vmap_eval_step(one_replica, exp.num_replicas, replica_devices(exp))
 
   def eval_step(params, batch_stats, batch):
     return replicated(params, batch_stats, *source.select(batch, None))
 
-  rep = exp.replicated
-  return jax.jit(eval_step, in_shardings=(rep, rep, source.shardings), out_shardings=(rep, rep))
+  r = exp.replica_sharded
+  return jax.jit(eval_step, in_shardings=(r, r, source.shardings),
+                 out_shardings=(exp.replicated, exp.replicated))
 
 
 def host_sums(state: TrainState) -> list[dict[str, np.ndarray]]:

@@ -102,7 +102,7 @@ def open_run(exp: Experiment, workdir: pathlib.Path, primary: bool,
   state = steps.init_state(exp)
   meta = {"best_test_accuracy": -1.0, "best_epoch": -1, "best_step": -1, "wall_time": 0.0,
           "fingerprint": fingerprint}
-  restored = ckpt.resume(state, exp.replicated)
+  restored = ckpt.resume(state, steps.state_sharding(exp))
   if restored is not None:
     state, meta = restored
     if meta.setdefault("fingerprint", fingerprint) not in (fingerprint, logger.run_fingerprint):
