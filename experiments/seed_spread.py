@@ -35,18 +35,20 @@ from ei_snn_jax.training.config import ConfigError
 from experiments import cli
 
 
-def load_seeds(workdir: str | pathlib.Path) -> tuple[dict, list[list[dict]]]:
+def load_seeds(workdir: str | pathlib.Path,
+               require_metrics: bool = True) -> tuple[dict, list[list[dict]]]:
   """(saved config, every seed's metric records in replica order) of a run folder.
 
   A run of one seed (no replica folders) gives one list. ConfigError when the folder holds no
-  run or no metrics yet."""
+  run, or (``require_metrics``) no metrics yet; without ``require_metrics`` a run that logged
+  nothing (one that diverged at its first step) gives empty lists."""
   from experiments.analyze import check_workdir
   workdir = pathlib.Path(workdir).expanduser()
   saved = check_workdir(workdir)
   n = int(saved.get("train", {}).get("num_replicas", 1) or 1)
   folders = [workdir / f"replica_{r}" for r in range(n)] if n > 1 else [workdir]
   seeds = [metrics_lib.read_metrics(f) if (f / "metrics.jsonl").is_file() else [] for f in folders]
-  if not any(seeds):
+  if require_metrics and not any(seeds):
     raise ConfigError(f"{workdir} has no metrics yet: let the run log at least one step first")
   return saved, seeds
 

@@ -347,7 +347,9 @@ def record(cond: Condition, workdir: pathlib.Path, *, batch_size: int = 256,
   from ei_snn_jax.training import checkpointing, train
   from experiments.analyze import restore_config
 
-  saved, seeds = seed_spread.load_seeds(workdir)
+  # A run that diverged at its first step logged nothing: its record is the status and the
+  # init snapshot (no accuracies, no final state).
+  saved, seeds = seed_spread.load_seeds(workdir, require_metrics=False)
   accs = [seed_spread.epoch_accuracies(s) for s in seeds]
   nonfinite = any("non-finite" in json.dumps(r) for s in seeds for r in s
                   if r.get("kind") not in ("train", "epoch"))

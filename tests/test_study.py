@@ -114,6 +114,27 @@ def test_record_of_a_tiny_run(tiny_run, tmp_path):
   assert path.stat().st_size < 20_000
 
 
+def test_record_of_a_run_that_diverged_at_its_first_step(tiny_run, tmp_path):
+  """What such a run leaves (seen in the study: no_stabilization went non-finite at step 0):
+  its config, no metrics and no checkpoint. Its record is the status and the init snapshot."""
+  import shutil
+  workdir = tmp_path / "no_stabilization"
+  for folder in ("", "replica_0", "replica_1"):
+    (workdir / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_run / folder / "config.json", workdir / folder / "config.json")
+  (workdir / "checkpoints").mkdir()
+  line = "error: non-finite loss/gradient at step 0 in replica 0 (seed 3)"
+  study.status_path(workdir).write_text(json.dumps({"status": "diverged", "line": line}))
+  with pytest.raises(Exception, match="no metrics yet"):   # the seed-spread tool still says so
+    seed_spread.load_seeds(workdir)
+  result = study.record(study.BY_NAME["ei_vgg8"], workdir, batch_size=16)
+  assert result["status"] == "diverged" and result["status_line"] == line
+  assert result["nonfinite_event"] and result["final_step"] is None
+  assert [s["test_accuracy"] for s in result["seeds"]] == [[], []]
+  assert all("init" in s and "final" not in s for s in result["seeds"])
+  assert study_report.final_accuracies(result) == [10.0, 10.0]   # counted as chance
+
+
 def test_seed_spread_of_a_tiny_run(tiny_run, capsys):
   s = seed_spread.summarize(tiny_run, stall_below=101.0, reference=(20.0, 1.0, 6))
   assert [row["seed"] for row in s["seeds"]] == [3, 4]
