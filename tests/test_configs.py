@@ -357,6 +357,13 @@ def test_validate_lists_every_problem_and_accepts_good_device_counts():
     C.validate_config(cfg, num_devices=n)
   C.validate_config(_load("default", "parallel.num_devices=4", "train.batch_size=100",
                           "train.eval_batch_size=200"), num_devices=8)
+  # Whole replicas on each device (replicas a multiple of the devices): no batch is split.
+  whole = _load("default", "train.num_replicas=16", "train.batch_size=100",
+                "train.eval_batch_size=250")
+  C.validate_config(whole, num_devices=8)
+  with pytest.raises(C.ConfigError, match="train.batch_size=100 is not divisible by the 8 "):
+    C.validate_config(_load("default", "train.num_replicas=12", "train.batch_size=100"),
+                      num_devices=8)
 
 
 CONFIG_FILE_HEAD = """

@@ -16,7 +16,7 @@ import threading
 import jax
 import ml_collections
 
-from ei_snn_jax.training import config as config_lib
+from ei_snn_jax.training import config as config_lib, replicas
 
 # The config options this module owns: dotted field -> (default, allowed values or range,
 # meaning); ``training.config.base_config`` is assembled from these (docs/options.md).
@@ -47,12 +47,16 @@ def check_config(cfg, problems: list[str]) -> None:
 
 def check_devices(cfg, num_devices: int | None, problems: list[str]) -> None:
   """Append to ``problems`` where ``parallel.num_devices`` exceeds the ``num_devices`` there are
-  (None: unknown), or a batch size does not divide over the devices used (training.config)."""
+  (None: unknown), or a batch size does not divide over the devices used (training.config)
+  where they split the batch (not where each holds whole replicas, ``replicas.over_devices``)."""
   par = cfg.parallel
   if num_devices is not None and par.num_devices > num_devices:
     problems.append(f"parallel.num_devices={par.num_devices} exceeds the {num_devices} available "
                     f"devices: set parallel.num_devices to at most {num_devices} (0 = all)")
   n = par.num_devices if par.num_devices > 0 else num_devices
+  if n and replicas.over_devices(int(cfg.train.num_replicas), n,
+                                 int(par.num_processes) if par.distributed else 1):
+    return
   for path in ("train.batch_size", "train.eval_batch_size") if n and n > 1 else ():
     size = cfg.train[path[6:]]
     if size >= 1 and size % n:

@@ -100,8 +100,7 @@ class Experiment:
     over the batch (openxla/xla#47945; E-I VGG-8 at 1/8 width, 2 replicas on 8 CPU devices:
     7.6 MB of all-gathers per train step against 12 KB for one replica).
     """
-    n, devices = self.num_replicas, self.mesh.devices.size
-    return n > 1 and devices > 1 and n % devices == 0 and jax.process_count() == 1
+    return replicas.over_devices(self.num_replicas, self.mesh.devices.size, jax.process_count())
 
   @property
   def replica_sharded(self) -> NamedSharding:

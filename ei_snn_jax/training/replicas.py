@@ -44,6 +44,13 @@ def num_replicas(config: ml_collections.ConfigDict) -> int:
   return int(config.train.num_replicas)
 
 
+def over_devices(n: int, num_devices: int, num_processes: int = 1) -> bool:
+  """Whether ``n`` replicas on ``num_devices`` devices are split over them, whole replicas on
+  each device (``Experiment.replicas_over_devices``): n > 1 on several devices, n a multiple of
+  their number, in one process."""
+  return n > 1 and num_devices > 1 and n % num_devices == 0 and num_processes == 1
+
+
 def seeds(config: ml_collections.ConfigDict) -> list[int]:
   """The seed of each replica: ``config.seed + r``."""
   return [int(config.seed) + r for r in range(num_replicas(config))]

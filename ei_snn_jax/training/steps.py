@@ -104,7 +104,8 @@ def init_state(exp: Experiment) -> TrainState:
         sums=zero_sums())
 
   def one(seed):
-    x0 = host_to_global(first_training_batch(exp, seed), exp.input_sharded)
+    x0 = host_to_global(first_training_batch(exp, seed),
+                        exp.replicated if exp.replicas_over_devices else exp.input_sharded)
     stats, state = fresh(rng.rng_streams(seed)["init"], x0)
     models.check_ei_init({"ei_init_stats": stats})
     return state
