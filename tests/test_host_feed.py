@@ -396,6 +396,11 @@ def run_shard_script(xla_devices: int, ranks: list[int], port: str) -> list[dict
   try:
     for p in procs:
       outputs.append(p.communicate(timeout=120)[0])
+  except subprocess.TimeoutExpired:   # say where each process was (seen once in CI, under load)
+    for p in procs:
+      p.kill()
+    tails = [f"rank {r}: ...{p.communicate()[0][-1500:]}" for r, p in zip(ranks, procs)]
+    pytest.fail("a process did not finish in 120 s:\n" + "\n".join(tails))
   finally:
     for p in procs:          # one failed process would leave its peer waiting for it
       if p.poll() is None:
