@@ -8,8 +8,10 @@ ANN ceiling) compiled for a GPU or TPU target on this CPU machine, and what the 
 no GPU needed), TPU slices ``.[tpu-aot]`` (jax[tpu]); install each in its own venv. Nothing runs:
 ``jax.experimental.topologies`` gives compile-only devices, the experiment is built on the CPU
 (E-I Init reads data), its mesh is swapped for the target's, and each step is
-``trace(...).lower(lowering_platforms=(platform,)).compile()``d. For a TPU slice ``--batch`` is per
-chip (the global batch is batch x chips, sharded over the "data" axis).
+``trace(...).lower(lowering_platforms=(platform,)).compile()``d. For several chips (a TPU slice,
+``h200x8``) ``--batch`` is per chip (the global batch is batch x chips, sharded over the "data"
+axis), except with ``--replicas`` a multiple of the chips: each chip then trains whole replicas
+of ``--batch`` each (``Experiment.replicas_over_devices``).
 
 Read from each compiled step:
   bytes by kernel kind  every kernel of the optimised HLO's entry computation (and of while
@@ -53,6 +55,7 @@ TARGETS = {
     "h200": ("cuda", "h200.txtpb", 1, 4.8e12),
     "h100": ("cuda", "h100.txtpb", 1, 3.35e12),
     "a100": ("cuda", "a100.txtpb", 1, 2.039e12),
+    "h200x8": ("cuda", "h200.txtpb", 8, 4.8e12),   # one node of 8 (HGX); NVLink not modelled
     "v5p:2x2x1": ("tpu", "v5p:2x2x1", 4, 2.765e12),
     "v5e:2x2": ("tpu", "v5e:2x2", 4, 0.819e12),
     "v4:2x2x1": ("tpu", "v4:2x2x1", 4, 1.228e12),
@@ -271,7 +274,7 @@ def target_mesh(target: str):
                          "(JAX_PLATFORMS=cpu, set by experiments.benchmark --target)")
     try:
       topo = topologies.get_topology_desc(
-          platform="cuda", topology="1x1x1",
+          platform="cuda", topology=f"1x1x{chips}",   # slices x hosts x devices per host
           target_config=(TARGET_DIR / spec).read_text())
     except Exception as e:  # noqa: BLE001
       raise RuntimeError(f"cannot make a CUDA compile-only device ({e}); install the GPU "
@@ -361,11 +364,13 @@ def estimate(target: str, arch: str, dtype: str, batch: int, T: int, snn_bytes: 
   calib = CALIBRATION.get((arch, dtype)) if (batch, T) == (128, 4) else None
   if calib and ann_bytes and TARGETS[target][0] == "cuda":
     scale = bandwidth / CALIBRATION_BANDWIDTH
-    return {"train_img_s_estimate": calib * scale * ann_bytes / snn_bytes,
-            "ann_train_img_s_calibration": calib * scale,
+    return {"train_img_s_estimate": chips * calib * scale * ann_bytes / snn_bytes,
+            "ann_train_img_s_calibration": chips * calib * scale,
             "estimate_kind": ("ESTIMATE: measured H200 ANN ceiling img/s"
-                              + ("" if target == CALIBRATION_DEVICE else
-                                 f" x HBM bandwidth {target}/H200") + " x ANN bytes / SNN bytes")}
+                              + ("" if TARGETS[target][1] == TARGETS[CALIBRATION_DEVICE][1] else
+                                 f" x HBM bandwidth {target}/H200")
+                              + ("" if chips == 1 else f" x {chips} chips")
+                              + " x ANN bytes / SNN bytes")}
   return {"train_img_s_estimate": chips * batch / (snn_bytes / bandwidth),
           "estimate_kind": "ESTIMATE (upper bound, uncalibrated): batch / (bytes per chip / "
                            "HBM bandwidth)"}
@@ -377,12 +382,16 @@ def run(args, argv: Sequence[str]) -> dict[str, Any]:
   from experiments import benchmark
   from ei_snn_jax.training import train
 
+  from ei_snn_jax.training import replicas
   mesh, platform = target_mesh(args.target)
   chips = mesh.devices.size
   per_chip = args.batch or 128
-  # Built on one host CPU device (E-I Init runs there); the target's mesh replaces it.
-  overrides = dict(batch=per_chip * chips,
-                   eval_batch=(args.eval_batch or per_chip) * chips, devices=1)
+  # Built on one host CPU device (E-I Init runs there); the target's mesh replaces it. Where
+  # the chips split the batch, --batch is each chip's share; where each holds whole replicas
+  # (replicas.over_devices), it is each replica's batch.
+  whole = replicas.over_devices(args.replicas, chips)
+  overrides = dict(batch=per_chip if whole else per_chip * chips,
+                   eval_batch=(args.eval_batch or per_chip) * (1 if whole else chips), devices=1)
   bargs = _Args(args, **overrides)
   cfg, spec = benchmark.make_config(bargs)
   exp = train.build_experiment(cfg)

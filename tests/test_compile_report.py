@@ -158,6 +158,9 @@ def test_targets_and_estimate():
   est = compile_report.estimate("h200", "vgg16", "float32", 128, 4, 2e9, 1e9)
   assert est["train_img_s_estimate"] == pytest.approx(25.7e3 / 2)
   assert "ESTIMATE" in est["estimate_kind"]
+  node = compile_report.estimate("h200x8", "vgg16", "float32", 128, 4, 2e9, 1e9)
+  assert node["train_img_s_estimate"] == pytest.approx(8 * 25.7e3 / 2)   # 8 chips, per-chip bytes
+  assert "x 8 chips" in node["estimate_kind"] and "bandwidth" not in node["estimate_kind"]
   assert "ESTIMATE" in compile_report.estimate("v5p:2x2x1", "vgg16", "float32", 128, 4, 1e9,
                                                None)["estimate_kind"]
 
