@@ -403,8 +403,10 @@ def run(args, argv: Sequence[str]) -> dict[str, Any]:
           file=sys.stderr, flush=True)
     state = jax.block_until_ready(train.init_state(e))
     parts[part] = compile_steps(e, state, mesh, platform)
+  images = cfg.train.batch_size * args.replicas   # per step, over every replica and chip
   env = {"arch": cfg.model.arch, "variant": cfg.model.variant, "dtype": cfg.model.conv_dtype,
-         "T": cfg.model.T, "batch_per_chip": per_chip, "global_batch": cfg.train.batch_size,
+         "T": cfg.model.T, "batch_per_chip": images // chips, "global_batch": images,
+         "replicas": args.replicas, "replicas_over_chips": whole,
          "eval_batch": cfg.train.eval_batch_size, "chips": chips}
   record: dict[str, Any] = {
       "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -415,7 +417,7 @@ def run(args, argv: Sequence[str]) -> dict[str, Any]:
       "jax": jax.__version__, "load_avg": list(os.getloadavg()), "note": args.note, **parts,
       "command": "python -m experiments.benchmark " + shlex.join(argv)}
   ann = parts.get("ann", {}).get("train", {}).get("bytes_total")
-  record.update(estimate(args.target, cfg.model.arch, cfg.model.conv_dtype, per_chip,
+  record.update(estimate(args.target, cfg.model.arch, cfg.model.conv_dtype, images // chips,
                          cfg.model.T, parts["snn"]["train"]["bytes_total"], ann))
   if ann:
     for kind in ("train", "eval"):
