@@ -102,3 +102,23 @@ def test_replicas_over_the_devices_move_nothing():
   for name, report in reports.items():
     moved = sum(c["bytes"] for c in report["collectives"].values())
     assert moved <= 64 * DEVICES * 4, f"{name} step: {report['collectives']}"
+
+
+@pytest.mark.parametrize("replicas, devices, whole, advice", [
+    (8, 8, True, None), (16, 8, True, None), (2, 8, False, "parallel.num_devices=2"),
+    (6, 8, False, "parallel.num_devices=6"), (3, 2, False, "parallel.num_devices=1")])
+def test_replica_layout_is_announced(replicas, devices, whole, advice, capsys):
+  """Which layout a run of replicas gets on several devices is printed; the batch-split one
+  with a warning naming a device count that gives whole replicas instead."""
+  if jax.device_count() < devices:
+    pytest.skip(f"needs {devices} devices (tests/conftest.py sets 8 fake CPU devices)")
+  cfg = _config("vgg8")
+  cfg.train.num_replicas, cfg.parallel.num_devices = replicas, devices
+  cfg.train.batch_size = cfg.train.eval_batch_size = 2 * devices
+  exp = train.build_experiment(cfg)
+  out, err = capsys.readouterr()
+  assert exp.replicas_over_devices == whole
+  if whole:
+    assert f"{replicas // devices} whole replica(s) on each" in out and not err
+  else:
+    assert err.startswith("warning: replicas:") and advice in err and "\n" not in err.strip()
