@@ -282,15 +282,13 @@ def _leaves_named(params, names: Sequence[str]) -> list[np.ndarray]:
   return out
 
 
-def make_gradient_norms(model):
-  """A jitted (variables, x, y) -> {"w_ei": norm, "other": norm}: the L2 norm of the
-  cross-entropy gradient of the W_EI parameters and of every other parameter, through the
-  training forward pass (E-I Prop's backward rules included), on the batch (x, y)."""
+def _loss_gradient(model):
+  """(variables, x, y) -> the cross-entropy gradient of the parameters through the training
+  forward pass (E-I Prop's backward rules included), on the batch (x, y)."""
   import jax
-  import jax.numpy as jnp
   import optax
 
-  def norms(variables, x, y):
+  def gradient(variables, x, y):
     rest = {k: v for k, v in variables.items() if k != "params"}
 
     def loss(params):
@@ -300,14 +298,51 @@ def make_gradient_norms(model):
       logits = out[0] if rest else out
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    grads = jax.grad(loss)(variables["params"])
+    return jax.grad(loss)(variables["params"])
+  return gradient
+
+
+def make_gradient_norms(model):
+  """A jitted (variables, x, y) -> {"w_ei": norm, "other": norm}: the L2 norm of the
+  cross-entropy gradient of the W_EI parameters and of every other parameter, through the
+  training forward pass (E-I Prop's backward rules included), on the batch (x, y)."""
+  import jax
+  import jax.numpy as jnp
+  gradient = _loss_gradient(model)
+
+  def norms(variables, x, y):
     sq = {"w_ei": jnp.float32(0), "other": jnp.float32(0)}
-    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    for path, g in jax.tree_util.tree_leaves_with_path(gradient(variables, x, y)):
       kind = "w_ei" if str(getattr(path[-1], "key", path[-1])) == "w_ei" else "other"
       sq[kind] = sq[kind] + jnp.sum(jnp.square(g.astype(jnp.float32)))
     return {k: jnp.sqrt(v) for k, v in sq.items()}
 
   jitted = jax.jit(norms)
+  return lambda variables, x, y: {k: float(v) for k, v in jitted(variables, x, y).items()}
+
+
+def make_gradient_agreement(model, reference):
+  """A jitted (variables, x, y) -> {"cosine", "relative_difference"}: how the parameter
+  gradient of ``model`` compares with that of ``reference`` (the same parameters, another
+  backward rule) on the batch (x, y): cos(g, g_ref) and |g - g_ref| / |g_ref| over every
+  parameter. For the no-STE ablation, ``reference`` is the model with the straight-through
+  estimator (spec §3.2): a cosine near 1 means the STE barely changes the step's direction,
+  below 0 the step of one ascends the other's loss surface.
+
+  The two differ only where I_shunt is 0 under a nonzero I_bal. With every weight positive (at
+  E-I Init) a zero of I_shunt means nothing in the receptive field, so I_bal is 0 there too and
+  both gradients are equal; zero weights (Dale's projection clips at 0) make the difference."""
+  import jax
+  import jax.numpy as jnp
+  ours, theirs = _loss_gradient(model), _loss_gradient(reference)
+
+  def agreement(variables, x, y):
+    flat = lambda g: jnp.concatenate([l.astype(jnp.float32).ravel() for l in jax.tree.leaves(g)])
+    g, ref = flat(ours(variables, x, y)), flat(theirs(variables, x, y))
+    return {"cosine": jnp.dot(g, ref) / (jnp.linalg.norm(g) * jnp.linalg.norm(ref)),
+            "relative_difference": jnp.linalg.norm(g - ref) / jnp.linalg.norm(ref)}
+
+  jitted = jax.jit(agreement)
   return lambda variables, x, y: {k: float(v) for k, v in jitted(variables, x, y).items()}
 
 
@@ -343,6 +378,8 @@ def record(cond: Condition, workdir: pathlib.Path, *, batch_size: int = 256,
            ) -> dict[str, Any]:
   """The small result of one condition's run (see the module docstring)."""
   import jax
+  import ml_collections
+  from ei_snn_jax import models
   from ei_snn_jax.data import transforms
   from ei_snn_jax.training import checkpointing, train
   from experiments.analyze import restore_config
@@ -381,14 +418,23 @@ def record(cond: Condition, workdir: pathlib.Path, *, batch_size: int = 256,
     return out
 
   norms = make_gradient_norms(exp.model)
+  # Without the STE (spec §3.2): the direction of its gradient against the STE's, same params.
+  ste = None
+  if cfg.model.variant == "ei" and not cfg.model.ei_ste:
+    with_ste = ml_collections.ConfigDict(cfg.model.to_dict())
+    with_ste.ei_ste = True
+    ste = make_gradient_agreement(
+        exp.model, models.create_model(with_ste, exp.dataset.num_classes))
   per_seed = []
   for r in range(n_rep):
     row = {"seed": int(saved.get("seed", 0)) + r,
-           "test_accuracy": accs[r] if r < len(accs) else [],
-           "init": _snapshot(exp.model, variables(init, r), x, y, norms, histograms=r == 0)}
-    if final is not None:
-      row["final"] = _snapshot(exp.model, variables(final, r), x, y, norms,
-                               histograms=r == 0)
+           "test_accuracy": accs[r] if r < len(accs) else []}
+    for when, state in (("init", init), ("final", final)):
+      if state is None:
+        continue
+      row[when] = _snapshot(exp.model, variables(state, r), x, y, norms, histograms=r == 0)
+      if ste is not None and row[when]["gradient_norm"] is not None:
+        row[when]["ste_gradient"] = ste(variables(state, r), x, y)
     per_seed.append(row)
   return {"condition": cond.name, "label": cond.label, "group": cond.group,
           "config": cond.config, "overrides": condition_overrides(cond, scale),

@@ -7,7 +7,9 @@ their dicts), so the page rebuilds without training anything:
 Decision rules (stated on the page): an accuracy difference counts when it exceeds two pooled
 seed standard deviations and at least 2 points (``noise_floor``); a LIF layer is silent below a
 firing rate of ``study.SILENT_RATE``; a bimodality coefficient above 5/9 (+0.05) that rose during
-training counts as bimodal.
+training counts as bimodal; the no-STE gradient is reversed when its cosine with the STE's
+gradient (same parameters and batch; mean over the seeds, the lower of init and the end) is
+below 0, and agrees from ``STE_AGREES`` up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from experiments import seed_spread
 from experiments.study import (CHANCE, CONDITIONS, DEPTHS, FIGURES, PAGE, REPO, RESULTS_DIR,
                                SCALE, SILENT_RATE, depth_condition)
 
+
+# cos(no-STE gradient, STE gradient) from which the two count as pointing the same way.
+STE_AGREES = 0.9
 
 # ------------------------------------------------------------------------------------------------
 # Verdicts: one per claim, from the recorded results (pure functions of the result dicts)
@@ -65,6 +70,14 @@ def wei_gradient_ratio(result: dict[str, Any], when: str = "init") -> float:
     g = s.get("gradient_norm")
     return g["w_ei"] / g["other"] if g and g.get("other") else math.nan
   return _mean_of(result, when, ratio)
+
+
+def ste_cosine(result: dict[str, Any], when: str = "init") -> float:
+  """Mean over the seeds of cos(gradient without, gradient with the STE) at ``when`` (the
+  no-STE condition's ``ste_gradient``); nan where it was not recorded."""
+  values = [s[when]["ste_gradient"]["cosine"] for s in result["seeds"]
+            if (s.get(when) or {}).get("ste_gradient")]
+  return float(np.mean(values)) if values else math.nan
 
 
 def bimodality(result: dict[str, Any], when: str, what: str) -> float:
@@ -150,10 +163,28 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
     out.append(_verdict(claim, verdict, ev))
 
   claim = "Without the straight-through estimator, wrong gradient direction (worse training)"
-  if need(claim, "ei_vgg16", "no_ste"):
+  # The lower of init and the end: at init every weight is positive and the STE changes nothing
+  # (``study.make_gradient_agreement``); it can once Dale's projection has zeroed weights.
+  cosines = ([c for c in (ste_cosine(results["no_ste"], w) for w in ("init", "final"))
+              if math.isfinite(c)] if "no_ste" in results else [])
+  cosine = min(cosines) if cosines else math.nan
+  if need(claim, "ei_vgg16", "no_ste", mechanism=math.isfinite(cosine)):
     a, b, gap, noise = _pair(results, "ei_vgg16", "no_ste")
     ev = f"full {_fmt(a)}, without {_fmt(b)} (gap {gap:.1f}, noise {noise:.1f})"
-    out.append(_verdict(claim, "reproduced" if gap > noise else "not reproduced", ev))
+    worse = ("worse training" if gap > noise else "no accuracy cost at this scale") if trains \
+        else "accuracy inconclusive"
+    if not math.isfinite(cosine):   # recorded before the gradients were compared
+      verdict = "reproduced" if gap > noise else "not reproduced"
+    else:
+      final = ste_cosine(results["no_ste"], "final")
+      ev = (f"cos(gradient without, with the STE) at init {cosine:.3f}"
+            + (f", at the end {final:.3f}" if math.isfinite(final) else "") + "; " + ev)
+      if not trains:
+        ev += "; " + NOT_LEARNING.format(_fmt(a))
+      verdict = (f"reproduced for the gradient direction; {worse}" if cosine < 0 else
+                 f"direction changed, not reversed; {worse}" if cosine < STE_AGREES else
+                 f"not reproduced for the gradient direction; {worse}")
+    out.append(_verdict(claim, verdict, ev))
 
   claim = "Without the W_EI gradient scaling, excessively large inhibitory-path gradients"
   if need(claim, "ei_vgg16", "no_wei_grad_scaling", mechanism=True):
@@ -428,7 +459,9 @@ def write_page(results: dict[str, dict[str, Any]], page: pathlib.Path = PAGE,
   lines += ["", "Rules: an accuracy difference counts when it exceeds two pooled seed standard "
             "deviations and at least 2 points; a layer is silent below a firing rate of "
             f"{SILENT_RATE:g}; a bimodality coefficient above 5/9 (+0.05) that rose during "
-            "training counts as bimodal.", "",
+            "training counts as bimodal; the gradient without the STE points the wrong way "
+            "when its cosine with the STE's (same parameters and batch; seed mean, the lower "
+            f"of init and the end) is below 0, and about the same way from {STE_AGREES:g}.", "",
             "## Conditions", "",
             "| condition | status | final test acc (%) | best epoch acc (%) | silent layers "
             "init / end | W_EI grad ratio init | wall time | load | code |",

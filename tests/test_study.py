@@ -135,6 +135,26 @@ def test_record_of_a_run_that_diverged_at_its_first_step(tiny_run, tmp_path):
   assert study_report.final_accuracies(result) == [10.0, 10.0]   # counted as chance
 
 
+def test_no_ste_record_compares_its_gradient_with_the_ste(tiny_run, tmp_path):
+  """The no-STE ablation's record holds, per seed, the cosine between its gradient and the
+  gradient with the STE at the same parameters; the full method's record has none."""
+  import shutil
+  workdir = tmp_path / "no_ste"
+  shutil.copytree(tiny_run, workdir)
+  for folder in ("", "replica_0", "replica_1"):
+    path = workdir / folder / "config.json"
+    saved = json.loads(path.read_text())
+    saved["config"]["model"]["ei_ste"] = False
+    path.write_text(json.dumps(saved))
+  result = study.record(study.BY_NAME["no_ste"], workdir, batch_size=16)
+  for s in result["seeds"]:
+    for when in ("init", "final"):
+      agreement = s[when]["ste_gradient"]
+      assert abs(agreement["cosine"]) <= 1 + 1e-5 and agreement["relative_difference"] >= 0
+  assert all("ste_gradient" not in s["init"]
+             for s in study.record(study.BY_NAME["ei_vgg8"], tiny_run, batch_size=16)["seeds"])
+
+
 def test_seed_spread_of_a_tiny_run(tiny_run, capsys):
   s = seed_spread.summarize(tiny_run, stall_below=101.0, reference=(20.0, 1.0, 6))
   assert [row["seed"] for row in s["seeds"]] == [3, 4]
@@ -210,6 +230,53 @@ def test_verdicts_follow_the_numbers():
     assert _verdict(results, claim)["verdict"] == "inconclusive"
   results["ei_vgg16"] = _result("ei_vgg16", [11, 12, 13], group="method", bimodal=(0.55, 0.7))
   assert _verdict(results, "Weights and activity")["verdict"] == "reproduced"
+
+
+def test_gradient_agreement_sees_where_the_ste_matters():
+  """With every weight positive, each zero of I_shunt comes with I_bal = 0 (nothing in the
+  receptive field), so the STE changes nothing; a zero row of W_EI (as Dale's projection can
+  leave) gives zeros of I_shunt under a nonzero I_bal, and the two gradients part."""
+  import jax
+  import jax.numpy as jnp
+  from configs import default
+  from ei_snn_jax import models
+  from ei_snn_jax.training import config as config_lib
+  cfg = config_lib.apply_overrides(default.get_config("runlocal"), TINY_OVERRIDES)
+  cfg.model.ei_ste = False
+  with_ste = config_lib.apply_overrides(default.get_config("runlocal"), TINY_OVERRIDES).model
+  model, reference = models.create_model(cfg.model, 10), models.create_model(with_ste, 10)
+  x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+  y = jnp.arange(4) % 10
+  params = jax.tree.map(jnp.abs, model.init(jax.random.key(1), x, train=False)["params"])
+  agreement = study.make_gradient_agreement(model, reference)
+  same = agreement({"params": params}, x, y)
+  assert same["cosine"] > 1 - 1e-5 and same["relative_difference"] < 1e-4
+  w_ei = params["conv1"]["ei"]["w_ei"]
+  params["conv1"]["ei"]["w_ei"] = w_ei.at[: w_ei.shape[0] // 2].set(0.0)
+  parted = agreement({"params": params}, x, y)
+  assert parted["cosine"] < 0.999 and parted["relative_difference"] > 1e-2, parted
+
+
+def test_ste_verdict_follows_the_gradient_direction():
+  """The no-STE claim is judged from cos(gradient without, with the STE) where it was recorded,
+  learning or not; without it, from accuracy alone (results recorded before)."""
+  def with_cosine(result, cosines):
+    for seed, c in zip(result["seeds"], cosines):
+      seed["init"]["ste_gradient"] = {"cosine": c, "relative_difference": 1.0}
+    return result
+  learning = _result("ei_vgg16", [40, 41, 42], group="method")
+  stalled = _result("ei_vgg16", [11, 12, 13], group="method")
+  cases = [(learning, [30, 31, 32], [-0.2, -0.1, -0.3], "reproduced for the gradient direction; "
+            "worse training"),
+           (learning, [40.5, 41, 41.5], [0.5, 0.6, 0.7], "direction changed, not reversed; no "
+            "accuracy cost at this scale"),
+           (stalled, [11, 12, 13], [0.95, 0.97, 0.99], "not reproduced for the gradient "
+            "direction; accuracy inconclusive")]
+  for full, accs, cosines, verdict in cases:
+    results = {"ei_vgg16": full, "no_ste": with_cosine(_result("no_ste", accs), cosines)}
+    v = _verdict(results, "Without the straight")
+    assert v["verdict"] == verdict
+    assert f"at init {np.mean(cosines):.3f}" in v["evidence"]
 
 
 def test_page_lists_every_condition_and_claim(tmp_path):
