@@ -194,6 +194,21 @@ def test_gpu_compile_report(tmp_path):
   assert r["device_kind"] and r["platform"] == "cuda"
 
 
+@pytest.mark.skipif(not HAS_GPU_AOT, reason="needs the gpu-aot extra (pip install -e "
+                    "'.[gpu-aot]' in its own venv): compiles for a CUDA target without a GPU")
+def test_gpu_node_report_of_whole_replicas(tmp_path):
+  """8 replicas on a node of 8 H200s: one whole replica per GPU (shard_map), so each GPU's
+  program runs the E-I kernels (Triton) on its replica's batch and moves no activation between
+  GPUs: the collectives are a few per-replica scalars."""
+  r = _report(tmp_path, 1.0, "--target=h200x8", "--replicas=8", "--noann")
+  assert r["chips"] == 8 and r["replicas"] == 8 and r["replicas_over_chips"]
+  assert r["global_batch"] == 16 and r["batch_per_chip"] == 2
+  for step in ("train", "eval"):
+    s = r["snn"][step]
+    assert s["bytes_by_kind"]["kernel"] > 0
+    assert sum(c["bytes"] for c in s["collectives"].values()) <= 1024, s["collectives"]
+
+
 @pytest.mark.skipif(not HAS_TPU_AOT, reason="needs the tpu-aot extra (pip install -e "
                     "'.[tpu-aot]' in its own venv): compiles for a TPU slice without one")
 def test_tpu_compile_report(tmp_path):
