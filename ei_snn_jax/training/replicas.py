@@ -202,7 +202,7 @@ def summary(config: ml_collections.ConfigDict, meta: dict[str, Any], loggers: Se
 
 def _first(tree: Any) -> Any:
   """Slice 0 of the replica axis of every leaf; a TrainState's shared ``step`` stays."""
-  if hasattr(tree, "step") and hasattr(tree, "replace"):
+  if _is_state(tree):
     return unstack(tree, 0)
   return jax.tree.map(lambda x: x[0], tree)
 
