@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from ei_snn_jax import errors, roles, tree as tree_lib
-from ei_snn_jax.core import circuit, ei_init, ei_lif, ei_prop, neurons
+from ei_snn_jax.core import circuit, ei_conv_lif, ei_init, ei_lif, ei_prop, neurons
 
 Array = jax.Array
 Dtype = Any
@@ -513,6 +513,8 @@ class _EILayer(_CircuitLayer):
           second, weights = ((circuit.shunting_kernel(w_ie, w_ei, g_i), None) if shunting else
                              (w_ie, w_ei * g_i))
           kernel = jnp.concatenate([circuit.balanced_kernel(w_ee, w_ie, w_ei), second], axis=-1)
+          if shunting and lif is not None:   # -> the LIF's spikes
+            return self._fire_convolved(lif, x, kernel, g_e, b_e), None, None
           return integrated(self._feedforward(x, kernel, dtype=opts.conv_dtype,
                                               low_precision_result=True), weights)
         return currents
@@ -547,6 +549,34 @@ class _EILayer(_CircuitLayer):
     return jax.lax.platform_dependent(
         stored, g_e, b_e, shunting_weights, default=composed,
         cuda=lambda stored, g_e, b_e, _: fused(stored, g_e, b_e))
+
+  def _fire_convolved(self, lif: "LIF", x: Array, kernel: Array, g_e: Array, b_e: Array
+                      ) -> Array:
+    """The spikes of ``lif`` driven by this layer's I_int, from the input x and the kernel
+    [balanced_kernel | shunting_kernel]: the convolution, then ``_fire``; compiled for an NVIDIA
+    GPU, a forward pass outside differentiation (evaluation) convolves inside two kernels instead
+    and stores no currents (``ei_conv_lif``, issue 21), where the layer's geometry allows it
+    (``ei_conv_lif.supports``). The same values up to float rounding; differentiated, the
+    convolution and ``_fire`` as before."""
+    opts = self.options
+    x, kernel = circuit.operands(x, kernel, self.dtype if self.dtype is not None else
+                                 opts.conv_dtype)
+
+    def currents(x, kernel):
+      return self._feedforward(x, kernel, low_precision_result=True)
+
+    def composed(x, kernel, g_e, b_e):
+      return self._fire(lif, currents(x, kernel), g_e, b_e, None)
+
+    if not ei_conv_lif.supports(x.shape, kernel.shape, time_repeats=self.time_repeats,
+                                **self._conv_kwargs(x)):
+      return composed(x, kernel, g_e, b_e)
+    n = lif.neuron
+    fused = ei_lif.make_integrate_and_fire(lif.T, self.time_repeats, n.tau, n.threshold,
+                                           n.surrogate, n.alpha)
+    convolved = ei_conv_lif.make_conv_integrate_and_fire(lif.T, currents, fused, n.tau,
+                                                          n.threshold)
+    return jax.lax.platform_dependent(x, kernel, g_e, b_e, default=composed, cuda=convolved)
 
   def _mixes_currents(self, x: Array) -> bool:
     """Whether W_EI mixes the feed-forward currents instead of being folded into the kernel:

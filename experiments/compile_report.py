@@ -15,7 +15,9 @@ of ``--batch`` each (``Experiment.replicas_over_devices``).
 
 Read from each compiled step:
   bytes by kernel kind  every kernel of the optimised HLO's entry computation (and of while
-           bodies, times their trip count): operand + result bytes, grouped as fusion,
+           bodies, times their trip count, and of each conditional's heaviest branch: the most
+           one step can move; ``conditional_bytes`` says how much of the total that branch
+           is, e.g. ``core.ei_conv_lif``'s rare second run): operand + result bytes, grouped as fusion,
            convolution (cuDNN calls, fusions holding a convolution), matmul (cuBLAS calls,
            fusions holding a dot), kernel (hand-written Pallas kernels: Triton or Mosaic custom
            calls, e.g. ``core.ei_lif``), copy (copy/transpose), collective, other. This approximates
@@ -208,11 +210,19 @@ def _trip_count(ins: dict) -> int | None:
 def hlo_traffic(text: str) -> dict[str, Any]:
   """Bytes per step by kernel kind, kernel counts, and the collectives of an optimised HLO module
   (see the module docstring for what is counted)."""
-  comps, entry = parse_hlo(text)
+  return _traffic(*parse_hlo(text))
+
+
+def _traffic(comps: dict, root: str | None) -> dict[str, Any]:
+  """``hlo_traffic`` of computation ``root`` (and what it calls) of a parsed module."""
   by_kind = {k: 0 for k in KINDS}
   counts = {k: 0 for k in KINDS}
   collectives: dict[str, dict[str, Any]] = {}
   unknown_trips = []
+  in_branches = [0]
+
+  def branch_bytes(name: str) -> int:   # what one branch moves (its kernels and loops)
+    return _traffic(comps, name)["bytes_total"]
 
   def visit(name: str, times: int) -> None:
     defs = {ins["name"]: ins["type"] for ins in comps.get(name, [])}
@@ -227,7 +237,16 @@ def hlo_traffic(text: str) -> dict[str, Any]:
         for body in _called(ins["attrs"], "body"):
           visit(body, times * (n or 1))
         continue
-      if op in ("call", "conditional", "async-start"):
+      if op == "conditional":   # the heaviest branch: the most this step can move
+        branches = (_called(ins["attrs"], "true_computation")
+                    + _called(ins["attrs"], "false_computation")
+                    + _called(ins["attrs"], "branch_computations"))
+        if branches:
+          heaviest = max(branches, key=branch_bytes)
+          in_branches[0] += branch_bytes(heaviest) * times
+          visit(heaviest, times)
+        continue
+      if op in ("call", "async-start"):
         for callee in (_called(ins["attrs"], "to_apply") + _called(ins["attrs"], "calls")
                        + _called(ins["attrs"], "branch_computations")):
           visit(callee, times)
@@ -248,13 +267,13 @@ def hlo_traffic(text: str) -> dict[str, Any]:
         key = src.group(1) if src else "?"
         entry_c["ops"][key] = entry_c["ops"].get(key, 0) + moved * times
 
-  if entry:
-    visit(entry, 1)
+  if root:
+    visit(root, 1)
   for c in collectives.values():       # the heaviest sources first, at most 12
     c["ops"] = dict(sorted(c["ops"].items(), key=lambda kv: -kv[1])[:12])
   return {"bytes_by_kind": by_kind, "kernels_by_kind": counts,
-          "bytes_total": sum(by_kind.values()), "collectives": collectives,
-          "while_loops_without_trip_count": unknown_trips}
+          "bytes_total": sum(by_kind.values()), "conditional_bytes": in_branches[0],
+          "collectives": collectives, "while_loops_without_trip_count": unknown_trips}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,6 +491,11 @@ def summary(record: dict) -> str:
     ratio = record.get(f"{kind}_bytes_ratio_snn_to_ann")
     if ratio:
       out.append(f"{kind} step bytes SNN / ANN ceiling: {ratio:.2f}x")
+  for kind in ("train", "eval"):
+    branches = record.get("snn", {}).get(kind, {}).get("conditional_bytes")
+    if branches:
+      out.append(f"{kind} step: {_gb(branches)} GB of it in a conditional's heaviest branch "
+                 "(counted as if it ran)")
   out.append(f"train img/s {record['estimate_kind']}: {record['train_img_s_estimate']:,.0f} "
              f"(global batch {record['global_batch']}; nothing was run: an estimate)")
   return "\n".join(out)

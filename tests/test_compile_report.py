@@ -132,6 +132,38 @@ ENTRY %main (a: f32[4,8]) -> f32[4,8] {
   assert r["bytes_by_kind"]["fusion"] == 3 * 2 * 4 * 8 * 4
 
 
+def test_hlo_traffic_counts_a_conditional_at_its_heaviest_branch():
+  """A conditional counts the branch that moves the most (as if it ran: the most one step can
+  move), not both and not neither; ``conditional_bytes`` says how much that branch is."""
+  hlo = """HloModule m, entry_computation_layout={(f32[4,8]{1,0})->f32[4,8]{1,0}}
+
+%heavy (p: (f32[4,8])) -> (f32[4,8]) {
+  %p = (f32[4,8]{1,0}) parameter(0)
+  %x = f32[4,8]{1,0} get-tuple-element(%p), index=0
+  %k = f32[4,8]{1,0} custom-call(%x), custom_call_target="__gpu$xla.gpu.triton"
+  %y = f32[4,8]{1,0} fusion(%k), kind=kLoop, calls=%fused
+  ROOT %t = (f32[4,8]{1,0}) tuple(%y)
+}
+
+%light (p: (f32[4,8])) -> (f32[4,8]) {
+  %p = (f32[4,8]{1,0}) parameter(0)
+  ROOT %t = (f32[4,8]{1,0}) tuple(%p)
+}
+
+ENTRY %main (a: f32[4,8]) -> f32[4,8] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %b = pred[] fusion(%a), kind=kInput, calls=%any
+  %c = (f32[4,8]{1,0}) conditional(%b, %a, %a), true_computation=%heavy, false_computation=%light
+  ROOT %r = f32[4,8]{1,0} get-tuple-element(%c), index=0
+}
+"""
+  r = compile_report.hlo_traffic(hlo)
+  branch = 2 * 2 * 4 * 8 * 4   # the heavy branch: a kernel and a fusion, 4x8 float32 in and out
+  assert r["kernels_by_kind"]["kernel"] == 1 and r["kernels_by_kind"]["fusion"] == 2
+  assert r["conditional_bytes"] == branch
+  assert r["bytes_total"] == branch + 4 * 8 * 4 + 1
+
+
 def test_hlo_traffic_counts_pallas_kernels_as_kernels():
   """A hand-written kernel (a Pallas call lowered through Triton: a custom call) is its own
   kind, "kernel", with operand + result bytes; a cuDNN convolution stays a convolution."""
@@ -273,3 +305,56 @@ def test_h200_ei_layer_and_lif_kernels(dtype):
   want = "bf16[" if dtype == "bfloat16" else "f32["
   for k in convs:
     assert k["type"].lstrip("(").startswith(want), k
+
+
+_EI_CONV_H200 = r'''
+import json, sys
+import flax.linen as nn
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ei_snn_jax import layers
+from ei_snn_jax.models import common
+from experiments import compile_report
+
+dtype = sys.argv[1]
+mesh, platform = compile_report.target_mesh("h200")
+T = 4
+o = common.ModelOptions(T=T, ei=layers.EIOptions(conv_dtype=dtype))
+
+class Stack(nn.Module):   # the image -> 64 units, then 64 -> 64, each firing its LIF
+  @nn.compact
+  def __call__(self, x):
+    for i in range(2):
+      x = common.fire(common.CurrentLayer(64, o, name=f"conv{i}"),
+                      common.spiking(o, name=f"lif{i}"), x)
+    return x
+
+x = jax.random.uniform(jax.random.key(1), (16 * T, 16, 16, 3))   # fires the first layer
+params = Stack().init(jax.random.key(0), x)["params"]
+rep = NamedSharding(mesh, P())
+sds = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), t)
+text = jax.jit(lambda p, x: Stack().apply({"params": p}, x)).trace(sds(params), sds(x)).lower(
+    lowering_platforms=(platform,)).compile().as_text()
+traffic = compile_report.hlo_traffic(text)
+print(json.dumps(dict(kinds=traffic["kernels_by_kind"], conditional=traffic["conditional_bytes"],
+                      kernel_bytes=traffic["bytes_by_kind"]["kernel"])))
+'''
+
+
+@pytest.mark.skipif(not HAS_GPU_AOT, reason="needs the gpu-aot extra (pip install -e "
+                    "'.[gpu-aot]' in its own venv): compiles for a CUDA target without a GPU")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_h200_evaluation_convolves_inside_the_kernels(dtype):
+  """Two fired E-I convolutions evaluated (forward only) and compiled for an H200, Triton
+  included: the first (on the 3-channel image) is a cuDNN convolution and ``ei_lif``'s forward
+  kernel, the second convolves inside ``ei_conv_lif``'s kernel (issue 21), once and, in a
+  conditional branch the report counts as if it ran, again: one convolution and three kernels,
+  and the branch moves at most half the kernels' bytes."""
+  proc = subprocess.run([sys.executable, "-c", _EI_CONV_H200, dtype], cwd=REPO,
+                        capture_output=True, text=True, timeout=900,
+                        env={**os.environ, **compile_report.gpu_environment(),
+                             "PYTHONPATH": str(REPO)})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads(proc.stdout.splitlines()[-1])
+  assert r["kinds"]["convolution"] == 1 and r["kinds"]["kernel"] == 3, r
+  assert 0 < r["conditional"] < r["kernel_bytes"] / 2, r

@@ -53,7 +53,7 @@ def accumulation_dtype(dtype) -> jnp.dtype:
   return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
 
 
-def _operands(x: Array, kernel: Array, dtype) -> tuple[Array, Array]:
+def operands(x: Array, kernel: Array, dtype) -> tuple[Array, Array]:
   """x and kernel in the computation dtype: ``dtype`` if given, else their promoted dtype (so
   bfloat16 inputs meet float32 weights in float32, and float64 stays float64)."""
   dtype = jnp.result_type(x, kernel) if dtype is None else jax.dtypes.canonicalize_dtype(dtype)
@@ -81,7 +81,7 @@ def conv(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), padding=None,
   float32 and returned in ``result_dtype(dtype, low_precision_result)``: ``accumulation_dtype``
   (float32 for bfloat16 operands) unless ``low_precision_result``.
   """
-  x, kernel = _operands(x, kernel, dtype)
+  x, kernel = operands(x, kernel, dtype)
   out = result_dtype(x.dtype, low_precision_result)
   if padding is None:
     padding = kernel.shape[0] // 2
@@ -145,7 +145,7 @@ def feedforward(x: Array, kernel: Array, strides: Sequence[int] = (1, 1), paddin
   dtypes as ``conv`` (computed in ``dtype``, accumulated in at least float32, returned in
   ``result_dtype(dtype, low_precision_result)``)."""
   if kernel.ndim == 2:
-    x, kernel = _operands(x, kernel, dtype)
+    x, kernel = operands(x, kernel, dtype)
     return jnp.matmul(x, kernel, preferred_element_type=result_dtype(x.dtype,
                                                                      low_precision_result))
   return conv(x, kernel, strides, padding, dtype, low_precision_result)

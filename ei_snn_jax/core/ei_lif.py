@@ -160,12 +160,13 @@ def _call(kernel, stored, smallest, g_e, b_e, g, T: int, repeats: bool, interpre
   return g_stored.reshape(stored.shape), sums
 
 
-def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], lead: int = 0):
+def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], lead: int = 0,
+                        shared: tuple[int, ...] = (2, 3)):
   """``run`` (operands -> results, every one of them with the samples on axis ``lead`` but
-  g_E and b_E) as an op that SPMD partitioning splits over the samples: under a data-parallel
+  the operands at ``shared``) as an op that SPMD partitioning splits over the samples: under a data-parallel
   ``jit`` each device runs the kernel on its own samples (without it XLA gathers the batch to
-  every device, issue 21). The operands at 2 and 3 (g_E, b_E) are replicated over the devices
-  that share the samples. The ``lead`` axes before the samples are vmapped replicas
+  every device, issue 21). The operands at ``shared`` (g_E and b_E; a kernel's weights) are
+  replicated over the devices that share the samples. The ``lead`` axes before the samples are vmapped replicas
   (``train.num_replicas``): every operand and result has them, and they keep the sharding the
   first operand has."""
   from jax.experimental.custom_partitioning import custom_partitioning
@@ -184,13 +185,13 @@ def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], 
 
   def partition(mesh, arg_shapes, result_shape):
     axes = spec_of(arg_shapes)
-    args = tuple(shardings(mesh, a, axes[:lead] if i in (2, 3) else axes)
+    args = tuple(shardings(mesh, a, axes[:lead] if i in shared else axes)
                  for i, a in enumerate(arg_shapes))
     return mesh, run, shardings(mesh, result_shape, axes), args
 
   split = custom_partitioning(run)
   split.def_partition(partition, infer_sharding_from_operands=infer,
-                      sharding_rule=_sharding_rule(operand_ranks, result_ranks, lead))
+                      sharding_rule=_sharding_rule(operand_ranks, result_ranks, lead, shared))
 
   # custom_partitioning has no batching rule: under vmap the op becomes the same split op over
   # the kernel vmapped (pallas_call's own rule: one more grid axis), the new axis a replica axis.
@@ -203,24 +204,25 @@ def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], 
     operands = [o if batched else jnp.broadcast_to(o, (axis_size,) + o.shape)
                 for o, batched in zip(operands, in_batched)]
     batched = _split_over_samples(jax.vmap(run), [r + 1 for r in operand_ranks],
-                                  [r + 1 for r in result_ranks], lead + 1)
+                                  [r + 1 for r in result_ranks], lead + 1, shared)
     out = batched(*operands)
     return out, jax.tree.map(lambda _: True, out)
 
   return op
 
 
-def _sharding_rule(operand_ranks: list[int], result_ranks: list[int], lead: int = 0) -> str:
+def _sharding_rule(operand_ranks: list[int], result_ranks: list[int], lead: int = 0,
+                   shared: tuple[int, ...] = (2, 3)) -> str:
   """Shardy's rule for ``_split_over_samples``, e.g. "s a b, c d, e f -> s g h" (``lead`` 0):
   the replica axes (factors r0, r1, ...) and then the samples (factor s) shared by every operand
-  but g_E and b_E (operands 2 and 3, which share only the replica axes) and by every result;
-  every other axis a factor of its own."""
+  but those at ``shared`` (g_E and b_E; a kernel's weights), which share only the replica axes,
+  and by every result; every other axis a factor of its own."""
   letters = iter(f"f{i}" for i in range(sum(operand_ranks) + sum(result_ranks)))
   replicas = [f"r{i}" for i in range(lead)]
   def term(rank, samples):
-    shared = replicas + (["s"] if samples else [])
-    return " ".join(shared + [next(letters) for _ in range(rank - len(shared))])
-  operands = [term(r, i not in (2, 3)) for i, r in enumerate(operand_ranks)]
+    common = replicas + (["s"] if samples else [])
+    return " ".join(common + [next(letters) for _ in range(rank - len(common))])
+  operands = [term(r, i not in shared) for i, r in enumerate(operand_ranks)]
   return ", ".join(operands) + " -> " + ", ".join(term(r, True) for r in result_ranks)
 
 
