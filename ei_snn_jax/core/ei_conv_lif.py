@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from ei_snn_jax.core import circuit, ei_lif, neurons
+from ei_snn_jax.core import circuit, ei_lif, ei_prop, neurons
 
 Array = jax.Array
 
@@ -229,7 +229,7 @@ def _fire_kernel(x_ref, w_ref, smallest_ref, g_e_ref, b_e_ref, spikes_ref, mins_
     mins_ref[0, 0, 0, t] = jnp.min(jnp.min(jnp.where(zero, jnp.inf, i_shunt), axis=1), axis=0)
     needed = jnp.where(zero & (i_bal != 0), 1.0, 0.0).astype(i_bal.dtype)
     needed_ref[0, 0, 0, t] = jnp.max(jnp.max(needed, axis=1), axis=0)
-    d = jnp.where(zero, smallest_ref[0, t], i_shunt)
+    d = ei_prop.replace_zeros(i_shunt, smallest_ref[0, t])
     _, spike, v = neurons.charge_fire_reset(v, g_e * i_bal / d + b_e, decay, threshold)
     spikes_ref[0, t] = spike.astype(spikes_ref.dtype)
     return v

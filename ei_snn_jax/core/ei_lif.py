@@ -233,7 +233,7 @@ def _block_currents(stored_ref, smallest_ref, t: int, repeats: bool) -> tuple[Ar
   at = (0,) if repeats else (0, t)
   i_bal = stored_ref[at + (slice(None), 0, slice(None))].astype(acc)
   i_shunt = stored_ref[at + (slice(None), 1, slice(None))].astype(acc)
-  return i_bal, jnp.where(i_shunt == 0, smallest_ref[at], i_shunt)
+  return i_bal, ei_prop.replace_zeros(i_shunt, smallest_ref[at])
 
 
 def _forward_kernel(stored_ref, smallest_ref, g_e_ref, b_e_ref, spikes_ref, *, T, repeats, decay,
