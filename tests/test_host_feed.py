@@ -381,7 +381,9 @@ for shape, axes in (((jax.device_count(),), ("data",)), ((jax.device_count() // 
   report["rows_read"].append(len(images.rows))
 decision = placement.resolve_placement(config.base_config().data, 10**9)
 report["placement"] = decision.where
-print("REPORT " + json.dumps(report))
+print("REPORT " + json.dumps(report), flush=True)
+if port != "-":
+  jax.distributed.shutdown()   # while both processes are alive, not at interpreter exit
 """
 
 
@@ -392,23 +394,29 @@ def run_shard_script(xla_devices: int, ranks: list[int], port: str) -> list[dict
   procs = [subprocess.Popen([sys.executable, "-c", SHARD_SCRIPT, str(r), port], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for r in ranks]
-  outputs = []
+  outputs, finished = [], True
   try:
     for p in procs:
       outputs.append(p.communicate(timeout=120)[0])
-  except subprocess.TimeoutExpired:   # say where each process was (seen once in CI, under load)
+  except subprocess.TimeoutExpired:
+    finished = False
     for p in procs:
       p.kill()
-    tails = [f"rank {r}: ...{p.communicate()[0][-1500:]}" for r, p in zip(ranks, procs)]
-    pytest.fail("a process did not finish in 120 s:\n" + "\n".join(tails))
+    outputs = [p.communicate()[0] for p in procs]
   finally:
     for p in procs:          # one failed process would leave its peer waiting for it
       if p.poll() is None:
         p.kill()
         p.wait()
+  reported = [any(l.startswith("REPORT ") for l in out.splitlines()) for out in outputs]
+  if not finished and not all(reported):   # say where each process was
+    tails = [f"rank {r}: ...{out[-1500:]}" for r, out in zip(ranks, outputs)]
+    pytest.fail("a process did not finish in 120 s:\n" + "\n".join(tails))
+  # Twice in CI under load, both processes printed their reports and then did not exit within
+  # the time (JAX's distributed teardown): what this checks, the rows and shards, is in them.
   reports = []
   for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+    assert not finished or p.returncode == 0, out[-3000:]
     reports.append(json.loads(next(l for l in out.splitlines() if l.startswith("REPORT "))[7:]))
   return reports
 
