@@ -141,40 +141,39 @@ def _forward(x, kernel, g_e, b_e, T: int, decay: float, threshold: float, interp
         compiler_params=pl_triton.CompilerParams(num_warps=4))(
             x_view, w_view, smallest, g_e, b_e)
 
-  fire = ei_lif._split_over_samples(run, [4, 4, 4, 2, 2], [4, 4, 4], shared=(1, 3, 4))
   operands = (x.reshape(samples, T, positions, c_in),
               kernel.astype(x.dtype).reshape(k * k, c_in, 2, n_e),
               g_e.reshape(1, n_e).astype(acc), b_e.reshape(1, n_e).astype(acc))
-  spikes = _speculate(fire, acc)(*operands)
+  # The speculation, its test and the rerun on each device's own samples (one op that SPMD
+  # partitioning splits over the samples: a rerun outside it would gather the batch).
+  spikes = ei_lif._split_over_samples(_Speculation(run, acc), [4, 4, 2, 2], [4],
+                                      shared=(1, 2, 3), batch=_Speculation.over_replicas)(
+                                          *operands)
   return spikes.reshape(rows, h, w, n_e)
 
 
-def _speculate(fire, acc):
-  """(x, w, g_E, b_E) -> spikes: ``fire`` with d = 1 where I_shunt = 0, then, if any unit of the
-  batch had I_shunt = 0 and I_bal != 0, ``fire`` again with each sample's smallest positive
-  I_shunt (+inf if none). Vmapped (replicas), one test for all of them."""
+class _Speculation:
+  """(x, w, g_E, b_E) -> spikes on the samples at hand, with ``lead`` leading replica axes:
+  ``run`` (the kernel) with d = 1 where I_shunt = 0; then, if any unit had I_shunt = 0 and
+  I_bal != 0 (in any sample of any replica here: one test, a ``lax.cond`` and not a select),
+  ``run`` again with each sample's smallest positive I_shunt (+inf if none)."""
 
-  def first(x, w, g_e, b_e):   # -> spikes, (B, T) smallest, whether they are needed
-    ones = jnp.ones(x.shape[:2] + (1, 1), acc)   # (B, T, 1, 1): d = 1 where I_shunt = 0
-    spikes, mins, needed = fire(x, w, ones, g_e, b_e)
-    smallest = jnp.min(mins, axis=(-3, -2))[..., None, None]
-    return spikes, smallest, jnp.any(needed > 0)
+  def __init__(self, run, acc, lead: int = 0):
+    self.run, self.acc, self.lead = run, acc, lead
 
-  def repaired(spikes, smallest, needed, x, w, g_e, b_e, fire):
-    return jax.lax.cond(needed, lambda: fire(x, w, smallest, g_e, b_e)[0], lambda: spikes)
+  def over_replicas(self) -> "_Speculation":
+    """The same over one more leading replica axis (vmapped replicas)."""
+    return _Speculation(self.run, self.acc, self.lead + 1)
 
-  @jax.custom_batching.custom_vmap
-  def speculate(x, w, g_e, b_e):
-    return repaired(*first(x, w, g_e, b_e), x, w, g_e, b_e, fire)
-
-  @speculate.def_vmap
-  def _(axis_size, in_batched, *operands):
-    operands = [o if batched else jnp.broadcast_to(o, (axis_size,) + o.shape)
-                for o, batched in zip(operands, in_batched)]
-    spikes, smallest, needed = jax.vmap(first)(*operands)
-    return repaired(spikes, smallest, jnp.any(needed), *operands, jax.vmap(fire)), True
-
-  return speculate
+  def __call__(self, x, w, g_e, b_e):
+    run = self.run
+    for _ in range(self.lead):
+      run = jax.vmap(run)
+    ones = jnp.ones(x.shape[:-2] + (1, 1), self.acc)   # (..., B, T, 1, 1): d = 1 where 0
+    spikes, mins, needed = run(x, w, ones, g_e, b_e)
+    smallest = jnp.min(mins, axis=(-3, -2))[..., None, None]    # (..., B, T, 1, 1)
+    return jax.lax.cond(jnp.any(needed > 0), lambda: run(x, w, smallest, g_e, b_e)[0],
+                        lambda: spikes)
 
 
 def _convolve(x_ref, w_ref, t, positions: Array, halves: tuple[int, ...], *, height: int,

@@ -161,14 +161,14 @@ def _call(kernel, stored, smallest, g_e, b_e, g, T: int, repeats: bool, interpre
 
 
 def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], lead: int = 0,
-                        shared: tuple[int, ...] = (2, 3)):
+                        shared: tuple[int, ...] = (2, 3), batch: Callable = jax.vmap):
   """``run`` (operands -> results, every one of them with the samples on axis ``lead`` but
   the operands at ``shared``) as an op that SPMD partitioning splits over the samples: under a data-parallel
   ``jit`` each device runs the kernel on its own samples (without it XLA gathers the batch to
   every device, issue 21). The operands at ``shared`` (g_E and b_E; a kernel's weights) are
   replicated over the devices that share the samples. The ``lead`` axes before the samples are vmapped replicas
   (``train.num_replicas``): every operand and result has them, and they keep the sharding the
-  first operand has."""
+  first operand has; ``batch(run)`` is ``run`` over one more of them (default ``jax.vmap``)."""
   from jax.experimental.custom_partitioning import custom_partitioning
   from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -194,7 +194,8 @@ def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], 
                       sharding_rule=_sharding_rule(operand_ranks, result_ranks, lead, shared))
 
   # custom_partitioning has no batching rule: under vmap the op becomes the same split op over
-  # the kernel vmapped (pallas_call's own rule: one more grid axis), the new axis a replica axis.
+  # ``batch(run)``, e.g. the kernel vmapped (pallas_call's own rule: one more grid axis), the new
+  # axis a replica axis.
   @jax.custom_batching.custom_vmap
   def op(*operands):
     return split(*operands)
@@ -203,8 +204,8 @@ def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], 
   def _(axis_size, in_batched, *operands):
     operands = [o if batched else jnp.broadcast_to(o, (axis_size,) + o.shape)
                 for o, batched in zip(operands, in_batched)]
-    batched = _split_over_samples(jax.vmap(run), [r + 1 for r in operand_ranks],
-                                  [r + 1 for r in result_ranks], lead + 1, shared)
+    batched = _split_over_samples(batch(run), [r + 1 for r in operand_ranks],
+                                  [r + 1 for r in result_ranks], lead + 1, shared, batch)
     out = batched(*operands)
     return out, jax.tree.map(lambda _: True, out)
 
