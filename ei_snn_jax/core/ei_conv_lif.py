@@ -14,9 +14,10 @@ receptive field is silent, so I_bal is 0 there too, unless training has zeroed e
 some input to a unit's shunting current. So the kernel runs once, speculatively, with d = 1
 where I_shunt = 0, convolving x, dividing and running the LIF's T steps on each block and
 writing the spikes, each block's smallest positive I_shunt and whether any unit had I_shunt = 0
-and I_bal != 0. Only if one had (anywhere in the batch) does it run again with the samples'
-true smallest values (a ``lax.cond``; vmapped replicas share the one test, so the condition
-stays a branch and not a select of both).
+and I_bal != 0. Only if one had does it run again with the samples' true smallest values: a
+``lax.cond`` on each device's own samples (speculation, test and rerun are one op that SPMD
+partitioning splits over the samples), and one test for all vmapped replicas, so the condition
+stays a branch and not a select of both.
 
 Memory traffic: one read of the input and one write of the spikes, against the convolution's
 [I_bal | I_shunt] (2 n_E channels) written, read by the reduction and read again by
