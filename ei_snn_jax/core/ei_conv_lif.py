@@ -173,8 +173,10 @@ class _Speculation:
     ones = jnp.ones(x.shape[:-2] + (1, 1), self.acc)   # (..., B, T, 1, 1): d = 1 where 0
     spikes, mins, needed = run(x, w, ones, g_e, b_e)
     smallest = jnp.min(mins, axis=(-3, -2))[..., None, None]    # (..., B, T, 1, 1)
-    return jax.lax.cond(jnp.any(needed > 0), lambda: run(x, w, smallest, g_e, b_e)[0],
-                        lambda: spikes)
+    # The branch that keeps the spikes first: XLA copies a passthrough branch's result unless it
+    # is the conditional's first branch (a copy of the spikes in every step, openxla/xla#46314).
+    return jax.lax.cond(jnp.all(needed == 0), lambda: spikes,
+                        lambda: run(x, w, smallest, g_e, b_e)[0])
 
 
 def _convolve(x_ref, w_ref, t, positions: Array, halves: tuple[int, ...], *, height: int,
