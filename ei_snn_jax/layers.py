@@ -554,7 +554,7 @@ class _EILayer(_CircuitLayer):
                       ) -> Array:
     """The spikes of ``lif`` driven by this layer's I_int, from the input x and the kernel
     [balanced_kernel | shunting_kernel]: the convolution, then ``_fire``; compiled for an NVIDIA
-    GPU, a forward pass outside differentiation (evaluation) convolves inside two kernels instead
+    GPU, a forward pass outside differentiation (evaluation) convolves inside one kernel instead
     and stores no currents (``ei_conv_lif``, issue 21), where the layer's geometry allows it
     (``ei_conv_lif.supports``). The same values up to float rounding; differentiated, the
     convolution and ``_fire`` as before."""

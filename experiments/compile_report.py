@@ -17,7 +17,8 @@ Read from each compiled step:
   bytes by kernel kind  every kernel of the optimised HLO's entry computation (and of while
            bodies, times their trip count, and of each conditional's heaviest branch: the most
            one step can move; ``conditional_bytes`` says how much of the total that branch
-           is, e.g. ``core.ei_conv_lif``'s rare second run): operand + result bytes, grouped as fusion,
+           is, e.g. ``core.ei_conv_lif``'s rare second run): operand + result bytes, grouped
+           as fusion,
            convolution (cuDNN calls, fusions holding a convolution), matmul (cuBLAS calls,
            fusions holding a dot), kernel (hand-written Pallas kernels: Triton or Mosaic custom
            calls, e.g. ``core.ei_lif``), copy (copy/transpose), collective, other. This approximates
@@ -221,8 +222,6 @@ def _traffic(comps: dict, root: str | None) -> dict[str, Any]:
   unknown_trips = []
   in_branches = [0]
 
-  def branch_bytes(name: str) -> int:   # what one branch moves (its kernels and loops)
-    return _traffic(comps, name)["bytes_total"]
 
   def visit(name: str, times: int) -> None:
     defs = {ins["name"]: ins["type"] for ins in comps.get(name, [])}
@@ -242,13 +241,13 @@ def _traffic(comps: dict, root: str | None) -> dict[str, Any]:
                     + _called(ins["attrs"], "false_computation")
                     + _called(ins["attrs"], "branch_computations"))
         if branches:
-          heaviest = max(branches, key=branch_bytes)
-          in_branches[0] += branch_bytes(heaviest) * times
+          moved = {b: _traffic(comps, b)["bytes_total"] for b in branches}
+          heaviest = max(branches, key=moved.get)
+          in_branches[0] += moved[heaviest] * times
           visit(heaviest, times)
         continue
       if op in ("call", "async-start"):
-        for callee in (_called(ins["attrs"], "to_apply") + _called(ins["attrs"], "calls")
-                       + _called(ins["attrs"], "branch_computations")):
+        for callee in _called(ins["attrs"], "to_apply") + _called(ins["attrs"], "calls"):
           visit(callee, times)
         continue
       nbytes = shape_bytes(ins["type"]) + sum(shape_bytes(defs.get(o, "")) for o in

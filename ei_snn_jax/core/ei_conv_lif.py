@@ -58,7 +58,7 @@ MIN_BLOCK = 16
 
 def supports(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], *, time_repeats: int,
              strides=None, padding=None) -> bool:
-  """Whether these kernels compute this layer: a stride-1 k x k convolution (odd k) with "same"
+  """Whether the kernel computes this layer: a stride-1 k x k convolution (odd k) with "same"
   padding k//2 (((k//2, k//2), (k//2, k//2))) on an NHWC input on the merged B*T axis (not a
   static input tiled over time), with positions, C_in and n_E divisible by 16 (Triton's
   smallest product). Dense layers (no strides or padding) do not qualify."""
@@ -82,9 +82,9 @@ def make_conv_integrate_and_fire(T: int, currents: Callable[[Array, Array], Arra
   x: the layer's input (B*T, H, W, C_in); kernel: [balanced_kernel | shunting_kernel] (k, k,
   C_in, 2 n_E), both in the computation dtype. ``currents`` (x, kernel) -> [I_bal | I_shunt] is
   the layer's convolution and ``integrate_and_fire`` (``ei_lif.make_integrate_and_fire``) its
-  LIF: their composition is what is differentiated (reverse mode), and what the kernels equal up
-  to float rounding (summation order). Outside differentiation the two kernels of the module
-  docstring compute it.
+  LIF: their composition is what is differentiated (reverse mode), and what the kernel equals up
+  to float rounding (summation order). Outside differentiation the kernel of the module
+  docstring computes it.
   """
   decay = 1.0 - 1.0 / float(tau)
 
@@ -180,7 +180,7 @@ class _Speculation:
 
 
 def _convolve(x_ref, w_ref, t, positions: Array, halves: tuple[int, ...], *, height: int,
-              width: int, k: int, bk: int, acc, **_) -> tuple[Array, ...]:
+              width: int, k: int, bk: int, acc) -> tuple[Array, ...]:
   """One block of the convolution at step t: for each of ``halves`` (0: I_bal, 1: I_shunt),
   the sum over the k x k taps and the C_in chunks of x[shifted positions] @ W[tap], (block
   positions, block units) in ``acc``. Positions shifted off the map read 0 (zero padding).
@@ -229,7 +229,7 @@ def _fire_kernel(x_ref, w_ref, smallest_ref, g_e_ref, b_e_ref, spikes_ref, mins_
     i_bal, i_shunt = _convolve(x_ref, w_ref, t, positions, (0, 1), **geometry)
     zero = i_shunt == 0
     mins_ref[0, 0, 0, t] = jnp.min(jnp.min(jnp.where(zero, jnp.inf, i_shunt), axis=1), axis=0)
-    needed = jnp.where(zero & (i_bal != 0), 1.0, 0.0).astype(i_bal.dtype)
+    needed = (zero & (i_bal != 0)).astype(i_bal.dtype)
     needed_ref[0, 0, 0, t] = jnp.max(jnp.max(needed, axis=1), axis=0)
     d = ei_prop.replace_zeros(i_shunt, smallest_ref[0, t])
     _, spike, v = neurons.charge_fire_reset(v, g_e * i_bal / d + b_e, decay, threshold)

@@ -163,12 +163,13 @@ def _call(kernel, stored, smallest, g_e, b_e, g, T: int, repeats: bool, interpre
 def _split_over_samples(run, operand_ranks: list[int], result_ranks: list[int], lead: int = 0,
                         shared: tuple[int, ...] = (2, 3), batch: Callable = jax.vmap):
   """``run`` (operands -> results, every one of them with the samples on axis ``lead`` but
-  the operands at ``shared``) as an op that SPMD partitioning splits over the samples: under a data-parallel
-  ``jit`` each device runs the kernel on its own samples (without it XLA gathers the batch to
-  every device, issue 21). The operands at ``shared`` (g_E and b_E; a kernel's weights) are
-  replicated over the devices that share the samples. The ``lead`` axes before the samples are vmapped replicas
-  (``train.num_replicas``): every operand and result has them, and they keep the sharding the
-  first operand has; ``batch(run)`` is ``run`` over one more of them (default ``jax.vmap``)."""
+  the operands at ``shared``) as an op that SPMD partitioning splits over the samples: under a
+  data-parallel ``jit`` each device runs the kernel on its own samples (without it XLA gathers
+  the batch to every device, issue 21). The operands at ``shared`` (g_E and b_E; a kernel's
+  weights) are replicated over the devices that share the samples. The ``lead`` axes before the
+  samples are vmapped replicas (``train.num_replicas``): every operand and result has them, and
+  they keep the sharding the first operand has; ``batch(run)`` is ``run`` over one more of them
+  (default ``jax.vmap``)."""
   from jax.experimental.custom_partitioning import custom_partitioning
   from jax.sharding import NamedSharding, PartitionSpec as P
 
