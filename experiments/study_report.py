@@ -65,7 +65,10 @@ def silent_layers(result: dict[str, Any], when: str) -> float:
 
 
 def wei_gradient_ratio(result: dict[str, Any], when: str = "init") -> float:
-  """Mean over seeds of |dL/dW_EI| / |dL/d(every other parameter)|."""
+  """Mean over seeds of |dL/dW_EI| / |dL/d(every other parameter)|; nan for a BN-SNN, which
+  has no W_EI (its record holds a norm of 0)."""
+  if result.get("variant") == "bn":
+    return math.nan
   def ratio(s):
     g = s.get("gradient_norm")
     return g["w_ei"] / g["other"] if g and g.get("other") else math.nan
@@ -123,7 +126,9 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
       out.append(_verdict(claim, "not run yet", f"missing: {', '.join(missing)}"))
       return False
     if not trains and not mechanism:
-      out.append(_verdict(claim, "inconclusive", NOT_LEARNING.format(_fmt(accuracy(full)))))
+      others = "".join(f"{n} {_fmt(accuracy(results[n]))}; " for n in names if n != "ei_vgg16")
+      out.append(_verdict(claim, "inconclusive",
+                          others + NOT_LEARNING.format(_fmt(accuracy(full)))))
       return False
     return True
 
@@ -482,6 +487,11 @@ def write_page(results: dict[str, dict[str, Any]], page: pathlib.Path = PAGE,
         f" | {_cell(wei_gradient_ratio(r), '{:.3g}')} | "
         f"{_cell(wall / 60 if wall else math.nan)} min | {load or '–'} | "
         f"{r.get('code', '–')} |")
+  if any(r.get("variant") == "bn" for r in results.values()):
+    lines += ["", "A BN-SNN's probes run in inference mode, normalising with the running "
+              "statistics; at init those are not yet estimated (mean 0, variance 1), so its "
+              "silent layers at init describe that state, not its first training steps. It has "
+              "no W_EI (–)."]
   lines += ["", "## Scale and cost", "", cost_paragraph(results), "", "## Figures", ""]
   for title, p in figs:
     if p is not None:

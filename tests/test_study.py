@@ -228,6 +228,8 @@ def test_verdicts_follow_the_numbers():
       "reproduced for the gradients; accuracy inconclusive")
   for claim in ("Without the straight", "E-I reaches", "E-I beats", "Weights and activity"):
     assert _verdict(results, claim)["verdict"] == "inconclusive"
+  # ... but it still shows the accuracies of the conditions it would compare.
+  assert _verdict(results, "E-I reaches")["evidence"].startswith("bn_vgg16 45.0 ± 1.0 %; ")
   results["ei_vgg16"] = _result("ei_vgg16", [11, 12, 13], group="method", bimodal=(0.55, 0.7))
   assert _verdict(results, "Weights and activity")["verdict"] == "reproduced"
 
@@ -290,6 +292,17 @@ def test_page_lists_every_condition_and_claim(tmp_path):
     assert v["claim"] in text
   assert (tmp_path / "figures" / "study_accuracy.png").stat().st_size > 10_000
   assert "![Test accuracy](figures/study_accuracy.png)" in text
+  assert "inference mode" not in text
+  # A BN-SNN has no W_EI: its ratio cell is empty (its record holds a norm of 0), and the page
+  # says what its silent layers at init measure.
+  results["bn_vgg16"] = dict(_result("bn_vgg16", [44, 45, 46], group="baseline", wei=(0, 0)),
+                             variant="bn")
+  assert math.isnan(study_report.wei_gradient_ratio(results["bn_vgg16"]))
+  text = study_report.write_page(results, tmp_path / "study.md", tmp_path / "figures",
+                                 tmp_path).read_text()
+  row = next(line for line in text.splitlines() if "(`bn_vgg16`)" in line)
+  assert row.split(" | ")[5] == "–"
+  assert "inference mode" in text
 
 
 def test_study_cli_one_line_errors(capsys):
