@@ -67,7 +67,7 @@ def test_released_checkpoints_example_executes(tmp_path, monkeypatch):
 
 def test_readme_has_the_two_commands_and_ci_runs_the_test_command():
   text = README.read_text()
-  test_cmd = "python -m pip install -q -r requirements.txt && python -m pytest -q tests"
+  test_cmd = "python -m pip install -q -r requirements.txt && python -m pytest -q -n 2 tests"
   assert test_cmd in text
   assert "python -m experiments.train --config configs/default.py --workdir runs/default" in text
   ci = (README.parent / ".ci" / "run").read_text()
