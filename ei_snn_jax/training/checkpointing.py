@@ -27,7 +27,12 @@ checkpoint is only ever replaced by a better one (orbax's ``max_to_keep=1`` on a
 Out of space: every save and wait raises ``runfolder.WorkdirError`` (one line naming the folder)
 on a full disk: before a save when the free space is visibly too small, or when orbax's write
 fails. The half-written checkpoint is a temp folder that the next run deletes, so the run folder
-stays resumable from its last complete checkpoint.
+stays resumable from its last complete checkpoint. Orbax's writer leaves the sibling writes of a
+failed one as asyncio tasks that nobody awaits; when garbage collection later finds them, asyncio
+would log "Task exception was never retrieved" with a traceback, at a random point after the one
+line (and on Python 3.11 formatting that traceback inside another ``ast.parse`` breaks it:
+``SystemError: AST constructor recursion depth mismatch``). ``OrphanedDiskFullTasks`` drops
+exactly those records.
 """
 
 from __future__ import annotations
@@ -91,6 +96,27 @@ def disk_errors(folder: pathlib.Path):
       raise
     raise runfolder.WorkdirError(runfolder.describe_os_error(
         OSError(errno.ENOSPC, "No space left on device"), folder)) from None
+
+
+class OrphanedDiskFullTasks(logging.Filter):
+  """Drop asyncio's "Task exception was never retrieved" records whose exception is a full disk.
+
+  Such a task is one of orbax's writes that failed beside the one whose error ``disk_errors``
+  already reported; any other asyncio record passes.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (exc is not None and str(record.msg).startswith("Task exception was never retrieved")
+                and runfolder.is_out_of_space(exc))
+
+
+def _drop_orphaned_disk_full_tasks() -> None:
+  """Install ``OrphanedDiskFullTasks`` on the asyncio logger once (a logger filter runs before
+  any handler formats the record)."""
+  asyncio_logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, OrphanedDiskFullTasks) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(OrphanedDiskFullTasks())
 
 
 def _nbytes(tree: Any) -> int:
@@ -236,6 +262,7 @@ class Checkpointer:
   def __init__(self, workdir: str | pathlib.Path, keep: int = 2, cleanup_unfinished: bool = False,
                read_only: bool = False):
     workdir = pathlib.Path(workdir)
+    _drop_orphaned_disk_full_tasks()
     self.latest = _manager(workdir / "checkpoints", keep, cleanup_unfinished, read_only)
     self.best = _manager(workdir / "best", 1, cleanup_unfinished, read_only)
 
