@@ -219,11 +219,15 @@ def _health_statistics(i_shunt: Array, g_i: Array, w_ei: Array) -> dict[str, Arr
   shunting current is 0 everywhere, so that the adaptive stabiliser makes their denominator +inf
   and I_int = b_E (spec §3.1); ``zero_g_i_fraction``: the fraction of inhibitory gains at 0;
   ``zero_shunting_gain_fraction``: the fraction of excitatory units e with sum_i W_EI[e,i] g_I[i]
-  = 0, whose shunting current is 0 whatever the input (at 1 the layer is dead for good).
+  = 0, whose shunting current is 0 whatever the input (at 1 the layer is dead for good);
+  ``zero_shunting_fraction``: the fraction of shunting currents (entries) that are exactly 0 (a
+  receptive field without input): where the adaptive stabiliser substitutes the sample's minimum
+  (spec §3.1) and DANN divides by eps = 1e-8, a backward gain of g/eps = 1e8 (spec §9).
   """
   silent = jnp.all(i_shunt.reshape(i_shunt.shape[0], -1) == 0, axis=1)
   stats = {"silent_shunting_fraction": silent, "zero_g_i_fraction": g_i == 0,
-           "zero_shunting_gain_fraction": (w_ei @ g_i) == 0}
+           "zero_shunting_gain_fraction": (w_ei @ g_i) == 0,
+           "zero_shunting_fraction": i_shunt == 0}
   return {name: jnp.mean(flags.astype(jnp.float32)) for name, flags in stats.items()}
 
 

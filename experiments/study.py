@@ -348,8 +348,9 @@ def make_gradient_agreement(model, reference):
 
 def _snapshot(model, variables, x, y, gradient_norms, histograms: bool = True
               ) -> dict[str, Any]:
-  """Firing rates, silent layers, W_EI/other gradient norms, bimodality coefficients (and the
-  histograms, if ``histograms``) of one seed's ``variables`` on the batch (x, y)."""
+  """Firing rates, silent layers, the fraction of exactly-zero shunting currents per E-I/DANN
+  layer, W_EI/other gradient norms, bimodality coefficients (and the histograms, if
+  ``histograms``) of one seed's ``variables`` on the batch (x, y)."""
   from ei_snn_jax.analysis import probes
   stats = probes.probe(model, variables, x, values=True)
   rates = {k.split("/", 1)[1]: float(v) for k, v in stats.items()
@@ -360,9 +361,12 @@ def _snapshot(model, variables, x, y, gradient_norms, histograms: bool = True
   w_ee_flat = np.concatenate([w.ravel() for w in w_ee]) if w_ee else np.zeros(0)
   finite = all(np.isfinite(np.asarray(l)).all() for l in _leaves_named(
       variables["params"], ("w_ee", "w_ex", "w_ie", "w_ix", "w_ei", "kernel")))
+  zeros = {k.split("/", 1)[1]: float(v) for k, v in stats.items()
+           if k.startswith("zero_shunting_fraction/")}
   return {
       "firing_rate": rates,
       "silent_layers": sum(r < SILENT_RATE for r in rates.values()),
+      "zero_shunting_fraction": zeros,
       "gradient_norm": gradient_norms(variables, x, y) if finite else None,
       "bimodality": {"w_ee": bimodality_coefficient(w_ee_flat) if w_ee_flat.size else math.nan,
                      "integrated_current": bimodality_coefficient(current)

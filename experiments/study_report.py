@@ -45,6 +45,16 @@ def accuracy(result: dict[str, Any]) -> dict[str, float]:
   return seed_spread.spread(final_accuracies(result))
 
 
+def zero_shunting(result: dict[str, Any], when: str) -> list[tuple[str, float]]:
+  """The layers with exactly-zero shunting currents in the ``when`` snapshot, with their
+  fraction of zero entries (seed mean), largest first; [] when not recorded."""
+  per_seed = [s[when].get("zero_shunting_fraction") or {} for s in result["seeds"]
+              if s.get(when)]
+  layers = sorted({k for z in per_seed for k in z})
+  means = [(k, float(np.mean([z[k] for z in per_seed if k in z]))) for k in layers]
+  return sorted([m for m in means if m[1] > 0], key=lambda m: -m[1])
+
+
 def noise_floor(a: dict[str, float], b: dict[str, float]) -> float:
   """The smallest accuracy difference (points) read as real here: two pooled seed sds, and at
   least 2 points."""
@@ -229,10 +239,25 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
     out.append(_verdict(claim, "reproduced" if gap >= -5 else "not reproduced", ev))
 
   claim = "E-I beats the spiking DANN (normalization-free baseline)"
-  if need(claim, "ei_vgg16", "dann_vgg16"):
+  dann = results.get("dann_vgg16")
+  # A DANN that cannot take a step is decided by that event, whatever the full method's accuracy.
+  if need(claim, "ei_vgg16", "dann_vgg16", mechanism=bool(dann and dann["nonfinite_event"])):
     a, b, gap, noise = _pair(results, "ei_vgg16", "dann_vgg16")
     ev = f"E-I {_fmt(a)}, DANN {_fmt(b)} (gap {gap:.1f}, noise {noise:.1f})"
-    out.append(_verdict(claim, "reproduced" if gap > noise else "not reproduced", ev))
+    if dann["nonfinite_event"]:
+      ev += (f"; DANN non-finite step ({dann['status']}"
+             f"{': ' + dann['status_line'] if dann['status'] == 'diverged' else ''})")
+      zeros = zero_shunting(dann, "init")
+      if zeros:
+        ev += ("; exactly-zero shunting currents at init, where DANN divides by eps = 1e-8 (a "
+               "backward gain of g/eps = 1e8): " + ", ".join(
+                   f"{layer} {100 * z:.1f} %" for layer, z in zeros[:4]))
+      learns = not full["nonfinite_event"] and min(final_accuracies(full)) > CHANCE + 2
+      verdict = ("reproduced: the spiking DANN cannot take a step, E-I trains on every seed"
+                 if learns else "inconclusive")
+    else:
+      verdict = "reproduced" if gap > noise else "not reproduced"
+    out.append(_verdict(claim, verdict, ev))
 
   claim = "Depth: E-I trains at every depth, without E-I Init it falls behind as depth grows"
   depths = [(arch, depth_condition("ei", arch), depth_condition("no_ei_init", arch))

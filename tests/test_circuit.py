@@ -211,6 +211,18 @@ def test_stabilization_variants():
     ei_prop.stabilize_shunting(sh, "bogus")
 
 
+def test_a_receptive_field_without_input_amplifies_the_gradient_1e8_under_epsilon():
+  """Why the spiking DANN of the study took no step: where a receptive field has no input,
+  I_shunt = 0 and DANN's denominator is eps, so dI_int/dI_bal = g_E / 1e-8; a few such layers in
+  a row overflow float32. Adaptive stabilisation divides by the sample's smallest positive
+  I_shunt instead (spec §3.1)."""
+  i_bal, i_shunt = jnp.array([[0.3, 0.0]]), jnp.array([[0.5, 0.0]])
+  gain = lambda method: jax.grad(lambda b: jnp.sum(circuit.integrated_current(
+      b, i_shunt, jnp.ones(2), jnp.zeros(2), stabilization=method)))(i_bal)
+  np.testing.assert_allclose(gain("epsilon"), [[1 / (0.5 + 1e-8), 1e8]], rtol=1e-6)
+  np.testing.assert_allclose(gain("adaptive"), [[2.0, 2.0]])
+
+
 def test_head_returns_balanced_current():
   rng = np.random.default_rng(3)
   x = sparse_input(rng, (6, 16))

@@ -104,6 +104,9 @@ def test_record_of_a_tiny_run(tiny_run, tmp_path):
       snap = s[when]
       assert sorted(snap["firing_rate"]) == [f"lif{k}" for k in range(5)]
       assert all(0 <= r <= 1 for r in snap["firing_rate"].values())
+      zeros = snap["zero_shunting_fraction"]   # one per hidden E-I layer (the head has none)
+      assert sorted(zeros) == [f"conv{k}" for k in range(5)]
+      assert all(0 <= z <= 1 for z in zeros.values())
       g = snap["gradient_norm"]
       assert g["w_ei"] > 0 and g["other"] > 0
       assert ("histogram" in snap) == (i == 0)
@@ -232,6 +235,27 @@ def test_verdicts_follow_the_numbers():
   assert _verdict(results, "E-I reaches")["evidence"].startswith("bn_vgg16 45.0 ± 1.0 %; ")
   results["ei_vgg16"] = _result("ei_vgg16", [11, 12, 13], group="method", bimodal=(0.55, 0.7))
   assert _verdict(results, "Weights and activity")["verdict"] == "reproduced"
+
+
+def test_a_dann_that_cannot_take_a_step_is_judged_by_that_event():
+  """A spiking DANN whose first gradient is non-finite loses to an E-I network that learns on
+  every seed, however little; the evidence names the exactly-zero shunting currents."""
+  dann = _result("dann_vgg16", [10, 10, 10], group="baseline", status="diverged")
+  for s, z in zip(dann["seeds"], (0.2, 0.3, 0.25)):
+    s["init"]["zero_shunting_fraction"] = {"conv0": 0.0, "conv1": z, "conv2": z / 10}
+  results = {"ei_vgg16": _result("ei_vgg16", [24, 13, 21], group="method"), "dann_vgg16": dann}
+  v = _verdict(results, "E-I beats")
+  assert v["verdict"] == "reproduced: the spiking DANN cannot take a step, E-I trains on every seed"
+  assert "conv1 25.0 %, conv2 2.5 %" in v["evidence"] and "conv0" not in v["evidence"]
+  # One E-I seed at chance: nothing decides it.
+  results["ei_vgg16"] = _result("ei_vgg16", [24, 10.5, 21], group="method")
+  assert _verdict(results, "E-I beats")["verdict"] == "inconclusive"
+  # Recorded before the zero fractions were: the event alone.
+  for s in dann["seeds"]:
+    del s["init"]["zero_shunting_fraction"]
+  results["ei_vgg16"] = _result("ei_vgg16", [24, 13, 21], group="method")
+  v = _verdict(results, "E-I beats")
+  assert v["verdict"].startswith("reproduced") and "zero shunting" not in v["evidence"]
 
 
 def test_gradient_agreement_sees_where_the_ste_matters():
