@@ -337,6 +337,19 @@ def test_nonfinite_message_names_first_layer_in_forward_order(arch, bad_layers, 
   assert message.startswith("non-finite loss/gradient at step 7 (loss=nan)")
   assert f"first went non-finite in layer {first} (its shunting, integrated currents)" in message
   assert "the loss is non-finite but every gradient is finite" in message
+  assert message.endswith("Lower optim.lr or check the data.")
+
+
+def test_nonfinite_first_step_does_not_blame_the_learning_rate():
+  """At step 0 nothing has been updated yet (seen in the study: the spiking DANN and the
+  no-stabilisation ablation), so the advice points at the model and the data, not at optim.lr."""
+  tmpl, exp = template(tiny_config())
+  step_metrics = {"loss": np.float32(2.3), "finite": False, "bad_leaf": np.int32(0)}
+  with pytest.raises(train.NonFiniteError) as info:
+    guards.raise_nonfinite(exp, tmpl, step_metrics, 0)
+  message = str(info.value)
+  assert "before any update, so the learning rate plays no part" in message
+  assert "Lower optim.lr" not in message and "\n" not in message
 
 
 # ---------------------------------------------------------------------------------------------

@@ -237,6 +237,36 @@ def test_verdicts_follow_the_numbers():
   assert _verdict(results, "Weights and activity")["verdict"] == "reproduced"
 
 
+def _depth_results(ei_accs, no_accs, full=(40, 41, 42)):
+  results = {"ei_vgg16": _result("ei_vgg16", full, group="method")}
+  for arch, ei, no in zip(study.DEPTHS, ei_accs, no_accs):
+    results[study.depth_condition("ei", arch)] = _result(f"ei_{arch}", ei, group="depth")
+    results[study.depth_condition("no_ei_init", arch)] = _result(f"no_{arch}", no, group="depth")
+  return results
+
+
+def test_depth_verdict_is_judged_on_the_series():
+  """The depth claim needs E-I to learn at every depth and the gap to widen; a depth where the
+  network without E-I Init learns better beyond the noise refutes it, whatever VGG-16 does; the
+  evidence names E-I seeds that end at chance and what their layers do."""
+  learn = ([30, 31, 32], [29, 30, 31], [28, 29, 30])
+  widening = _depth_results(learn, ([30, 31, 32], [25, 26, 27], [12, 13, 14]))
+  assert _verdict(widening, "Depth")["verdict"] == "reproduced"
+  assert _verdict(_depth_results(learn, learn), "Depth")["verdict"] == "not reproduced"
+  refuted = _depth_results(([27, 28, 29], [20, 11, 10.5], [24, 13, 21]),
+                           ([27, 28, 29], [28, 26, 30], [19, 17, 23]), full=(24, 13, 21))
+  seed = refuted["ei_vgg11"]["seeds"][2]
+  seed["final"]["firing_rate"] = {"lif0": 0.3, "lif1": 0.9992, "lif2": 0.0, "lif3": 0.0001}
+  v = _verdict(refuted, "Depth")
+  assert v["verdict"] == "not reproduced: without E-I Init trains better at vgg11"
+  assert ("vgg11 seed 1 (11.0 %), vgg11 seed 2 (10.5 %; lif1 saturated (0.999), 2 silent layers "
+          "(lif2–lif3))") in v["evidence"]
+  # E-I at chance at one depth, nobody better: nothing to tell.
+  unclear = _depth_results(([27, 28, 29], [10, 11, 10.5], [24, 13, 21]),
+                           ([27, 28, 29], [10, 11, 12], [19, 17, 23]))
+  assert _verdict(unclear, "Depth")["verdict"] == "inconclusive"
+
+
 def test_a_dann_that_cannot_take_a_step_is_judged_by_that_event():
   """A spiking DANN whose first gradient is non-finite loses to an E-I network that learns on
   every seed, however little; the evidence names the exactly-zero shunting currents."""

@@ -119,6 +119,10 @@ def raise_nonfinite(exp: Any, state: Any, metrics: dict, step: int) -> None:
   layer = first_nonfinite_layer(exp, metrics, replica)
   if layer:
     where = f"the forward pass first went non-finite in {layer}; {where}"
+  # At step 0 no update has happened yet, so the learning rate cannot be the cause.
+  advice = ("This was the first step, before any update, so the learning rate plays no part: "
+            "the model as initialised goes non-finite on this data; check model.* and the data."
+            if step == 0 else "Lower optim.lr or check the data.")
   raise NonFiniteError(
       f"non-finite loss/gradient at step {step}{who} (loss={float(loss)}): {where}. "
-      "The step was not applied; the last checkpoint is intact. Lower optim.lr or check the data.")
+      f"The step was not applied; the last checkpoint is intact. {advice}")
