@@ -97,7 +97,7 @@ CHANCE = 10.0             # CIFAR-10, percent
 class Condition:
   """One run of the study: a config file and what it changes."""
   name: str
-  group: str        # "method", "ablation", "baseline" or "depth"
+  group: str        # "method", "ablation", "baseline", "depth" or "diagnostic"
   config: str
   overrides: tuple[tuple[str, Any], ...] = ()
   label: str = ""
@@ -143,20 +143,28 @@ CONDITIONS: tuple[Condition, ...] = tuple([
     Condition("bn_vgg16", "baseline", "configs/bn_cifar10_vgg16.py", (), "BN-SNN VGG-16"),
     Condition("dann_vgg16", "baseline", "configs/dann_cifar10_vgg16.py", (),
               "spiking DANN VGG-16"),
-] + _depth_series())
+] + _depth_series() + [
+    # Not a claim: every E-I VGG-11 seed fell back to chance loss within epochs 2-4 at its
+    # recipe's peak lr (0.002), reached after one warm-up epoch (79 steps; the recipe warms up
+    # for 10 of 300 epochs, ~3,900 steps). Does a longer warm-up, same peak, avoid it?
+    Condition("ei_vgg11_warmup3", "diagnostic", "configs/ei_cifar10_vgg11.py",
+              (("optim.warmup_epochs", 3),), "E-I VGG-11, 3 warm-up epochs"),
+])
 BY_NAME = {c.name: c for c in CONDITIONS}
 
 
 def condition_overrides(cond: Condition, scale: dict[str, Any] | None = None) -> dict[str, Any]:
   """The ``--config.KEY=VALUE`` overrides of a condition: the study's scale, a warm-up of one
   epoch where the variant's recipe warms up (none where it does not, as BN-SNN), and the
-  condition's own changes."""
+  condition's own changes (a warm-up at most ``train.epochs`` - 1)."""
   from ei_snn_jax.training import config as config_lib
   scale = dict(SCALE if scale is None else scale)
   recipe = config_lib.load_config(cond.config)
   out = dict(scale)
   out["optim.warmup_epochs"] = 1 if recipe.optim.warmup_epochs > 0 else 0
   out.update(dict(cond.overrides))
+  # A condition's longer warm-up is cut to what a shorter scale holds (tiny: 2 epochs).
+  out["optim.warmup_epochs"] = min(out["optim.warmup_epochs"], out["train.epochs"] - 1)
   return out
 
 

@@ -45,10 +45,14 @@ def test_every_condition_is_a_valid_config_at_both_scales():
       config_lib.validate_config(cfg, 1)
       for key, value in dict(cond.overrides).items():
         group, field = key.split(".")
-        assert cfg[group][field] == value
+        assert cfg[group][field] == overrides[key] and (value == overrides[key]
+                                                        or key == "optim.warmup_epochs")
       assert cfg.train.num_replicas == scale["train.num_replicas"]
-      # A warm-up epoch only where the variant's recipe warms up (BN-SNN does not).
-      assert cfg.optim.warmup_epochs == (0 if cfg.model.variant == "bn" else 1)
+      # A warm-up epoch only where the variant's recipe warms up (BN-SNN does not), unless the
+      # condition sets its own.
+      want = dict(cond.overrides).get("optim.warmup_epochs",
+                                      0 if cfg.model.variant == "bn" else 1)
+      assert cfg.optim.warmup_epochs == min(want, scale["train.epochs"] - 1)
 
 
 def test_ablations_change_only_their_component():
@@ -261,6 +265,9 @@ def test_depth_verdict_is_judged_on_the_series():
   assert v["verdict"] == "not reproduced: without E-I Init trains better at vgg11"
   assert ("vgg11 seed 1 (11.0 %), vgg11 seed 2 (10.5 %; lif1 saturated (0.999), 2 silent layers "
           "(lif2–lif3))") in v["evidence"]
+  refuted["ei_vgg11_warmup3"] = _result("ei_vgg11_warmup3", [27, 26, 11], group="diagnostic")
+  assert ("E-I VGG-11 with 3 warm-up epochs instead of 1: 21.3 ± 9.0 %, 1 of 3 seeds near chance"
+          in _verdict(refuted, "Depth")["evidence"])
   # E-I at chance at one depth, nobody better: nothing to tell.
   unclear = _depth_results(([27, 28, 29], [10, 11, 10.5], [24, 13, 21]),
                            ([27, 28, 29], [10, 11, 12], [19, 17, 23]))
