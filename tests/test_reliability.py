@@ -44,6 +44,7 @@ import numpy as np
 import pytest
 
 from ei_snn_jax.training import checkpointing, config as config_lib, guards, metrics, steps, train
+from ei_snn_jax import tree as tree_lib
 from ei_snn_jax.core import dale
 from experiments import train as train_cli
 
@@ -326,7 +327,8 @@ def test_nonfinite_step_stops_with_step_and_layer(tmp_path, monkeypatch, capsys,
 ])
 def test_nonfinite_message_names_first_layer_in_forward_order(arch, bad_layers, first):
   tmpl, exp = template(tiny_config(f"model.arch={arch}"))
-  step_metrics = {"loss": np.float32(np.nan), "finite": False, "bad_leaf": np.int32(-1),
+  step_metrics = {"loss": np.float32(np.nan), "finite": False,
+                  "bad_leaves": np.zeros(len(jax.tree.leaves(tmpl.params)), bool),
                   "firing_rate/lif0": np.float32(0.5), "integrated_mean/conv0": np.float32(1.0)}
   for layer in bad_layers:
     step_metrics[f"shunting_std/{layer}"] = np.float32(np.inf)
@@ -340,11 +342,33 @@ def test_nonfinite_message_names_first_layer_in_forward_order(arch, bad_layers, 
   assert message.endswith("Lower optim.lr or check the data.")
 
 
+@pytest.mark.parametrize("arch, bad_layers, origin", [
+    ("vgg16", ["conv0", "conv1", "conv2"], "conv2"),   # not flatten order (conv0 < conv10 < conv2)
+    ("resnet18", ["stem", "stage0_block0.conv1", "stage1_block0.downsample"],
+     "stage1_block0.downsample"),
+])
+def test_nonfinite_gradient_is_traced_to_the_deepest_layer(arch, bad_layers, origin):
+  """The backward pass starts at the output, so the deepest layer with a non-finite gradient is
+  where it began (seen in the study: the spiking DANN's NaN began in conv2, and the message named
+  conv0, the first leaf in flatten order)."""
+  tmpl, exp = template(tiny_config(f"model.arch={arch}"))
+  flat = jax.tree_util.tree_flatten_with_path(tmpl.params)[0]
+  layer = lambda path: tree_lib.layer_path(path[:-1])
+  flags = np.array([layer(p) in bad_layers for p, _ in flat])
+  want = next(jax.tree_util.keystr(p) for p, _ in flat if layer(p) == origin)
+  step_metrics = {"loss": np.float32(2.3), "finite": False, "bad_leaves": flags}
+  with pytest.raises(train.NonFiniteError) as info:
+    guards.raise_nonfinite(exp, tmpl, step_metrics, 4)
+  assert (f"the gradient went non-finite in 3 layer(s), first (backward) in params{want}"
+          in str(info.value))
+
+
 def test_nonfinite_first_step_does_not_blame_the_learning_rate():
   """At step 0 nothing has been updated yet (seen in the study: the spiking DANN and the
   no-stabilisation ablation), so the advice points at the model and the data, not at optim.lr."""
   tmpl, exp = template(tiny_config())
-  step_metrics = {"loss": np.float32(2.3), "finite": False, "bad_leaf": np.int32(0)}
+  step_metrics = {"loss": np.float32(2.3), "finite": False,
+                  "bad_leaves": np.ones(len(jax.tree.leaves(tmpl.params)), bool)}
   with pytest.raises(train.NonFiniteError) as info:
     guards.raise_nonfinite(exp, tmpl, step_metrics, 0)
   message = str(info.value)

@@ -170,7 +170,7 @@ def test_a_nonfinite_replica_leaves_every_replica_unchanged_and_is_named():
     finite = jnp.all(jnp.isfinite(w))
     new = state.replace(step=state.step + 1, params={"w": w})
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    return new, {"loss": jnp.sum(w), "finite": finite, "bad_leaf": jnp.where(finite, -1, 0)}
+    return new, {"loss": jnp.sum(w), "finite": finite, "bad_leaves": jnp.stack([~finite])}
 
   state = replicas.stack([train.TrainState(step=jnp.zeros((), jnp.int32),
                                            params={"w": jnp.full(3, float(r + 1))},
@@ -179,7 +179,8 @@ def test_a_nonfinite_replica_leaves_every_replica_unchanged_and_is_named():
   step = jax.jit(replicas.vmap_train_step(step_fn, [7, 8]))
   idx = mask = jnp.zeros((2, 4), jnp.int32)
   new, m = step(state, None, None, idx, mask)
-  assert not bool(m["finite"]) and int(m["bad_replica"]) == 1 and int(m["bad_leaf"]) == 0
+  assert not bool(m["finite"]) and int(m["bad_replica"]) == 1
+  assert m["bad_leaves"].tolist() == [True]
   np.testing.assert_array_equal(new.params["w"], state.params["w"])
   assert int(new.step) == 0
   exp = SimpleNamespace(config=SimpleNamespace(seed=7))

@@ -385,7 +385,7 @@ def test_training_step_returns_no_layer_statistics_and_the_probe_step_does(plain
                                atol=1e-6, err_msg=key)
   _, step_metrics = steps_lib.make_train_step(exp, source)(jax.tree.map(jnp.copy, run_state),
                                                           source(0))
-  assert set(step_metrics) == {"loss", "accuracy", "lr", "grad_norm", "finite", "bad_leaf",
+  assert set(step_metrics) == {"loss", "accuracy", "lr", "grad_norm", "finite", "bad_leaves",
                                "bad_replica"}
 
 

@@ -34,8 +34,8 @@ from ei_snn_jax.training import (checkpointing, evaluation, guards, metrics as m
                                  replicas, runfolder)
 from ei_snn_jax.training.experiment import Experiment, host_to_global
 
-# The NaN guard's whole-run scalars: no replica axis, kept whole in a saved window.
-WHOLE_RUN = ("finite", "bad_leaf", "bad_replica")
+# The NaN guard's whole-run values: no replica axis, kept whole in a saved window.
+WHOLE_RUN = replicas.WHOLE_RUN
 
 
 @dataclasses.dataclass
@@ -167,7 +167,7 @@ class PeriodicActions:
     if step == self.start_step + 1:
       self.run.progress.exclude_pause()   # the compile is no step time
     self.guard.push(step - 1, step_metrics, batch, state)
-    self.window.append(step_metrics)
+    self.window.append({k: v for k, v in step_metrics.items() if k != "bad_leaves"})  # guard's
     self.run.progress.update(step)
     if self.closes_window(step):
       self.log_window(step, state)

@@ -1,8 +1,8 @@
 """Guards that stop a run training silently wrong (issue 24), and what their messages name.
 
-* ``raise_nonfinite``: the NaN guard's stop (``NonFiniteError``): the step, the replica, the
-  first non-finite gradient leaf and the first layer, in forward order, whose probed currents
-  went non-finite.
+* ``raise_nonfinite``: the NaN guard's stop (``NonFiniteError``): the step, the replica, where
+  the backward pass first went non-finite (the deepest layer with a non-finite gradient) and
+  the first layer, in forward order, whose probed currents went non-finite.
 * ``check_divergence``: a finite loss that has grown by orders of magnitude (e.g. the BN variant
   with a far too large learning rate: 2.3 -> 4e11 while every value stays finite, so the NaN
   guard never fires) stops the run with one line.
@@ -84,10 +84,12 @@ def first_nonfinite_layer(exp: Any, metrics: dict, replica: int) -> str | None:
   bad: dict[str, set[str]] = {}
   for key, value in metrics.items():
     stat, sep, layer = key.partition("/")
+    if not sep:   # not a probe statistic
+      continue
     value = np.asarray(value)
     if replica >= 0 and value.ndim:
       value = value[replica]
-    if sep and not np.all(np.isfinite(value)):
+    if not np.all(np.isfinite(value)):
       bad.setdefault(layer, set()).add(stat.removesuffix("_mean").removesuffix("_std"))
   if not bad:
     return None
@@ -101,11 +103,32 @@ def first_nonfinite_layer(exp: Any, metrics: dict, replica: int) -> str | None:
   return f"layer {first} (its {', '.join(sorted(bad[first], key=rank))} currents)"
 
 
+def nonfinite_gradients(exp: Any, params: Any, bad_leaves: np.ndarray) -> str:
+  """Where the gradient went non-finite, from the step's per-leaf flags (flatten order of
+  ``params``): the backward pass runs from the output, so the layer deepest in forward order with
+  a non-finite gradient is where it began (every layer below inherits it)."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  bad = [path for (path, _), flag in zip(flat, bad_leaves) if flag]
+  if not bad:
+    return "the loss is non-finite but every gradient is finite"
+  try:
+    order = forward_layer_order(exp)
+  except Exception:  # noqa: BLE001 - only a diagnostic; fall back to flatten order
+    order = []
+  layer_of = lambda path: tree_lib.layer_path(path[:-1])
+  depth = lambda path: order.index(layer_of(path)) if layer_of(path) in order else -1
+  deepest = max(depth(p) for p in bad)
+  first = [jax.tree_util.keystr(p) for p in bad if depth(p) == deepest]
+  layers = {layer_of(p) for p in bad}
+  return (f"the gradient went non-finite in {len(layers)} layer(s), first (backward) in "
+          f"params{first[0]}" + (f" (and {len(first) - 1} more of its leaves)"
+                                 if len(first) > 1 else ""))
+
+
 def raise_nonfinite(exp: Any, state: Any, metrics: dict, step: int) -> None:
   """Raise ``NonFiniteError`` for the failed step ``step``: ``metrics`` are its host metrics
   (with the probe statistics of its batch), ``state`` the state the guard kept. A replica is
   named only when the run has several (``metrics["loss"]`` with a replica axis longer than 1)."""
-  leaf = int(metrics["bad_leaf"])
   replica = int(metrics.get("bad_replica", -1))
   loss = np.asarray(metrics["loss"])
   who = ""
@@ -113,9 +136,7 @@ def raise_nonfinite(exp: Any, state: Any, metrics: dict, step: int) -> None:
     loss = loss[replica]
     if np.size(metrics["loss"]) > 1:
       who = f" in replica {replica} (seed {exp.config.seed + replica})"
-  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
-  where = f"first non-finite gradient in params{paths[leaf]}" if leaf >= 0 else (
-      "the loss is non-finite but every gradient is finite")
+  where = nonfinite_gradients(exp, state.params, np.asarray(metrics["bad_leaves"]))
   layer = first_nonfinite_layer(exp, metrics, replica)
   if layer:
     where = f"the forward pass first went non-finite in {layer}; {where}"

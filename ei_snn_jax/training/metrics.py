@@ -21,7 +21,7 @@ from ei_snn_jax.training import config as config_lib, run_config, runfolder
 
 def mean_metrics(window: list[dict]) -> dict[str, float]:
   """Mean of each metric over a window of per-step metric dicts (host values)."""
-  keys = [k for k in window[0] if k not in ("finite", "bad_leaf")]
+  keys = [k for k in window[0] if k not in ("finite", "bad_leaves", "bad_leaf")]
   return {k: float(np.mean([float(m[k]) for m in window])) for k in keys}
 
 

@@ -119,11 +119,17 @@ def batch_indices(config: ml_collections.ConfigDict, epoch: int, n: int,
   return idx[step_in_epoch], mask[step_in_epoch]
 
 
+# The NaN guard's whole-run step metrics (no replica axis); bad_leaf: the index a step returned
+# before bad_leaves, still in the logging windows saved with older checkpoints.
+WHOLE_RUN = ("finite", "bad_leaves", "bad_leaf", "bad_replica")
+
+
 def per_replica(values: dict[str, Any]) -> list[dict[str, Any]]:
   """{name: value with a leading replica axis} -> one {name: value} per replica; the whole-run
-  scalars (the NaN guard's ``finite``, ``bad_leaf``, ``bad_replica``) are dropped."""
-  n = max((np.shape(v)[0] for v in values.values() if np.ndim(v)), default=1)
-  return [{k: v[r] for k, v in values.items() if np.ndim(v)} for r in range(n)]
+  values (``WHOLE_RUN``) are dropped."""
+  values = {k: v for k, v in values.items() if k not in WHOLE_RUN and np.ndim(v)}
+  n = max((np.shape(v)[0] for v in values.values()), default=1)
+  return [{k: v[r] for k, v in values.items()} for r in range(n)]
 
 
 def mean_metrics(window: list[dict[str, Any]], mean_fn) -> list[dict[str, float]]:
@@ -266,8 +272,8 @@ def vmap_train_step(step_fn, seed_list: Sequence[int], mesh: Mesh | None = None)
   Returns ``(state, images, labels, mask) -> (state, metrics)`` for a replica-axis state and
   (N, batch, ...) data; replica r draws its augmentation and dropout keys from the streams of
   seed ``seed_list[r]``. A non-finite loss or gradient in any replica leaves the whole state
-  unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaf`` become whole-run
-  scalars, with ``bad_replica`` (-1 if none). Every other metric has the leading replica axis.
+  unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaves`` (per parameter
+  leaf) become whole-run values, those of ``bad_replica`` (-1 if none). Every other metric has the leading replica axis.
   ``mesh``: the replicas split over the devices (``over_replicas``).
   """
   per_replica_step = with_seeds(step_fn, seed_list, mesh)
@@ -279,7 +285,7 @@ def vmap_train_step(step_fn, seed_list: Sequence[int], mesh: Mesh | None = None)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     bad_replica = jnp.where(finite, -1, jnp.argmin(metrics["finite"]))
     metrics = {**metrics, "finite": finite, "bad_replica": bad_replica,
-               "bad_leaf": metrics["bad_leaf"][jnp.maximum(bad_replica, 0)]}
+               "bad_leaves": metrics["bad_leaves"][jnp.maximum(bad_replica, 0)]}
     return new_state, metrics
 
   return replicated_step

@@ -116,11 +116,9 @@ def init_state(exp: Experiment) -> TrainState:
   return jax.device_put(replicas.stack(states), state_sharding(exp))
 
 
-def first_nonfinite_leaf(tree) -> Array:
-  """Index of the first leaf (flatten order) holding a non-finite value, or -1."""
-  leaves = jax.tree.leaves(tree)
-  bad = jnp.stack([~jnp.all(jnp.isfinite(l)) for l in leaves])
-  return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
+def nonfinite_leaves(tree) -> Array:
+  """One flag per leaf (flatten order): whether it holds a non-finite value."""
+  return jnp.stack([~jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(tree)])
 
 
 def training_input(exp: Experiment, step, images, labels, seed):
@@ -143,7 +141,7 @@ def make_train_step(exp: Experiment, source):
 
   One replica's step: augment, loss on the T-averaged logits, SGD, Dale's projection, epoch
   sums. The step returns only scalars per replica (loss, accuracy, lr, grad norm) and the NaN
-  guard's whole-run flags (``finite``, ``bad_leaf``, ``bad_replica``); a non-finite step changes
+  guard's whole-run flags (``finite``, ``bad_leaves``, ``bad_replica``); a non-finite step changes
   nothing (``replicas.vmap_train_step``). The per-layer statistics are ``make_probe_step``'s, on
   logging steps only, which keeps their reductions out of the hot path (issue 11).
   """
@@ -168,8 +166,8 @@ def make_train_step(exp: Experiment, source):
     (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = dale.project_nonnegative(optax.apply_updates(state.params, updates))
-    bad_leaf = first_nonfinite_leaf(grads)
-    finite = jnp.isfinite(loss) & (bad_leaf < 0)
+    bad_leaves = nonfinite_leaves(grads)
+    finite = jnp.isfinite(loss) & ~jnp.any(bad_leaves)
     correct = jnp.sum((jnp.argmax(logits, -1) == labels) * weights)
     n = jnp.sum(weights)
     new_state = TrainState(
@@ -180,7 +178,7 @@ def make_train_step(exp: Experiment, source):
     # A non-finite step changes nothing, so the state stays the last good one.
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {"loss": loss, "accuracy": correct / n, "lr": schedule(state.step),
-               "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaf": bad_leaf}
+               "grad_norm": optax.tree.norm(grads), "finite": finite, "bad_leaves": bad_leaves}
     return new_state, metrics
 
   replicated = replicas.vmap_train_step(one_replica, replicas.seeds(exp.config),
