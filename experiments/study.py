@@ -149,6 +149,9 @@ CONDITIONS: tuple[Condition, ...] = tuple([
     # for 10 of 300 epochs, ~3,900 steps). Does a longer warm-up, same peak, avoid it?
     Condition("ei_vgg11_warmup3", "diagnostic", "configs/ei_cifar10_vgg11.py",
               (("optim.warmup_epochs", 3),), "E-I VGG-11, 3 warm-up epochs"),
+    # ... or a lower peak: VGG-16's recipe lr, half VGG-11's.
+    Condition("ei_vgg11_half_lr", "diagnostic", "configs/ei_cifar10_vgg11.py",
+              (("optim.lr", 0.001),), "E-I VGG-11, peak lr 0.001"),
 ])
 BY_NAME = {c.name: c for c in CONDITIONS}
 

@@ -296,11 +296,11 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
               for arch, e, _ in depths for seed, acc, why in stalled_seeds(results[e])]
     if stalls:
       ev += "; E-I seeds that end near chance: " + ", ".join(stalls)
-    if "ei_vgg11_warmup3" in results:   # the diagnostic: is the compressed warm-up to blame?
-      r = results["ei_vgg11_warmup3"]
-      near = stalled_seeds(r)
-      ev += (f"; E-I VGG-11 with 3 warm-up epochs instead of 1: {_fmt(accuracy(r))}, "
-             f"{len(near)} of {len(r['seeds'])} seeds near chance")
+    for c in CONDITIONS:   # the diagnostics: is the compressed schedule to blame?
+      r = results.get(c.name) if c.group == "diagnostic" else None
+      if r is not None:
+        ev += (f"; diagnostic, {r.get('label') or c.name}: {_fmt(accuracy(r))}, "
+               f"{len(stalled_seeds(r))} of {len(r['seeds'])} seeds near chance")
     all_train = all(a["mean"] >= CHANCE + 10 for _, a, _ in pairs)
     behind = [arch for arch, a, b in pairs
               if b["mean"] >= CHANCE + 10 and b["mean"] - a["mean"] > noise_floor(a, b)]

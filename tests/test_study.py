@@ -266,7 +266,8 @@ def test_depth_verdict_is_judged_on_the_series():
   assert ("vgg11 seed 1 (11.0 %), vgg11 seed 2 (10.5 %; lif1 saturated (0.999), 2 silent layers "
           "(lif2–lif3))") in v["evidence"]
   refuted["ei_vgg11_warmup3"] = _result("ei_vgg11_warmup3", [27, 26, 11], group="diagnostic")
-  assert ("E-I VGG-11 with 3 warm-up epochs instead of 1: 21.3 ± 9.0 %, 1 of 3 seeds near chance"
+  refuted["ei_vgg11_warmup3"]["label"] = "E-I VGG-11, 3 warm-up epochs"
+  assert ("diagnostic, E-I VGG-11, 3 warm-up epochs: 21.3 ± 9.0 %, 1 of 3 seeds near chance"
           in _verdict(refuted, "Depth")["evidence"])
   # E-I at chance at one depth, nobody better: nothing to tell.
   unclear = _depth_results(([27, 28, 29], [10, 11, 10.5], [24, 13, 21]),
