@@ -316,20 +316,29 @@ def _loss_gradient(model):
 def make_gradient_norms(model):
   """A jitted (variables, x, y) -> {"w_ei": norm, "other": norm}: the L2 norm of the
   cross-entropy gradient of the W_EI parameters and of every other parameter, through the
-  training forward pass (E-I Prop's backward rules included), on the batch (x, y)."""
+  training forward pass (E-I Prop's backward rules included), on the batch (x, y). A model
+  without W_EI (BN-SNN) gets ``"w_ei": None``, not a norm of 0."""
   import jax
   import jax.numpy as jnp
   gradient = _loss_gradient(model)
+  is_w_ei = lambda path: str(getattr(path[-1], "key", path[-1])) == "w_ei"
 
   def norms(variables, x, y):
     sq = {"w_ei": jnp.float32(0), "other": jnp.float32(0)}
     for path, g in jax.tree_util.tree_leaves_with_path(gradient(variables, x, y)):
-      kind = "w_ei" if str(getattr(path[-1], "key", path[-1])) == "w_ei" else "other"
+      kind = "w_ei" if is_w_ei(path) else "other"
       sq[kind] = sq[kind] + jnp.sum(jnp.square(g.astype(jnp.float32)))
     return {k: jnp.sqrt(v) for k, v in sq.items()}
 
   jitted = jax.jit(norms)
-  return lambda variables, x, y: {k: float(v) for k, v in jitted(variables, x, y).items()}
+
+  def host(variables, x, y):
+    out = {k: float(v) for k, v in jitted(variables, x, y).items()}
+    if not any(is_w_ei(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables["params"])):
+      out["w_ei"] = None
+    return out
+
+  return host
 
 
 def make_gradient_agreement(model, reference):

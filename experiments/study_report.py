@@ -99,13 +99,14 @@ def silent_layers(result: dict[str, Any], when: str) -> float:
 
 
 def wei_gradient_ratio(result: dict[str, Any], when: str = "init") -> float:
-  """Mean over seeds of |dL/dW_EI| / |dL/d(every other parameter)|; nan for a BN-SNN, which
-  has no W_EI (its record holds a norm of 0)."""
-  if result.get("variant") == "bn":
+  """Mean over seeds of |dL/dW_EI| / |dL/d(every other parameter)|; nan for a model without
+  W_EI (a BN-SNN: its record holds None, or a norm of 0 in records written before)."""
+  if result.get("variant") == "bn":   # records written before None
     return math.nan
   def ratio(s):
     g = s.get("gradient_norm")
-    return g["w_ei"] / g["other"] if g and g.get("other") else math.nan
+    return (g["w_ei"] / g["other"] if g and g.get("other") and g.get("w_ei") is not None
+            else math.nan)
   return _mean_of(result, when, ratio)
 
 

@@ -321,6 +321,27 @@ def test_gradient_agreement_sees_where_the_ste_matters():
   assert parted["cosine"] < 0.999 and parted["relative_difference"] > 1e-2, parted
 
 
+def test_gradient_norms_of_a_model_without_w_ei():
+  """A BN-SNN has no W_EI: its record says None, not a norm of 0, and the report shows no
+  ratio."""
+  import jax
+  import jax.numpy as jnp
+  from configs import default
+  from ei_snn_jax import models
+  from ei_snn_jax.training import config as config_lib
+  cfg = config_lib.apply_overrides(default.get_config("runlocal"), TINY_OVERRIDES)
+  cfg.model.variant = "bn"
+  model = models.create_model(cfg.model, 10)
+  x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+  norms = study.make_gradient_norms(model)(model.init(jax.random.key(1), x, train=False), x,
+                                           jnp.arange(4) % 10)
+  assert norms["w_ei"] is None and norms["other"] > 0
+  bn = _result("bn_vgg8", [40, 41, 42], group="depth")
+  for s in bn["seeds"]:
+    s["init"]["gradient_norm"] = norms
+  assert math.isnan(study_report.wei_gradient_ratio(bn))
+
+
 def test_ste_verdict_follows_the_gradient_direction():
   """The no-STE claim is judged from cos(gradient without, with the STE) where it was recorded,
   learning or not; without it, from accuracy alone (results recorded before)."""
