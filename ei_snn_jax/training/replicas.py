@@ -273,7 +273,8 @@ def vmap_train_step(step_fn, seed_list: Sequence[int], mesh: Mesh | None = None)
   (N, batch, ...) data; replica r draws its augmentation and dropout keys from the streams of
   seed ``seed_list[r]``. A non-finite loss or gradient in any replica leaves the whole state
   unchanged (the run then stops); the metrics' ``finite`` and ``bad_leaves`` (per parameter
-  leaf) become whole-run values, those of ``bad_replica`` (-1 if none). Every other metric has the leading replica axis.
+  leaf) become whole-run values, those of ``bad_replica`` (-1 if none). Every other metric has
+  the leading replica axis.
   ``mesh``: the replicas split over the devices (``over_replicas``).
   """
   per_replica_step = with_seeds(step_fn, seed_list, mesh)
