@@ -180,9 +180,19 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
       verdict = "reproduced" if fails else ("not reproduced" if gap <= noise else "inconclusive")
     else:   # the collapse is measured at init; whether training fails needs a learning baseline
       collapse = silent[0] >= silent_layers(full, "init") + 1
+      # Shallower networks of the depth series still tell whether training fails without it.
+      shallower = [(arch, accuracy(results[e]), accuracy(results[o])) for arch in DEPTHS[:-1]
+                   for e, o in [(depth_condition("ei", arch), depth_condition("no_ei_init", arch))]
+                   if e in results and o in results]
+      trains_without = [arch for arch, e, o in shallower
+                        if o["mean"] >= CHANCE + 10 and o["mean"] >= e["mean"] - noise_floor(e, o)]
       verdict = ("reproduced for the firing-rate collapse; " if collapse else
                  "not reproduced for the firing rates; ") + "training inconclusive"
+      if trains_without:
+        verdict += (f" at VGG-16; without E-I Init it trains as well or better at "
+                    f"{', '.join(trains_without)}")
       ev += "; " + NOT_LEARNING.format(_fmt(a))
+      ev += "".join(f"; {arch}: full {_fmt(e)}, without {_fmt(o)}" for arch, e, o in shallower)
     out.append(_verdict(claim, verdict, ev))
 
   claim = "Without adaptive stabilization, numerical explosion"

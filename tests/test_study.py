@@ -269,6 +269,10 @@ def test_depth_verdict_is_judged_on_the_series():
   refuted["ei_vgg11_warmup3"]["label"] = "E-I VGG-11, 3 warm-up epochs"
   assert ("diagnostic, E-I VGG-11, 3 warm-up epochs: 21.3 ± 9.0 %, 1 of 3 seeds near chance"
           in _verdict(refuted, "Depth")["evidence"])
+  # The shallower networks also decide whether training fails without E-I Init.
+  assert _verdict(refuted, "Without E-I Init")["verdict"] == (
+      "not reproduced for the firing rates; training inconclusive at VGG-16; without E-I Init "
+      "it trains as well or better at vgg8, vgg11")
   # E-I at chance at one depth, nobody better: nothing to tell.
   unclear = _depth_results(([27, 28, 29], [10, 11, 10.5], [24, 13, 21]),
                            ([27, 28, 29], [10, 11, 12], [19, 17, 23]))
