@@ -213,6 +213,13 @@ def test_verdicts_follow_the_numbers():
   assert _verdict(results, "E-I reaches")["verdict"] == "reproduced"
   assert _verdict(results, "E-I beats")["verdict"] == "reproduced"
   assert _verdict(results, "Depth")["verdict"] == "not run yet"
+  assert study_report.summary(study_report.verdicts(results), results) == (
+      "In short, of 8 claims: 6 reproduced (some only for their mechanism), 1 not reproduced, "
+      "0 inconclusive, 1 not run yet.")
+  assert study_report.summary([{"verdict": "direction changed, not reversed; worse training"},
+                               {"verdict": "not reproduced for the gradient direction"}], {}) == (
+      "In short, of 2 claims: 0 reproduced (some only for their mechanism), 1 not reproduced, "
+      "0 inconclusive, 1 in between.")
   # Within noise: no collapse, no explosion, no DANN gap.
   results["no_ei_init"] = _result("no_ei_init", [40, 41, 42])
   results["no_stabilization"] = _result("no_stabilization", [41, 41, 41])
