@@ -34,9 +34,6 @@ from ei_snn_jax.training import (checkpointing, evaluation, guards, metrics as m
                                  replicas, runfolder)
 from ei_snn_jax.training.experiment import Experiment, host_to_global
 
-# The NaN guard's whole-run values: no replica axis, kept whole in a saved window.
-WHOLE_RUN = replicas.WHOLE_RUN
-
 
 @dataclasses.dataclass
 class Run:
@@ -93,8 +90,8 @@ def window_to_json(window: list[dict[str, Any]], n: int) -> list[Any]:
   one replica the values lose the replica axis and ``bad_replica`` is left out: the layout of
   checkpoints written before the axis existed."""
   if n == 1:
-    window = [{k: v if k in WHOLE_RUN else v[0] for k, v in m.items() if k != "bad_replica"}
-              for m in window]
+    window = [{k: v if k in metrics_lib.WHOLE_RUN else v[0] for k, v in m.items()
+               if k != "bad_replica"} for m in window]
   return [jax.tree.map(lambda a: {"dtype": np.asarray(a).dtype.name,
                                   "value": np.asarray(a).tolist()}, m) for m in window]
 
@@ -105,7 +102,7 @@ def window_from_json(window: list[Any], n: int) -> list[dict[str, Any]]:
   out = [jax.tree.map(lambda a: np.asarray(a["value"], a["dtype"]), m, is_leaf=is_leaf)
          for m in window]
   if n == 1:
-    out = [{k: v if k in WHOLE_RUN else v[None] for k, v in m.items()} for m in out]
+    out = [{k: v if k in metrics_lib.WHOLE_RUN else v[None] for k, v in m.items()} for m in out]
   return out
 
 
@@ -167,7 +164,8 @@ class PeriodicActions:
     if step == self.start_step + 1:
       self.run.progress.exclude_pause()   # the compile is no step time
     self.guard.push(step - 1, step_metrics, batch, state)
-    self.window.append({k: v for k, v in step_metrics.items() if k != "bad_leaves"})  # guard's
+    # bad_leaves (one flag per parameter) is the guard's alone: saved windows keep their layout.
+    self.window.append({k: v for k, v in step_metrics.items() if k != "bad_leaves"})
     self.run.progress.update(step)
     if self.closes_window(step):
       self.log_window(step, state)

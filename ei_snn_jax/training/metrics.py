@@ -19,9 +19,15 @@ import numpy as np
 from ei_snn_jax.training import config as config_lib, run_config, runfolder
 
 
+# The NaN guard's whole-run step metrics (no replica axis, never averaged); bad_leaf: the index a
+# step returned before bad_leaves, still in the logging windows saved with older checkpoints.
+WHOLE_RUN = ("finite", "bad_leaves", "bad_leaf", "bad_replica")
+
+
 def mean_metrics(window: list[dict]) -> dict[str, float]:
-  """Mean of each metric over a window of per-step metric dicts (host values)."""
-  keys = [k for k in window[0] if k not in ("finite", "bad_leaves", "bad_leaf")]
+  """Mean of each metric over a window of per-step metric dicts (host values), ``WHOLE_RUN``
+  left out."""
+  keys = [k for k in window[0] if k not in WHOLE_RUN]
   return {k: float(np.mean([float(m[k]) for m in window])) for k in keys}
 
 

@@ -119,15 +119,10 @@ def batch_indices(config: ml_collections.ConfigDict, epoch: int, n: int,
   return idx[step_in_epoch], mask[step_in_epoch]
 
 
-# The NaN guard's whole-run step metrics (no replica axis); bad_leaf: the index a step returned
-# before bad_leaves, still in the logging windows saved with older checkpoints.
-WHOLE_RUN = ("finite", "bad_leaves", "bad_leaf", "bad_replica")
-
-
 def per_replica(values: dict[str, Any]) -> list[dict[str, Any]]:
   """{name: value with a leading replica axis} -> one {name: value} per replica; the whole-run
-  values (``WHOLE_RUN``) are dropped."""
-  values = {k: v for k, v in values.items() if k not in WHOLE_RUN and np.ndim(v)}
+  values (``metrics.WHOLE_RUN``) are dropped."""
+  values = {k: v for k, v in values.items() if k not in metrics_lib.WHOLE_RUN and np.ndim(v)}
   n = max((np.shape(v)[0] for v in values.values()), default=1)
   return [{k: v[r] for k, v in values.items()} for r in range(n)]
 
