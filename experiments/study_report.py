@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ei_snn_jax.analysis.probes import layer_sort_key
 from experiments import seed_spread
 from experiments.study import (CHANCE, CONDITIONS, DEPTHS, FIGURES, PAGE, REPO, RESULTS_DIR,
                                SCALE, SILENT_RATE, depth_condition)
@@ -64,8 +65,8 @@ def stalled_seeds(result: dict[str, Any], within: float = 2.0) -> list[tuple[int
     if acc > CHANCE + within:
       continue
     rates = (s.get("final") or {}).get("firing_rate", {})
-    silent = sorted((k for k, r in rates.items() if r < SILENT_RATE), key=_layer_order)
-    saturated = sorted((k for k, r in rates.items() if r > 1 - SILENT_RATE), key=_layer_order)
+    silent = sorted((k for k, r in rates.items() if r < SILENT_RATE), key=layer_sort_key)
+    saturated = sorted((k for k, r in rates.items() if r > 1 - SILENT_RATE), key=layer_sort_key)
     why = [f"{k} saturated ({rates[k]:.3f})" for k in saturated]
     why += [f"{len(silent)} silent layers ({silent[0]}–{silent[-1]})"] if len(silent) > 1 else \
         [f"{k} silent" for k in silent]
@@ -73,10 +74,16 @@ def stalled_seeds(result: dict[str, Any], within: float = 2.0) -> list[tuple[int
   return out
 
 
-def _layer_order(name: str) -> tuple[str, int]:
-  """'lif10' -> ('lif', 10): layer names in network order."""
-  stem = name.rstrip("0123456789")
-  return stem, int(name[len(stem):] or 0)
+def depth_pairs(results: dict[str, dict[str, Any]], archs: Sequence[str] = DEPTHS
+                ) -> list[tuple[str, dict[str, float], dict[str, float]]]:
+  """(arch, E-I accuracy, without-E-I-Init accuracy) for each depth of ``archs`` with both
+  conditions recorded."""
+  out = []
+  for arch in archs:
+    e, o = depth_condition("ei", arch), depth_condition("no_ei_init", arch)
+    if e in results and o in results:
+      out.append((arch, accuracy(results[e]), accuracy(results[o])))
+  return out
 
 
 def noise_floor(a: dict[str, float], b: dict[str, float]) -> float:
@@ -181,9 +188,7 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
     else:   # the collapse is measured at init; whether training fails needs a learning baseline
       collapse = silent[0] >= silent_layers(full, "init") + 1
       # Shallower networks of the depth series still tell whether training fails without it.
-      shallower = [(arch, accuracy(results[e]), accuracy(results[o])) for arch in DEPTHS[:-1]
-                   for e, o in [(depth_condition("ei", arch), depth_condition("no_ei_init", arch))]
-                   if e in results and o in results]
+      shallower = depth_pairs(results, DEPTHS[:-1])
       trains_without = [arch for arch, e, o in shallower
                         if o["mean"] >= CHANCE + 10 and o["mean"] >= e["mean"] - noise_floor(e, o)]
       verdict = ("reproduced for the firing-rate collapse; " if collapse else
@@ -301,7 +306,7 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[Verdict]:
   # Judged on the series itself, not on whether E-I VGG-16 learns: at a depth where the network
   # without E-I Init learns and beats E-I beyond the noise, the claim fails whatever VGG-16 does.
   if need(claim, *names, mechanism=True):
-    pairs = [(arch, accuracy(results[e]), accuracy(results[o])) for arch, e, o in depths]
+    pairs = depth_pairs(results)
     ev = "; ".join(f"{arch}: E-I {_fmt(a)}, without E-I Init {_fmt(b)}" for arch, a, b in pairs)
     stalls = [f"{arch} seed {seed} ({acc:.1f} %{'; ' + why if why else ''})"
               for arch, e, _ in depths for seed, acc, why in stalled_seeds(results[e])]
